@@ -1,0 +1,1 @@
+"""Pre/post-processing kernels: the step catalogue and its Numba code generator."""

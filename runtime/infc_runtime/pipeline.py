@@ -1,0 +1,173 @@
+"""The served pipeline: pre kernel -> ONNX Runtime session -> post kernel.
+
+A `Pipeline` is what the server runs. `Pipeline.load(bundle_dir)` builds one
+from a bundle's `manifest.json`; the compiler builds the same object in process
+to measure what it is about to ship, so the numbers in a build report come from
+the code that serves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
+
+__all__ = ["Pipeline", "RequestError", "load_kernel_module", "make_session"]
+
+Kernel = Callable[[Tensors], Tensors]
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class RequestError(ValueError):
+    """A request's own data is wrong; it fails that request only (HTTP 400)."""
+
+
+def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session configured from a bundle's `session` settings."""
+    settings = settings or {}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = _OPT_LEVELS[settings.get("graph_optimization_level", "all")]
+    opts.intra_op_num_threads = int(settings.get("intra_op_num_threads", 0))
+    opts.inter_op_num_threads = int(settings.get("inter_op_num_threads", 0))
+    opts.log_severity_level = 3
+    providers = settings.get("providers") or ["CPUExecutionProvider"]
+    available = set(ort.get_available_providers())
+    providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=opts, providers=providers)
+
+
+def load_kernel_module(path: Path) -> ModuleType:
+    """Import a generated kernel module (`kernels/pre.py`) from a file path."""
+    name = f"infc_kernels_{path.stem}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import kernel module {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Pipeline:
+    """Request tensors in, response tensors out; every stage batched on axis 0."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        inputs: Sequence[TensorSpec],
+        outputs: Sequence[TensorSpec],
+        session: ort.InferenceSession,
+        pre: Kernel,
+        post: Kernel,
+        serving: ServingConfig | None = None,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.session = session
+        self.serving = serving or ServingConfig()
+        self._pre = pre
+        self._post = post
+        self._model_inputs = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path) -> Pipeline:
+        """Build the pipeline a bundle describes (its `manifest.json`)."""
+        root = Path(bundle_dir)
+        manifest = json.loads((root / "manifest.json").read_text())
+        pre = load_kernel_module(root / manifest["kernels"]["pre"])
+        post = load_kernel_module(root / manifest["kernels"]["post"])
+        return cls(
+            name=manifest["name"],
+            version=manifest["version"],
+            inputs=[TensorSpec.from_dict(t) for t in manifest["inputs"]],
+            outputs=[TensorSpec.from_dict(t) for t in manifest["outputs"]],
+            session=make_session(root / manifest["model"]["path"], manifest.get("session")),
+            pre=pre.run,
+            post=post.run,
+            serving=ServingConfig.from_dict(manifest.get("serving", {})),
+        )
+
+    # -- stages ------------------------------------------------------------
+    def preprocess(self, request: Tensors) -> Tensors:
+        """Request tensors -> model inputs (one request; may raise RequestError)."""
+        return self._pre(request)
+
+    def infer(self, model_inputs: Tensors) -> Tensors:
+        """Model inputs -> model outputs, with ONNX Runtime."""
+        feed = {name: model_inputs[name] for name in self._model_inputs}
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, feed), strict=True))
+
+    def postprocess(self, model_outputs: Tensors) -> Tensors:
+        """Model outputs -> response tensors."""
+        return self._post(model_outputs)
+
+    def run(self, request: Tensors) -> Tensors:
+        """All three stages for one request (or one pre-stacked batch)."""
+        return self.postprocess(self.infer(self.preprocess(request)))
+
+    def run_batch(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
+        """Run many requests as one batch; a request whose data is bad fails alone.
+
+        Pre-processing runs per request (inputs may differ in size before it),
+        the model and post-processing run once over the concatenated batch,
+        and the results are split back by each request's row count.
+        """
+        results: list[Tensors | Exception] = [RuntimeError("not run")] * len(requests)
+        prepared: list[tuple[int, Tensors]] = []
+        for i, req in enumerate(requests):
+            try:
+                prepared.append((i, self.preprocess(req)))
+            except Exception as exc:  # a bad request fails alone
+                results[i] = exc if isinstance(exc, RequestError) else RequestError(str(exc))
+        if not prepared:
+            return results
+        counts = [len(next(iter(t.values()))) for _, t in prepared]
+        names = list(prepared[0][1])
+        batch = {n: np.concatenate([t[n] for _, t in prepared]) if len(prepared) > 1 else prepared[0][1][n] for n in names}
+        try:
+            out = self.postprocess(self.infer(batch))
+        except Exception as exc:  # the batch failed: only its own requests fail
+            for i, _ in prepared:
+                results[i] = exc
+            return results
+        offsets = np.cumsum([0, *counts])
+        for (i, _), start, stop in zip(prepared, offsets[:-1], offsets[1:], strict=True):
+            results[i] = {k: v[start:stop] for k, v in out.items()}
+        return results
+
+    def example_request(self, batch: int = 1) -> Tensors:
+        """Zero-filled request tensors of the declared shapes (for warm-up)."""
+        req: Tensors = {}
+        for spec in self.inputs:
+            shape = (batch, *(1 if s < 0 else s for s in spec.shape))
+            dtype = numpy_dtype(spec.dtype)
+            req[spec.name] = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+        return req
+
+    def warmup(self) -> None:
+        """Run batch 1 and the largest batch once: compiles kernels, sizes arenas."""
+        for batch in sorted({1, self.serving.max_batch_size}):
+            result = self.run_batch([self.example_request(batch)])[0]
+            if isinstance(result, Exception):
+                raise result

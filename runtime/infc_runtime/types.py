@@ -1,0 +1,56 @@
+"""Types shared by every runtime module: tensor signatures and serving settings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Tensors", "TensorSpec", "ServingConfig", "numpy_dtype"]
+
+Tensors = dict[str, npt.NDArray[Any]]
+"""Named tensors; every array carries the batch as its leading dimension."""
+
+
+def numpy_dtype(name: str) -> np.dtype[Any]:
+    """The numpy dtype for a signature dtype name (`bytes` means Python objects)."""
+    return np.dtype(object) if name == "bytes" else np.dtype(name)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor without its batch dimension.
+
+    `dtype` is a numpy dtype name (`uint8`, `float32`, ...) or `bytes` for
+    variable-length byte strings; `-1` in `shape` marks a dimension of any size.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=tuple(int(s) for s in d["shape"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How the server batches and bounds work (the spec's `serving` section)."""
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0
+    max_queue: int = 512
+    timeout_ms: float = 1000.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServingConfig:
+        return cls(**{k: d[k] for k in ("max_batch_size", "max_queue_delay_ms", "max_queue", "timeout_ms") if k in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
