@@ -1,0 +1,90 @@
+"""The pass contract: a named unit that takes a model and returns a model plus a record.
+
+A pass never mutates its input. `run_passes` runs a list of them in order and
+wraps any failure into one `PassError` that names the failing pass and the
+passes that ran before it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import onnx
+
+from ..errors import InfcError, PassError
+
+__all__ = ["PassContext", "PassResult", "Pass", "op_counts", "run_passes", "PASSES", "register"]
+
+Feeds = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What a pass may need besides the model: a scratch folder, calibration feeds, the target."""
+
+    workdir: Path
+    target: str = "x86"
+    calibration: Callable[[], Iterator[dict[str, Any]]] | None = None
+    """Yields model-input feeds (after pre-processing), one small batch at a time."""
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """A pass's output: the model, whether it changed, and what it did."""
+
+    model: onnx.ModelProto
+    modified: bool
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Pass(Protocol):
+    """A graph pass: `name` plus `call(model, ctx) -> PassResult`."""
+
+    name: str
+
+    def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult: ...
+
+
+PASSES: dict[str, Callable[..., Pass]] = {}
+
+
+def register(factory: Callable[..., Pass]) -> Callable[..., Pass]:
+    """Register a pass class under its `name` (a duplicate is rejected now)."""
+    name = getattr(factory, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"pass {factory!r} has no name")
+    if name in PASSES:
+        raise ValueError(f"pass {name!r} is registered twice")
+    PASSES[name] = factory
+    return factory
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type (domain-qualified for non-default domains), sorted."""
+    counts = Counter(f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                     for n in model.graph.node)
+    return dict(sorted(counts.items()))
+
+
+def run_passes(model: onnx.ModelProto, steps: Sequence[tuple[str, Mapping[str, Any]]],
+               ctx: PassContext) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """Run the named passes in order; returns the final model and one record per pass."""
+    records: list[dict[str, Any]] = []
+    ran: list[str] = []
+    for name, params in steps:
+        try:
+            result = PASSES[name](**params).call(model, ctx)
+        except InfcError:
+            raise
+        except Exception as exc:
+            raise PassError(name, ran, f"{type(exc).__name__}: {exc}") from exc
+        records.append({"pass": name, "params": dict(params), "modified": result.modified,
+                        "nodes_before": len(model.graph.node), "nodes_after": len(result.model.graph.node),
+                        **result.record})
+        model = result.model
+        ran.append(name)
+    return model, records

@@ -1,0 +1,63 @@
+"""Pinned run-time requirements for a bundle, read from the build environment.
+
+The runtime's direct dependencies and everything they pull in (for the target's
+platform markers) are pinned to the versions the build measured with, so the
+bundle runs with the exact code its report describes.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+__all__ = ["RUNTIME_REQUIREMENTS", "pinned_requirements", "versions"]
+
+RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client")
+
+
+def _closure(roots: tuple[str, ...]) -> dict[str, str]:
+    env = {**default_environment(), "extra": ""}
+    seen: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen[name] = dist.version
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate(env):
+                todo.append(req.name)
+    return seen
+
+
+def pinned_requirements(target: str) -> str:
+    """requirements.txt text: every run-time distribution, pinned, sorted."""
+    pins = _closure(RUNTIME_REQUIREMENTS)
+    lines = []
+    for name, version in sorted(pins.items()):
+        if name == "onnxruntime" and target == "cuda":
+            name = "onnxruntime-gpu"
+        lines.append(f"{name}=={version}")
+    header = f"# run-time requirements for target {target}, pinned to the versions the build was measured with\n"
+    return header + "\n".join(lines) + "\n"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the tools a build used (recorded in the manifest)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("infc", "onnx", "onnxruntime", "numpy", "numba", "jinja2", *RUNTIME_REQUIREMENTS[3:]):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
