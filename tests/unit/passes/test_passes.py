@@ -1,0 +1,103 @@
+"""Each pass: outputs under onnxruntime stay within tolerance of fp32, the checker passes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from infc.errors import InfcError, PassError
+from infc.passes import PASSES, PassContext, op_counts, run_passes
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGITS = ROOT / "specs" / "digits" / "digits.onnx"
+
+
+def _inputs() -> np.ndarray:
+    with np.load(ROOT / "specs" / "digits" / "val.npz") as data:
+        images = data["image"][:128]
+    return ((images.astype(np.float32) / 255.0 - 0.5) / 0.5)[:, None]
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"image": x})[0]
+
+
+def _ctx(tmp_path: Path) -> PassContext:
+    x = _inputs()
+
+    def feeds() -> Iterator[dict[str, Any]]:
+        for i in range(0, len(x), 16):
+            yield {"image": x[i:i + 16]}
+
+    return PassContext(workdir=tmp_path, calibration=feeds)
+
+
+@pytest.fixture(scope="module")
+def digits() -> onnx.ModelProto:
+    return onnx.load(str(DIGITS))
+
+
+def test_registry_lists_every_pass() -> None:
+    assert {"check_model", "fuse_graph", "quantize_dynamic", "quantize_static"} <= set(PASSES)
+
+
+def test_fuse_graph_keeps_outputs_and_fuses_matmul_add(digits: onnx.ModelProto, tmp_path: Path) -> None:
+    model, records = run_passes(digits, [("check_model", {}), ("fuse_graph", {"level": "extended"})], _ctx(tmp_path))
+    onnx.checker.check_model(model)
+    x = _inputs()
+    np.testing.assert_allclose(_run(model, x), _run(digits, x), rtol=1e-5, atol=1e-5)
+    fuse = records[-1]
+    assert fuse["ops_before"].get("MatMul", 0) == 3 and fuse["ops_after"].get("MatMul", 0) == 0
+    assert len(model.graph.node) < len(digits.graph.node)
+
+
+@pytest.mark.parametrize(("name", "params"), [("quantize_dynamic", {}), ("quantize_static", {"method": "minmax"})])
+def test_int8_passes_quantize_and_stay_close(digits: onnx.ModelProto, tmp_path: Path, name: str,
+                                             params: dict[str, Any]) -> None:
+    model, records = run_passes(digits, [("check_model", {}), (name, params)], _ctx(tmp_path))
+    onnx.checker.check_model(model)
+    assert records[-1]["quantized_ops"], "the pass must quantize something"
+    assert records[-1]["modified"] is True
+    x = _inputs()
+    ref, got = _run(digits, x), _run(model, x)
+    # tolerance: int8 logits move, decisions must not (>= 97% top-1 agreement on real digits)
+    assert np.mean(ref.argmax(1) == got.argmax(1)) >= 0.97
+    assert np.abs(ref - got).max() < 0.15 * np.abs(ref).max()
+
+
+def _ml_model() -> onnx.ModelProto:
+    node = helper.make_node("Normalizer", ["x"], ["y"], domain="ai.onnx.ml", norm="L2")
+    graph = helper.make_graph([node], "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+
+
+def test_quantize_refuses_ml_domain_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(InfcError, match="ai.onnx.ml operators"):
+        run_passes(_ml_model(), [("quantize_dynamic", {})], _ctx(tmp_path))
+
+
+def test_failure_names_the_pass_and_what_ran_before(tmp_path: Path) -> None:
+    broken = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.zeros(2, np.float32), "x")]), opset_imports=[helper.make_opsetid("", 17)])
+    broken.graph.node.append(helper.make_node("NoSuchOp", ["y"], ["z"]))
+    with pytest.raises(PassError) as info:
+        run_passes(broken, [("fuse_graph", {"level": "basic"})], _ctx(tmp_path))
+    assert info.value.pass_name == "fuse_graph" and "after: none" in str(info.value)
+
+
+def test_op_counts_qualify_contrib_domains() -> None:
+    node = helper.make_node("FusedMatMul", ["a", "b"], ["c"], domain="com.microsoft")
+    graph = helper.make_graph([node], "g", [], [])
+    assert op_counts(helper.make_model(graph)) == {"com.microsoft.FusedMatMul": 1}
