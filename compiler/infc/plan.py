@@ -62,6 +62,8 @@ def make_plan(spec: Spec) -> Plan:
         passes.append(("quantize_dynamic", {"per_channel": True, "weight_type": "int8"}))
     elif quantize == "static":
         passes.append(("quantize_static", {"method": "minmax", "per_channel": True}))
+    elif quantize == "fp16":
+        passes.append(("convert_fp16", {}))
     if spec.optimize.fuse:
         # provider-specific fusions only where the build host can run that provider
         level = "extended" if matches else "basic"
