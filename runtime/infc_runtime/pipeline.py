@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -126,35 +127,53 @@ class Pipeline:
         """All three stages for one request (or one pre-stacked batch)."""
         return self.postprocess(self.infer(self.preprocess(request)))
 
-    def run_batch(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
+    def run_batch(
+        self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None
+    ) -> list[Tensors | Exception]:
         """Run many requests as one batch; a request whose data is bad fails alone.
 
         Pre-processing runs per request (inputs may differ in size before it),
         the model and post-processing run once over the concatenated batch,
-        and the results are split back by each request's row count.
+        and the results are split back by each request's row count. Requests
+        whose model inputs cannot be concatenated (different trailing shapes)
+        run as separate sub-batches, so one odd shape never fails the others.
+        When `timings` is given, the seconds spent in each stage are added to
+        its `pre`, `infer` and `post` keys.
         """
+        clock = _StageClock(timings)
         results: list[Tensors | Exception] = [RuntimeError("not run")] * len(requests)
-        prepared: list[tuple[int, Tensors]] = []
-        for i, req in enumerate(requests):
-            try:
-                prepared.append((i, self.preprocess(req)))
-            except Exception as exc:  # a bad request fails alone
-                results[i] = exc if isinstance(exc, RequestError) else RequestError(str(exc))
-        if not prepared:
-            return results
-        counts = [len(next(iter(t.values()))) for _, t in prepared]
-        names = list(prepared[0][1])
-        batch = {n: np.concatenate([t[n] for _, t in prepared]) if len(prepared) > 1 else prepared[0][1][n] for n in names}
-        try:
-            out = self.postprocess(self.infer(batch))
-        except Exception as exc:  # the batch failed: only its own requests fail
-            for i, _ in prepared:
-                results[i] = exc
-            return results
-        offsets = np.cumsum([0, *counts])
-        for (i, _), start, stop in zip(prepared, offsets[:-1], offsets[1:], strict=True):
-            results[i] = {k: v[start:stop] for k, v in out.items()}
+        groups: dict[tuple[Any, ...], list[tuple[int, Tensors]]] = {}
+        with clock("pre"):
+            for i, req in enumerate(requests):
+                try:
+                    prepared = self.preprocess(req)
+                except Exception as exc:  # a bad request fails alone
+                    results[i] = exc if isinstance(exc, RequestError) else RequestError(str(exc))
+                    continue
+                groups.setdefault(_concat_key(prepared), []).append((i, prepared))
+        for group in groups.values():
+            self._run_group(group, results, clock)
         return results
+
+    def _run_group(
+        self, group: list[tuple[int, Tensors]], results: list[Tensors | Exception], clock: _StageClock
+    ) -> None:
+        """Model and post-processing over requests whose model inputs concatenate."""
+        counts = [len(next(iter(t.values()))) for _, t in group]
+        names = list(group[0][1])
+        batch = {n: np.concatenate([t[n] for _, t in group]) if len(group) > 1 else group[0][1][n] for n in names}
+        try:
+            with clock("infer"):
+                model_out = self.infer(batch)
+            with clock("post"):
+                out = self.postprocess(model_out)
+        except Exception as exc:  # the batch failed: only its own requests fail
+            for i, _ in group:
+                results[i] = exc
+            return
+        offsets = np.cumsum([0, *counts])
+        for (i, _), start, stop in zip(group, offsets[:-1], offsets[1:], strict=True):
+            results[i] = {k: v[start:stop] for k, v in out.items()}
 
     def example_request(self, batch: int = 1) -> Tensors:
         """Zero-filled request tensors of the declared shapes (for warm-up)."""
@@ -162,7 +181,7 @@ class Pipeline:
         for spec in self.inputs:
             shape = (batch, *(1 if s < 0 else s for s in spec.shape))
             dtype = numpy_dtype(spec.dtype)
-            req[spec.name] = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+            req[spec.name] = np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
         return req
 
     def warmup(self) -> None:
@@ -171,3 +190,29 @@ class Pipeline:
             result = self.run_batch([self.example_request(batch)])[0]
             if isinstance(result, Exception):
                 raise result
+
+
+def _concat_key(tensors: Tensors) -> tuple[Any, ...]:
+    """What must match for two requests' tensors to be concatenated on axis 0."""
+    return tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in sorted(tensors.items()))
+
+
+class _StageClock:
+    """Adds the seconds spent inside `with clock(stage):` to a timings dict."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self._timings = timings
+        self._stage = ""
+        self._start = 0.0
+
+    def __call__(self, stage: str) -> _StageClock:
+        self._stage = stage
+        return self
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timings is not None:
+            elapsed = time.perf_counter() - self._start
+            self._timings[self._stage] = self._timings.get(self._stage, 0.0) + elapsed
