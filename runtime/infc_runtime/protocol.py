@@ -1,0 +1,304 @@
+"""KServe V2 (Open Inference Protocol) over HTTP: decode requests, encode responses.
+
+Both the JSON form and the binary tensor data extension are supported, so
+`tritonclient.http` works with its defaults (binary inputs and outputs):
+
+- A request body is a JSON object, optionally followed by raw tensor bytes; the
+  `Inference-Header-Content-Length` header gives the JSON part's length. An
+  input sent as binary carries `parameters.binary_data_size`; its bytes follow
+  in the order of `inputs`. Data is little-endian, row-major; a BYTES element is
+  a 4-byte little-endian length followed by the bytes.
+- An output is returned as binary when its `parameters.binary_data` is true, or
+  (when not set) when the request's `parameters.binary_data_output` is true.
+
+Every mistake in a request raises `ProtocolError(status, message)` whose message
+starts with the field at fault (`inputs[0].shape: ...`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._tensors import (
+    ProtocolError,
+    bytes_from_binary,
+    bytes_to_binary,
+    numpy_for_datatype,
+    to_datatype,
+    values_from_json,
+)
+from .types import Tensors, TensorSpec
+
+__all__ = [
+    "HEADER_LENGTH",
+    "EncodedResponse",
+    "InferRequest",
+    "ProtocolError",
+    "RequestedOutput",
+    "decode_request",
+    "encode_response",
+    "numpy_for_datatype",
+    "tensor_metadata",
+    "to_datatype",
+]
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+"""HTTP header giving the length of the JSON part of a body with binary tensors."""
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """An output to return, and whether as binary data."""
+
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    """A decoded inference request: validated input tensors plus how to answer."""
+
+    inputs: Tensors
+    outputs: list[RequestedOutput]
+    rows: int
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def timeout_s(self) -> float | None:
+        """The request's own `timeout` parameter (microseconds, as Triton) in seconds."""
+        timeout = self.parameters.get("timeout")
+        return None if timeout is None else timeout / 1e6
+
+
+@dataclass(frozen=True)
+class EncodedResponse:
+    """A response body; `header_length` is set when binary tensors follow the JSON."""
+
+    body: bytes
+    header_length: int | None
+
+    @property
+    def media_type(self) -> str:
+        return "application/json" if self.header_length is None else "application/octet-stream"
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    """Model-metadata entry for a tensor: V2 datatype and shape with the batch as -1."""
+    return {"name": spec.name, "datatype": to_datatype(spec.dtype), "shape": [-1, *spec.shape]}
+
+
+def decode_request(
+    body: bytes,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    header_length: str | None = None,
+) -> InferRequest:
+    """Parse and validate an infer request body against the model's signature."""
+    header, binary = _split_body(body, header_length)
+    try:
+        doc = json.loads(header)
+    except ValueError as exc:
+        raise ProtocolError(400, f"request body: malformed JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(400, "request body: expected a JSON object")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(400, "id: expected a string")
+    params = _object(doc.get("parameters"), "parameters")
+    timeout = params.get("timeout")
+    if timeout is not None and (not _is_int(timeout) or timeout < 0):
+        raise ProtocolError(400, "parameters.timeout: expected microseconds, an integer >= 0")
+    tensors, rows = _decode_inputs(doc.get("inputs"), binary, inputs)
+    requested = _decode_outputs(doc.get("outputs"), outputs, bool(params.get("binary_data_output")))
+    return InferRequest(tensors, requested, rows, request_id, params)
+
+
+def encode_response(
+    request: InferRequest,
+    result: Tensors,
+    outputs: Sequence[TensorSpec],
+    *,
+    model_name: str,
+    model_version: str,
+) -> EncodedResponse:
+    """The response body for `result`, holding the outputs the request asked for."""
+    specs = {s.name: s for s in outputs}
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for wanted in request.outputs:
+        datatype = to_datatype(specs[wanted.name].dtype)
+        array = _as_datatype(result[wanted.name], datatype)
+        entry: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": list(array.shape)}
+        if wanted.binary:
+            raw = (
+                bytes_to_binary(array) if datatype == "BYTES" else array.astype(array.dtype.newbyteorder("<")).tobytes()
+            )
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = _json_data(array, datatype, wanted.name)
+        entries.append(entry)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request.id is not None:
+        doc["id"] = request.id
+    doc["outputs"] = entries
+    header = json.dumps(doc, separators=(",", ":")).encode()
+    if not chunks:
+        return EncodedResponse(header, None)
+    return EncodedResponse(b"".join([header, *chunks]), len(header))
+
+
+# -- request parts -----------------------------------------------------------
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 <= length <= len(body):
+        raise ProtocolError(
+            400, f"{HEADER_LENGTH} header: {header_length!r} is not a length within the {len(body)}-byte body"
+        )
+    return body[:length], memoryview(body)[length:]
+
+
+def _decode_inputs(raw: Any, binary: memoryview, specs: Sequence[TensorSpec]) -> tuple[Tensors, int]:
+    if not isinstance(raw, list) or not raw:
+        raise ProtocolError(400, "inputs: expected a non-empty list of input tensors")
+    by_name = {s.name: s for s in specs}
+    tensors: Tensors = {}
+    rows: tuple[int, str] | None = None
+    offset = 0
+    for i, item in enumerate(raw):
+        where = f"inputs[{i}]"
+        if not isinstance(item, dict):
+            raise ProtocolError(400, f"{where}: expected an object")
+        name = item.get("name")
+        if name not in by_name:
+            raise ProtocolError(400, f"{where}.name: unknown input {name!r}; the model takes {sorted(by_name)}")
+        if name in tensors:
+            raise ProtocolError(400, f"{where}.name: input {name!r} is given twice")
+        spec = by_name[name]
+        shape = _check_shape(item.get("shape"), spec, where)
+        datatype = to_datatype(spec.dtype)
+        if item.get("datatype") != datatype:
+            raise ProtocolError(400, f"{where}.datatype: input {name!r} is {datatype}, got {item.get('datatype')!r}")
+        if rows is not None and shape[0] != rows[0]:
+            raise ProtocolError(
+                400, f"{where}.shape[0]: batch size {shape[0]} differs from {rows[0]} of input {rows[1]!r}"
+            )
+        rows = rows or (shape[0], name)
+        size = _object(item.get("parameters"), f"{where}.parameters").get("binary_data_size")
+        if size is not None:
+            if "data" in item:
+                raise ProtocolError(400, f"{where}.data: given together with parameters.binary_data_size")
+            if not _is_int(size) or size < 0 or offset + size > len(binary):
+                raise ProtocolError(
+                    400,
+                    f"{where}.parameters.binary_data_size: {size!r} bytes declared but "
+                    f"{len(binary) - offset} bytes of binary data remain in the body",
+                )
+            tensors[name] = _from_binary(
+                binary[offset : offset + size], datatype, shape, f"{where}.parameters.binary_data_size"
+            )
+            offset += size
+        elif "data" in item:
+            tensors[name] = values_from_json(item["data"], datatype, shape, f"{where}.data")
+        else:
+            raise ProtocolError(400, f"{where}.data: missing (or set parameters.binary_data_size)")
+    if offset != len(binary):
+        raise ProtocolError(400, f"request body: {len(binary) - offset} bytes of binary data belong to no input")
+    missing = [s.name for s in specs if s.name not in tensors]
+    if missing:
+        raise ProtocolError(400, f"inputs: missing input {missing[0]!r}; the model takes {[s.name for s in specs]}")
+    return tensors, rows[0] if rows else 0
+
+
+def _check_shape(raw: Any, spec: TensorSpec, where: str) -> tuple[int, ...]:
+    expected = [-1, *spec.shape]
+    if not isinstance(raw, list) or not all(_is_int(d) and d >= 0 for d in raw):
+        raise ProtocolError(400, f"{where}.shape: expected a list of sizes like {expected}, got {raw!r}")
+    if len(raw) != len(expected) or any(e >= 0 and d != e for d, e in zip(raw, expected, strict=True)):
+        raise ProtocolError(400, f"{where}.shape: input {spec.name!r} takes {expected}, got {raw}")
+    if raw[0] == 0:
+        raise ProtocolError(400, f"{where}.shape[0]: the batch needs at least one row")
+    return tuple(raw)
+
+
+def _from_binary(chunk: memoryview, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    count = int(np.prod(shape))
+    if datatype == "BYTES":
+        return bytes_from_binary(chunk, count, where).reshape(shape)
+    dtype = numpy_for_datatype(datatype)
+    expected = count * dtype.itemsize
+    if len(chunk) != expected:
+        raise ProtocolError(
+            400, f"{where}: {len(chunk)} bytes do not hold shape {list(shape)} of {datatype} ({expected} bytes)"
+        )
+    # copy: writable and aligned, as kernels compiled at warm-up expect
+    return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def _decode_outputs(raw: Any, specs: Sequence[TensorSpec], binary_default: bool) -> list[RequestedOutput]:
+    if raw is None:
+        return [RequestedOutput(s.name, binary_default) for s in specs]
+    if not isinstance(raw, list):
+        raise ProtocolError(400, "outputs: expected a list of requested outputs")
+    names = [s.name for s in specs]
+    requested: list[RequestedOutput] = []
+    for i, item in enumerate(raw):
+        where = f"outputs[{i}]"
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in names:
+            raise ProtocolError(400, f"{where}.name: unknown output {name!r}; the model returns {names}")
+        params = _object(item.get("parameters"), f"{where}.parameters")
+        if params.get("classification"):
+            raise ProtocolError(400, f"{where}.parameters.classification: not supported by this server")
+        binary = params.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise ProtocolError(400, f"{where}.parameters.binary_data: expected true or false")
+        requested.append(RequestedOutput(name, binary))
+    return requested
+
+
+# -- response parts ----------------------------------------------------------
+
+
+def _as_datatype(array: np.ndarray, datatype: str) -> np.ndarray:
+    array = np.asarray(array)
+    if datatype == "BYTES":
+        return array if array.dtype == object else array.astype(object)
+    return array.astype(numpy_for_datatype(datatype), copy=False)
+
+
+def _json_data(array: np.ndarray, datatype: str, name: str) -> list[Any]:
+    if datatype != "BYTES":
+        return array.ravel().tolist()
+    try:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    except UnicodeDecodeError:
+        raise ProtocolError(
+            400, f"outputs: output {name!r} holds bytes that are not UTF-8; ask for it with binary_data=true"
+        ) from None
+
+
+def _object(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProtocolError(400, f"{where}: expected an object")
+    return raw
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
