@@ -1,0 +1,210 @@
+"""The JSON Schema (draft 2020-12) of a spec, v1.
+
+The schema is the one description of what a spec may say: the loader validates
+against it, its `default`s are the defaults the loader applies, and `infc
+schema` prints it. Pre/post step items are built from the step registry, so
+every step's parameters are checked when a spec loads. Rules that tie several
+fields together (fp16 needs cuda, static needs calibration data, ...) are
+stated in descriptions here and checked in `infc.spec`, where they get clearer
+messages than a schema could give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from infc_runtime.types import ServingConfig
+
+from .kernels import registry
+
+__all__ = [
+    "DTYPES", "HARDWARE", "METRICS", "QUANTIZE", "NAME_PATTERN", "SEMVER_PATTERN",
+    "PATTERN_NAMES", "STEP_SECTIONS", "schema",
+]
+
+HARDWARE = ("x86", "arm", "cuda")
+DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+          "float16", "float32", "float64", "bytes")
+QUANTIZE = ("none", "dynamic", "static", "fp16", "auto")
+METRICS = ("top1_agreement", "accuracy", "cosine", "max_abs_error")
+NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
+SEMVER_PATTERN = (  # https://semver.org, the suggested regular expression
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+PATTERN_NAMES = {
+    NAME_PATTERN: "lowercase letters, digits and dashes, starting with a letter",
+    SEMVER_PATTERN: "a semantic version such as 1.0.0",
+    "^[NCHWD]+$": "axis letters (N, C, H, W, D) such as HWC",
+}
+"""What each pattern means, in words, for error messages."""
+
+STEP_SECTIONS = {"preprocess": "pre", "postprocess": "post"}
+
+_SERVING = {  # name: (JSON type, bounds, description); defaults come from ServingConfig
+    "max_batch_size": ("integer", {"minimum": 1}, "largest batch the server forms"),
+    "max_queue_delay_ms": ("number", {"minimum": 0},
+                           "how long a request may wait for others to batch with, in ms"),
+    "max_queue": ("integer", {"minimum": 1}, "requests waiting at most; beyond, the server answers 429"),
+    "timeout_ms": ("number", {"exclusiveMinimum": 0},
+                   "a request not answered by then is dropped (504), in ms"),
+}
+
+
+def _serving() -> dict[str, Any]:
+    defaults = {f.name: f.default for f in fields(ServingConfig)}
+    return {
+        "type": "object",
+        "description": "dynamic batching and bounds of the server",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            name: {"type": kind, **bounds, "default": defaults[name], "description": doc}
+            for name, (kind, bounds, doc) in _SERVING.items()
+        },
+    }
+
+
+def _steps(stage: registry.Stage) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name in registry.names(stage):
+        p = registry.params_schema(name)
+        if not registry.get(name).required:
+            p["type"] = ["object", "null"]  # `- softmax:` with nothing after it is fine
+        params[name] = p
+    bare = [n for n in registry.names(stage) if not registry.get(n).required]
+    where = "before" if stage == "pre" else "after"
+    return {
+        "type": "array",
+        "description": f"steps run {where} the model, in order",
+        "default": [],
+        "items": {
+            "title": "a step name, or a mapping of one step name to its parameters",
+            "oneOf": [
+                {"type": "string", "enum": bare, "description": "a step that needs no parameters"},
+                {
+                    "type": "object",
+                    "description": "`name: {parameters}`",
+                    "properties": params,
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                },
+            ],
+        },
+    }
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of a spec (draft 2020-12); a fresh copy on every call."""
+    number_gt0 = {"type": "number", "exclusiveMinimum": 0}
+    data_file = {"type": "string", "minLength": 1}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "infc spec v1",
+        "description": "A model, where it runs, its budgets and the processing around it.",
+        "type": "object",
+        "required": ["name", "version", "model", "target"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64,
+                     "description": "name of the service and bundle: " + PATTERN_NAMES[NAME_PATTERN]},
+            "version": {"type": "string", "pattern": SEMVER_PATTERN,
+                        "description": "semantic version of the service, e.g. 1.0.0"},
+            "model": {"type": "string", "minLength": 1,
+                      "description": "the ONNX model, a path relative to the spec file"},
+            "target": {
+                "title": "x86, arm or cuda, or a mapping {hardware, threads}",
+                "description": "where the bundle runs",
+                "oneOf": [
+                    {"type": "string", "enum": list(HARDWARE)},
+                    {
+                        "type": "object",
+                        "required": ["hardware"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "hardware": {"type": "string", "enum": list(HARDWARE)},
+                            "threads": {"type": "integer", "minimum": 1,
+                                        "description": "compute threads (default: what the plan picks)"},
+                        },
+                    },
+                ],
+            },
+            "inputs": {
+                "type": "array",
+                "description": "request tensors, without the batch dimension (default: the model's inputs)",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/tensor"},
+            },
+            "budget": {
+                "type": "object",
+                "description": "what the build must meet; a missed budget fails the build",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "latency_ms": {
+                        "type": "object",
+                        "description": "latency percentiles at batch 1, in ms (p50 <= p95 <= p99)",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "properties": {p: number_gt0 for p in ("p50", "p95", "p99")},
+                    },
+                    "accuracy": {
+                        "type": "object",
+                        "description": (
+                            "agreement of the optimized model with the original on the validation "
+                            "data. top1_agreement, accuracy (needs labels) and cosine take `min`; "
+                            "max_abs_error takes `max`. Needs optimize.validation."
+                        ),
+                        "additionalProperties": False,
+                        "required": ["metric"],
+                        "properties": {
+                            "metric": {"type": "string", "enum": list(METRICS)},
+                            "min": {"type": "number", "description": "lowest acceptable value"},
+                            "max": {"type": "number", "description": "highest acceptable value"},
+                        },
+                    },
+                },
+            },
+            "optimize": {
+                "type": "object",
+                "description": "graph optimizations to try",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {
+                    "quantize": {
+                        "type": "string", "enum": list(QUANTIZE), "default": "none",
+                        "description": (
+                            "none, dynamic (int8 weights), static (int8 weights and activations; "
+                            "needs calibration), fp16 (cuda only) or auto (the fastest candidate "
+                            "inside the accuracy budget; needs calibration and an accuracy budget)"
+                        ),
+                    },
+                    "fuse": {"type": "boolean", "default": True, "description": "fuse operators"},
+                    "calibration": {**data_file, "description": (
+                        ".npz with one array [N, *shape] per request input, relative to the spec")},
+                    "validation": {**data_file, "description": (
+                        ".npz like calibration, plus optional integer `labels` [N]")},
+                },
+            },
+            "preprocess": _steps("pre"),
+            "postprocess": _steps("post"),
+            "serving": _serving(),
+        },
+        "$defs": {
+            "tensor": {
+                "type": "object",
+                "description": "a named request tensor",
+                "required": ["name", "dtype", "shape"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "dtype": {"type": "string", "enum": list(DTYPES)},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": -1},
+                              "description": "sizes without the batch dimension; -1 means any size"},
+                },
+            },
+        },
+    }
