@@ -1,0 +1,193 @@
+"""Dynamic batching: group concurrent requests, run them on one worker thread.
+
+Requests wait in a bounded queue (`serving.max_queue` requests; beyond that
+`submit` raises `QueueFull`, answered 429). A batch is taken when the queued
+rows reach `serving.max_batch_size` or `serving.max_queue_delay_ms` has passed
+since its first request arrived; a request with more rows than the maximum runs
+as a batch of its own. Batches run `Pipeline.run_batch` on one dedicated thread,
+so the event loop never blocks on compute and ONNX Runtime sees one batch at a
+time. A request still queued at its deadline (`serving.timeout_ms`, or its own
+timeout) is dropped before it costs compute (`DeadlineExceeded`, answered 504).
+`drain()` stops accepting and finishes everything already accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .metrics import Metrics
+from .pipeline import Pipeline
+from .types import Tensors
+
+__all__ = ["Batcher", "BatcherClosed", "DeadlineExceeded", "QueueFull"]
+
+T = TypeVar("T")
+
+
+class QueueFull(Exception):
+    """The queue holds `max_queue` requests already (HTTP 429)."""
+
+    retry_after_s = 1
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed while it was queued (HTTP 504)."""
+
+
+class BatcherClosed(Exception):
+    """The batcher is draining for shutdown and takes no new requests (HTTP 503)."""
+
+
+@dataclass(eq=False)
+class _Item:
+    tensors: Tensors
+    rows: int
+    future: asyncio.Future[Tensors]
+    enqueued: float
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class Batcher:
+    """Queues requests for one pipeline and runs them in batches on a worker thread."""
+
+    def __init__(self, pipeline: Pipeline, metrics: Metrics | None = None) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.serving
+        self.metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infc-worker")
+
+    def start(self) -> None:
+        """Start collecting batches (call from the running event loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._collect(), name="infc-batcher")
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue."""
+        return len(self._queue)
+
+    async def run_in_worker(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the worker thread, in turn with the batches (e.g. warm-up)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def submit(self, tensors: Tensors, *, timeout_s: float | None = None) -> Tensors:
+        """Queue one request (batch on axis 0) and wait for its own result.
+
+        Raises `QueueFull`, `BatcherClosed`, `DeadlineExceeded`, or what the
+        pipeline raised for this request (`RequestError` for bad data).
+        """
+        if self._closing:
+            raise BatcherClosed("the server is shutting down")
+        if len(self._queue) >= self.config.max_queue:
+            raise QueueFull(f"the queue is full ({self.config.max_queue} requests waiting)")
+        self.start()
+        loop = asyncio.get_running_loop()
+        rows = len(next(iter(tensors.values()))) if tensors else 0
+        item = _Item(tensors, rows, loop.create_future(), time.monotonic())
+        timeout = self.config.timeout_ms / 1000 if timeout_s is None else timeout_s
+        item.timer = loop.call_later(timeout, self._expire, item, timeout)
+        self._queue.append(item)
+        self._queued_rows += rows
+        self._queue_changed()
+        return await item.future
+
+    async def drain(self) -> None:
+        """Stop taking requests, finish every queued one, then stop the worker."""
+        self.start()
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+
+    # -- internals ---------------------------------------------------------
+    def _queue_changed(self) -> None:
+        self._wakeup.set()
+        if self.metrics is not None:
+            self.metrics.set_queue_depth(len(self._queue))
+
+    def _expire(self, item: _Item, timeout: float) -> None:
+        """Drop a request still queued at its deadline; it never reaches the model."""
+        if item in self._queue:
+            self._queue.remove(item)
+            self._queued_rows -= item.rows
+            self._queue_changed()
+            if not item.future.done():
+                item.future.set_exception(DeadlineExceeded(f"not started within its timeout of {timeout * 1000:g} ms"))
+
+    async def _collect(self) -> None:
+        """Form batches and run them, one at a time, until drained."""
+        delay = self.config.max_queue_delay_ms / 1000
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # Wait for a full batch, or for the oldest request's delay to pass.
+            remaining = self._queue[0].enqueued + delay - time.monotonic()
+            if not self._closing and self._queued_rows < self.config.max_batch_size and remaining > 0:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    pass
+                else:
+                    continue  # something changed: look again
+            batch = self._take()
+            if batch:
+                await self._run(batch)
+
+    def _take(self) -> list[_Item]:
+        """The oldest queued requests whose rows fit in one batch (at least one)."""
+        batch: list[_Item] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            item = self._queue[0]
+            if batch and rows + item.rows > self.config.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_rows -= item.rows
+            if item.timer is not None:
+                item.timer.cancel()
+            if item.future.done():  # the caller went away
+                continue
+            batch.append(item)
+            rows += item.rows
+            if self.metrics is not None:
+                self.metrics.observe_stage("queue", now - item.enqueued)
+        self._queue_changed()
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        """Run one batch on the worker thread; resolve each request with its own result."""
+        timings: dict[str, float] = {}
+        requests = [item.tensors for item in batch]
+        try:
+            results: list[Any] = await self.run_in_worker(lambda: self.pipeline.run_batch(requests, timings=timings))
+        except Exception as exc:  # the batch as a whole failed: only its requests fail
+            results = [exc] * len(batch)
+        if self.metrics is not None:
+            self.metrics.observe_batch(sum(item.rows for item in batch))
+            for stage, seconds in timings.items():
+                self.metrics.observe_stage(stage, seconds)
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)

@@ -1,0 +1,57 @@
+"""Prometheus metrics: own registry, names, units and buckets."""
+
+from __future__ import annotations
+
+import prometheus_client
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from infc_runtime.metrics import Metrics, batch_buckets
+
+
+@pytest.mark.parametrize(
+    ("max_batch_size", "buckets"),
+    [(1, (1,)), (8, (1, 2, 4, 8)), (12, (1, 2, 4, 8, 12)), (32, (1, 2, 4, 8, 16, 32))],
+)
+def test_batch_buckets_are_powers_of_two_up_to_the_maximum(max_batch_size: int, buckets: tuple[int, ...]) -> None:
+    assert batch_buckets(max_batch_size) == buckets
+
+
+def test_metrics_live_in_their_own_registry() -> None:
+    a = Metrics("a", max_batch_size=4)
+    b = Metrics("b", max_batch_size=4)  # a second instance must not clash
+    a.observe_request(200, 0.01)
+    assert a.registry is not prometheus_client.REGISTRY
+    assert prometheus_client.REGISTRY.get_sample_value("infc_requests_total", {"model": "a", "status": "200"}) is None
+    assert b.registry.get_sample_value("infc_requests_total", {"model": "a", "status": "200"}) is None
+
+
+def test_rendered_text_has_every_metric() -> None:
+    m = Metrics("digits", max_batch_size=8)
+    m.request_started()
+    m.request_started()
+    m.request_finished()
+    m.observe_request(200, 0.004)
+    m.observe_request(429, 0.0001)
+    for stage in ("queue", "pre", "infer", "post"):
+        m.observe_stage(stage, 0.001)
+    m.observe_batch(3)
+    m.set_queue_depth(5)
+
+    families = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    assert {
+        "infc_requests",
+        "infc_request_duration_seconds",
+        "infc_stage_duration_seconds",
+        "infc_batch_size",
+        "infc_queue_depth",
+        "infc_inflight_requests",
+    } <= set(families)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("infc_requests_total", (("model", "digits"), ("status", "429")))] == 1
+    assert samples[("infc_inflight_requests", (("model", "digits"),))] == 1
+    assert samples[("infc_queue_depth", (("model", "digits"),))] == 5
+    assert samples[("infc_batch_size_bucket", (("le", "2.0"), ("model", "digits")))] == 0
+    assert samples[("infc_batch_size_bucket", (("le", "4.0"), ("model", "digits")))] == 1
+    assert samples[("infc_stage_duration_seconds_count", (("model", "digits"), ("stage", "infer")))] == 1
+    assert families["infc_request_duration_seconds"].type == "histogram"
