@@ -21,6 +21,7 @@ from typing import Any
 from infc_runtime.types import ServingConfig, TensorSpec
 
 from .errors import PathPart, SpecError, SpecErrors
+from .kernels import registry
 from .kernels.signature import check_pipeline
 from .spec_files import check_arrays, compare_inputs, load_model, model_inputs, shown
 from .spec_schema import STEP_SECTIONS, schema
@@ -124,8 +125,9 @@ def load_spec(path: str | Path) -> Spec:
     name = shown(file)
     try:
         raw = file.read_bytes()
-    except OSError as e:
-        raise SpecErrors([SpecError(name, 1, 1, (), f"cannot read the spec: {e.strerror or e}")]) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SpecErrors([SpecError(name, 1, 1, (), f"cannot read the spec: {reason}")]) from None
 
     # 1. parse, keeping the line and column of every key and value
     doc = parse(raw)
@@ -142,7 +144,7 @@ def load_spec(path: str | Path) -> Spec:
 
     # 2. validate against the schema, then the rules that tie fields together
     if doc.data is not None:
-        errors += [locate(f) for f in validate(doc.data, schema())]
+        errors += [locate(f) for f in validate(doc.data, schema()) if f.path not in doc.unusable]
         if isinstance(doc.data, dict):
             errors += [locate(f) for f in _cross_checks(doc.data)]
     if errors:
@@ -165,8 +167,8 @@ def load_spec(path: str | Path) -> Spec:
             errors += [locate(Finding(p, m)) for p, m in compare_inputs(inputs, found)]
     else:
         inputs = found
-        data["inputs"] = [t.to_dict() for t in inputs]
         marks[("inputs",)] = doc.marks[("model",)]  # errors about them point at the model
+    data["inputs"] = [t.to_dict() for t in inputs]
 
     # 5. calibration and validation data for those inputs
     for key in ("calibration", "validation"):
@@ -247,7 +249,7 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
 
 def _accuracy_bounds(accuracy: dict[str, Any]) -> list[Finding]:
     metric = accuracy.get("metric")
-    if metric not in _BOUNDS:
+    if not isinstance(metric, str) or metric not in _BOUNDS:
         return []
     bound, low, high = _BOUNDS[metric]
     other = "max" if bound == "min" else "min"
@@ -266,27 +268,33 @@ def _accuracy_bounds(accuracy: dict[str, Any]) -> list[Finding]:
     return out
 
 
-def _with_defaults(value: Any, sub: Mapping[str, Any]) -> Any:
-    """`value` with the schema's defaults filled in, keys in the schema's order."""
+def _canonical(value: Any, sub: Mapping[str, Any]) -> Any:
+    """`value` with the schema's defaults filled in, keys in the schema's order and
+    integers as ints (JSON Schema counts 3.0 as an integer)."""
+    if sub.get("type") == "integer" and isinstance(value, float):
+        return int(value)
+    if isinstance(value, list) and "items" in sub:
+        return [_canonical(item, sub["items"]) for item in value]
     if not isinstance(value, dict) or "properties" not in sub:
         return value
     out = {}
     for key, prop in sub["properties"].items():
         if key in value:
-            out[key] = _with_defaults(value[key], prop)
+            out[key] = _canonical(value[key], prop)
         elif "default" in prop:
-            out[key] = _with_defaults(copy.deepcopy(prop["default"]), prop)
+            out[key] = _canonical(copy.deepcopy(prop["default"]), prop)
     return out
 
 
 def _resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """Validated spec data in its one canonical form: defaults applied, long forms only."""
-    data: dict[str, Any] = _with_defaults(copy.deepcopy(raw), schema())
+    data: dict[str, Any] = _canonical(copy.deepcopy(raw), schema())
     target = data["target"]
-    data["target"] = {"hardware": target} if isinstance(target, str) else target
+    data["target"] = {"hardware": target} if isinstance(target, str) else {
+        "hardware": target["hardware"], **({"threads": int(target["threads"])} if "threads" in target else {})}
     for section in STEP_SECTIONS:
         data[section] = [{item: {}} if isinstance(item, str)
-                         else {k: dict(v or {}) for k, v in item.items()}
+                         else {k: _canonical(v or {}, registry.params_schema(k)) for k, v in item.items()}
                          for item in data[section]]
     s = data["serving"]
     data["serving"] = ServingConfig(int(s["max_batch_size"]), float(s["max_queue_delay_ms"]),

@@ -36,6 +36,8 @@ class Document:
     marks: dict[KeyPath, Mark] = field(default_factory=dict)
     key_marks: dict[KeyPath, Mark] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    unusable: set[KeyPath] = field(default_factory=set)
+    """Paths whose value could not be read (already a problem; read as null)."""
 
 
 def _mark(mark: yaml.Mark | None) -> Mark:
@@ -78,6 +80,8 @@ def parse(raw: bytes) -> Document:
 
 
 def _syntax_message(e: yaml.MarkedYAMLError) -> str:
+    if e.context and str(e.problem).startswith("but "):  # "expected a single document ..., but found"
+        return f"invalid YAML: {e.context}, {e.problem}"
     message = f"invalid YAML: {e.problem}"
     if e.context and e.context_mark is not None and e.context_mark is not e.problem_mark:
         line, col = _mark(e.context_mark)
@@ -99,6 +103,7 @@ class _Walker:
         self.doc.marks[path] = _mark(node.start_mark)
         if id(node) in active:  # an alias inside its own anchor: `a: &x [*x]`
             self.problem(path, node, "an alias refers to a value that contains it")
+            self.doc.unusable.add(path)
             return None
         active = active | {id(node)}
         if isinstance(node, MappingNode):
@@ -138,6 +143,7 @@ class _Walker:
             value = self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as e:
             self.problem(path, node, f"unsupported YAML value: {e.problem}")
+            self.doc.unusable.add(path)
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(path, node, f"expected a finite number, got {node.value}")

@@ -1,0 +1,447 @@
+"""infc.spec: the example loads typed and defaulted; every malformed spec is one located error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+import infc.spec
+from infc.errors import SpecError, SpecErrors, format_path
+from infc.kernels import registry
+from infc.spec import (
+    AccuracyBudget,
+    Budget,
+    LatencyBudget,
+    Optimize,
+    Spec,
+    Step,
+    Target,
+    load_spec,
+    schema,
+)
+from infc_runtime.types import ServingConfig, TensorSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "specs" / "digits"
+
+# The example, restated with lines numbered here so that tests can name exact positions.
+BASE = """\
+name: digits
+version: 1.0.0
+model: digits.onnx
+target: x86
+inputs:
+  - {name: image, dtype: uint8, shape: [8, 8]}
+budget:
+  latency_ms: {p95: 5, p99: 10}
+  accuracy: {metric: top1_agreement, min: 0.99}
+optimize:
+  quantize: static
+  calibration: calib.npz
+  validation: val.npz
+preprocess:
+  - to_float: {scale: 0.00392156862745098}
+  - normalize: {mean: [0.5], std: [0.5]}
+  - layout: {from: HW, to: CHW}
+postprocess:
+  - softmax: {output: probabilities}
+  - topk: {k: 3}
+  - labels: {names: [zero, one, two, three, four, five, six, seven, eight, nine]}
+serving:
+  max_batch_size: 16
+"""
+MINIMAL = "name: digits\nversion: 1.0.0\nmodel: digits.onnx\ntarget: x86\n"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder holding the digits model and data, ready for a spec."""
+    for name in ("digits.onnx", "calib.npz", "val.npz"):
+        shutil.copy(DIGITS / name, tmp_path / name)
+    return tmp_path
+
+
+def write(folder: Path, text: str, *edits: tuple[str, str]) -> Path:
+    """Write `text` as spec.yaml with each `(old, new)` of `edits` applied once."""
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = folder / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def errors_of(path: Path) -> list[SpecError]:
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    return info.value.errors
+
+
+def where(e: SpecError) -> tuple[str, str]:
+    return f"{e.line}:{e.col}", format_path(e.path)
+
+
+def uint8_images(n: int, *shape: int) -> np.ndarray:
+    return np.zeros((n, *shape), np.uint8)
+
+
+# ---------------------------------------------------------------- the example
+
+
+def test_example_loads_typed_with_defaults() -> None:
+    spec = load_spec(DIGITS / "digits.yaml")
+    assert isinstance(spec, Spec)
+    assert spec.file == DIGITS / "digits.yaml" and spec.model == DIGITS / "digits.onnx"
+    assert (spec.name, spec.version) == ("digits", "1.0.0")
+    assert spec.target == Target("x86", None)
+    assert spec.inputs == (TensorSpec("image", "uint8", (8, 8)),)
+    assert spec.budget == Budget(LatencyBudget(None, 5.0, 10.0), AccuracyBudget("top1_agreement", 0.99, None))
+    assert spec.optimize == Optimize("static", True, DIGITS / "calib.npz", DIGITS / "val.npz")
+    assert [s.name for s in spec.preprocess] == ["to_float", "normalize", "layout"]
+    assert spec.preprocess[1] == Step("normalize", {"mean": [0.5], "std": [0.5]}, ("preprocess", 1))
+    assert spec.postprocess[1].params == {"k": 3} and spec.postprocess[1].path == ("postprocess", 1)
+    assert spec.serving == ServingConfig(32, 2.0, 512, 1000.0)
+    assert spec.data["target"] == {"hardware": "x86"}
+    assert spec.data["postprocess"][0] == {"softmax": {"output": "probabilities"}}
+    assert spec.marks[("postprocess", 1, "topk", "k")] == (23, 15)
+
+
+def test_minimal_spec_gets_defaults_and_the_model_inputs(workdir: Path) -> None:
+    spec = load_spec(write(workdir, MINIMAL))
+    assert spec.inputs == (TensorSpec("image", "float32", (1, 8, 8)),)  # batch dim dropped
+    assert spec.budget == Budget(None, None)
+    assert spec.optimize == Optimize("none", True, None, None)
+    assert spec.preprocess == () and spec.postprocess == ()
+    assert spec.serving == ServingConfig()
+    assert spec.data["inputs"] == [{"name": "image", "dtype": "float32", "shape": [1, 8, 8]}]
+    assert spec.data["serving"] == ServingConfig().to_dict()
+    assert list(spec.data) == list(schema()["properties"])  # canonical order, every section present
+    # an error about the inputs taken from the model points at `model`
+    assert spec.error(("inputs", 0, "shape"), "x").line == 3
+
+
+def test_long_forms_and_bare_step_names(workdir: Path) -> None:
+    text = MINIMAL.replace("target: x86", "target: {hardware: cuda, threads: 2}") + (
+        "optimize: {quantize: fp16}\npostprocess:\n  - softmax\n  - topk: {k: 2.0}\n")
+    spec = load_spec(write(workdir, text))
+    assert spec.target == Target("cuda", 2)
+    assert spec.postprocess[0] == Step("softmax", {}, ("postprocess", 0))
+    assert spec.postprocess[1].params == {"k": 2} and isinstance(spec.postprocess[1].params["k"], int)
+    assert spec.data["postprocess"] == [{"softmax": {}}, {"topk": {"k": 2}}]
+
+
+def test_schema_is_valid_and_documents_the_registry() -> None:
+    s = schema()
+    Draft202012Validator.check_schema(s)
+    assert set(s["required"]) >= {"name", "version", "model", "target"}
+    assert all("description" in p or "title" in p for p in s["properties"].values())
+    stages: tuple[tuple[registry.Stage, str], ...] = (("pre", "preprocess"), ("post", "postprocess"))
+    for stage, section in stages:
+        mapping_form = s["properties"][section]["items"]["oneOf"][1]
+        assert sorted(mapping_form["properties"]) == registry.names(stage)
+
+
+def test_example_and_resolved_data_validate_against_the_schema(workdir: Path) -> None:
+    validator = Draft202012Validator(schema())
+    raw = yaml.safe_load((DIGITS / "digits.yaml").read_text())
+    assert list(validator.iter_errors(raw)) == []
+    assert list(validator.iter_errors(dict(load_spec(DIGITS / "digits.yaml").data))) == []
+    assert list(validator.iter_errors(dict(load_spec(write(workdir, MINIMAL)).data))) == []
+
+
+def test_spec_error_locates_at_the_nearest_written_ancestor() -> None:
+    spec = load_spec(DIGITS / "digits.yaml")
+    e = spec.error(("preprocess", 1, "normalize", "std"), "too small")
+    assert (e.line, e.col, e.path) == (19, 35, ("preprocess", 1, "normalize", "std"))
+    assert spec.error(("preprocess", 1, "normalize", "axis"), "x").line == 19  # not written: its step
+    assert str(spec.error(("serving", "nope"), "m")).endswith(":26:3 serving.nope: m")
+    assert spec.error(("nowhere",), "m").line == 3  # the document itself
+
+
+# ---------------------------------------------------------------- one located error each
+
+CASES: list[tuple[str, list[tuple[str, str]], str, str, str]] = [
+    # id, edits, line:col, key path, message fragment
+    ("yaml-syntax", [("  - topk: {k: 3}", "  - topk: {k: 3")], "21:11", "",
+     "invalid YAML: expected ',' or '}', but got ':' (while parsing a flow mapping at line 20, column 11)"),
+    ("yaml-tab", [("  max_batch_size: 16", "\tmax_batch_size: 16")], "23:1", "",
+     "found character '\\t' that cannot start any token"),
+    ("unknown-top-key", [("serving:", "servng:")], "22:1", "servng",
+     "unknown key 'servng' (did you mean 'serving'?)"),
+    ("unknown-nested-key", [("latency_ms:", "laytency_ms:")], "8:3", "budget.laytency_ms",
+     "unknown key 'laytency_ms' (did you mean 'latency_ms'?)"),
+    ("name-pattern", [("name: digits", "name: Digits_2")], "1:7", "name",
+     "expected lowercase letters, digits and dashes, starting with a letter, got 'Digits_2'"),
+    ("semver", [("version: 1.0.0", "version: v1.0")], "2:10", "version",
+     "expected a semantic version such as 1.0.0, got 'v1.0'"),
+    ("version-number", [("version: 1.0.0", "version: 1.0")], "2:10", "version",
+     "expected a string, got 1.0 (put it in quotes"),
+    ("target-short", [("target: x86", "target: x68")], "4:9", "target",
+     "expected one of x86, arm, cuda, got 'x68' (did you mean 'x86'?)"),
+    ("target-long", [("target: x86", "target: {hardware: x68, threads: 2}")], "4:20",
+     "target.hardware", "expected one of x86, arm, cuda, got 'x68'"),
+    ("target-type", [("target: x86", "target: [x86]")], "4:9", "target",
+     "expected x86, arm or cuda, or a mapping {hardware, threads}, got a list"),
+    ("unknown-step", [("  - normalize:", "  - normalise:")], "16:5", "preprocess[1].normalise",
+     "unknown preprocess step 'normalise' (did you mean 'normalize'?)"),
+    ("unknown-bare-step", [("  - softmax: {output: probabilities}", "  - sofmax")], "19:5",
+     "postprocess[0]", "unknown postprocess step 'sofmax' (did you mean 'softmax'?)"),
+    ("step-wrong-stage", [("  - layout: {from: HW, to: CHW}", "  - softmax")], "17:5",
+     "preprocess[2]", "step 'softmax' belongs in postprocess, not preprocess"),
+    ("bare-step-needs-params", [("  - topk: {k: 3}", "  - topk")], "20:5", "postprocess[1]",
+     "step 'topk' needs parameters: k"),
+    ("step-two-keys", [("  - topk: {k: 3}", "  - {topk: {k: 3}, softmax: {}}")], "20:5",
+     "postprocess[1]", "a step is a mapping with one key, the step name; got 2 keys"),
+    ("step-param-std", [("std: [0.5]", "std: [0]")], "16:36", "preprocess[1].normalize.std[0]",
+     "expected a number > 0, got 0"),
+    ("step-param-k", [("{k: 3}", "{k: 0}")], "20:15", "postprocess[1].topk.k",
+     "expected an integer >= 1, got 0"),
+    ("step-param-unknown", [("{k: 3}", "{k: 3, kk: 1}")], "20:18", "postprocess[1].topk.kk",
+     "unknown key 'kk' (did you mean 'k'?)"),
+    ("step-param-missing", [("{mean: [0.5], std: [0.5]}", "{mean: [0.5]}")], "16:16",
+     "preprocess[1].normalize.std", "missing required key"),
+    ("missing-required", [("model: digits.onnx\n", "")], "1:1", "model", "missing required key"),
+    ("missing-in-nested", [("{metric: top1_agreement, min: 0.99}", "{min: 0.99}")], "9:13",
+     "budget.accuracy.metric", "missing required key"),
+    ("wrong-type", [("max_batch_size: 16", "max_batch_size: lots")], "23:19",
+     "serving.max_batch_size", "expected an integer, got 'lots'"),
+    ("wrong-type-section", [("  max_batch_size: 16\n", ""), ("serving:", "serving: 5")],
+     "22:10", "serving", "expected a mapping, got 5"),
+    ("null-section", [("  max_batch_size: 16\n", "")], "22:9", "serving",
+     "expected a mapping, got null"),
+    ("duplicate-key", [("  max_batch_size: 16\n", "  max_batch_size: 16\n  max_batch_size: 8\n")],
+     "24:3", "serving.max_batch_size", "duplicate key 'max_batch_size' (first written on line 23)"),
+    ("serving-range", [("max_batch_size: 16", "max_batch_size: 0")], "23:19",
+     "serving.max_batch_size", "expected an integer >= 1, got 0"),
+    ("latency-order", [("{p95: 5, p99: 10}", "{p95: 5, p99: 1}")], "8:29", "budget.latency_ms.p99",
+     "p99 (1) is below p95 (5)"),
+    ("latency-empty", [("{p95: 5, p99: 10}", "{}")], "8:15", "budget.latency_ms",
+     "expected at least one of p50, p95, p99"),
+    ("not-finite", [("{p95: 5, p99: 10}", "{p95: .inf}")], "8:21", "budget.latency_ms.p95",
+     "expected a finite number, got .inf"),
+    ("accuracy-range", [("min: 0.99", "min: 1.5")], "9:43", "budget.accuracy.min",
+     "expected a number in [0, 1] for top1_agreement, got 1.5"),
+    ("max-abs-error-takes-max", [("metric: top1_agreement, min: 0.99", "metric: max_abs_error, max: 0.1, min: 0")],
+     "9:52", "budget.accuracy.min", "metric max_abs_error takes `max`, not `min`"),
+    ("accuracy-needs-validation", [("  validation: val.npz\n", "")], "9:13", "budget.accuracy",
+     "an accuracy budget needs optimize.validation"),
+    ("static-needs-calibration", [("  calibration: calib.npz\n", "")], "11:13", "optimize.quantize",
+     "quantize static needs optimize.calibration"),
+    ("fp16-on-x86", [("quantize: static", "quantize: fp16")], "11:13", "optimize.quantize",
+     "fp16 needs target cuda, got x86"),
+    ("auto-needs-accuracy", [("quantize: static", "quantize: auto"),
+                             ("  accuracy: {metric: top1_agreement, min: 0.99}\n", "")],
+     "10:13", "optimize.quantize", "quantize auto needs budget.accuracy"),
+    ("dtype-enum", [("dtype: uint8", "dtype: unit8")], "6:26", "inputs[0].dtype",
+     "got 'unit8' (did you mean 'uint8'?)"),
+    ("duplicate-input", [("  - {name: image, dtype: uint8, shape: [8, 8]}\n",
+                               "  - {name: image, dtype: uint8, shape: [8, 8]}\n"
+                               "  - {name: image, dtype: uint8, shape: [8, 8]}\n")],
+     "7:12", "inputs[1].name", "duplicate input name 'image' (also inputs[0])"),
+    ("merge-key", [("serving:\n", "serving:\n  <<: {max_queue: 3}\n")], "23:3", "serving",
+     "YAML merge keys (<<) are not supported"),
+    ("python-tag", [("name: digits", "name: !!python/name:os.system digits")], "1:7", "name",
+     "unsupported YAML value"),
+    # files, checked once the spec itself is right
+    ("model-missing", [("model: digits.onnx", "model: digitz.onnx")], "3:8", "model",
+     "file not found: "),
+    ("model-not-onnx", [("model: digits.onnx", "model: calib.npz")], "3:8", "model",
+     "not a valid ONNX model"),
+    ("npz-missing", [("calibration: calib.npz", "calibration: nope.npz")], "12:16",
+     "optimize.calibration", "file not found: "),
+    ("npz-not-npz", [("calibration: calib.npz", "calibration: digits.onnx")], "12:16",
+     "optimize.calibration", "is not an .npz archive"),
+    ("npz-missing-array", [("calibration: calib.npz", "calibration: renamed.npz")], "12:16",
+     "optimize.calibration", "has no array 'image' (did you mean 'img'?)"),
+    ("npz-wrong-shape", [("calibration: calib.npz", "calibration: shape.npz")], "12:16",
+     "optimize.calibration", "array 'image' has shape (4, 8, 9), expected (N, 8, 8)"),
+    ("npz-unsafe-dtype", [("calibration: calib.npz", "calibration: float.npz")], "12:16",
+     "optimize.calibration", "array 'image' has dtype float64, which does not cast safely"),
+    ("npz-pickled", [("calibration: calib.npz", "calibration: objects.npz")], "12:16",
+     "optimize.calibration", "holds Python objects"),
+    ("labels-length", [("validation: val.npz", "validation: labels3.npz")], "13:15",
+     "optimize.validation", "`labels` has 3 entries, expected N = 4"),
+    ("labels-dtype", [("validation: val.npz", "validation: labelsf.npz")], "13:15",
+     "optimize.validation", "`labels` has dtype float32, expected integers"),
+    ("accuracy-without-labels", [("metric: top1_agreement", "metric: accuracy"),
+                                 ("validation: val.npz", "validation: calib.npz")],
+     "13:15", "optimize.validation", "calib.npz has no `labels` array, which metric accuracy needs"),
+]
+
+
+def make_data_files(folder: Path) -> None:
+    np.savez(folder / "renamed.npz", img=uint8_images(4, 8, 8))
+    np.savez(folder / "shape.npz", image=uint8_images(4, 8, 9))
+    np.savez(folder / "float.npz", image=np.zeros((4, 8, 8)))
+    np.savez(folder / "objects.npz", image=np.array([[1], ["a"]], dtype=object))
+    np.savez(folder / "labels3.npz", image=uint8_images(4, 8, 8), labels=np.arange(3))
+    np.savez(folder / "labelsf.npz", image=uint8_images(4, 8, 8), labels=np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize(("edits", "at", "key", "fragment"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_spec_is_one_located_error(
+    workdir: Path, edits: list[tuple[str, str]], at: str, key: str, fragment: str
+) -> None:
+    make_data_files(workdir)
+    path = write(workdir, BASE, *edits)
+    errors = errors_of(path)
+    assert len(errors) == 1, [str(e) for e in errors]
+    (e,) = errors
+    assert e.file == str(path)
+    assert where(e) == (at, key)
+    assert fragment in e.message
+    assert str(e).startswith(f"{path}:{at} {key + ': ' if key else ''}")
+
+
+def test_several_errors_are_reported_together_sorted_by_line(workdir: Path) -> None:
+    path = write(workdir, BASE,
+                 ("serving:", "servng:"),
+                 ("target: x86", "target: x68"),
+                 ("{k: 3}", "{k: 0}"),
+                 ("name: digits", "name: Digits"),
+                 ("  - normalize:", "  - normalise:"))
+    errors = errors_of(path)
+    assert [where(e) for e in errors] == [
+        ("1:7", "name"), ("4:9", "target"), ("16:5", "preprocess[1].normalise"),
+        ("20:15", "postprocess[1].topk.k"), ("22:1", "servng"),
+    ]
+    with pytest.raises(SpecErrors) as info:
+        load_spec(path)
+    assert str(info.value).splitlines() == [str(e) for e in errors]
+
+
+def test_inputs_must_match_the_model_without_preprocess(workdir: Path) -> None:
+    text = MINIMAL + "inputs:\n  - {name: imag, dtype: float32, shape: [1, 8, 8]}\n"
+    assert [(*where(e), e.message) for e in errors_of(write(workdir, text))] == [
+        ("6:3", "inputs", "model input 'image' not listed; without preprocess every model input "
+                          "is a request input"),
+        ("6:12", "inputs[0].name", "the model has no input 'imag' (did you mean 'image'?); "
+                                   "without preprocess, request inputs are the model's"),
+    ]
+    text = MINIMAL + "inputs:\n  - {name: image, dtype: uint8, shape: [8, 8]}\n"
+    assert [where(e) + (e.message,) for e in errors_of(write(workdir, text))] == [
+        ("6:26", "inputs[0].dtype", "the model takes float32 for 'image', got uint8 "
+                                    "(without preprocess, requests go to the model as they are)"),
+        ("6:40", "inputs[0].shape", "the model takes 'image' with shape (1, 8, 8) "
+                                    "(batch dimension left out), got (8, 8)"),
+    ]
+    assert load_spec(write(workdir, MINIMAL + "inputs:\n  - {name: image, dtype: float32, shape: [1, 8, 8]}\n"))
+
+
+@pytest.mark.parametrize(("content", "fragment", "at"), [
+    (b"", "the spec is empty", "1:1"),
+    (b"- name: digits\n", "expected a mapping, got a list", "1:1"),
+    (b"# only a comment\n", "the spec is empty", "1:1"),
+    (b"name: digits\nversion: \xff\n", "not UTF-8 text: byte 0xff", "2:10"),
+    (b"name: \x07\n", "invalid YAML: special characters are not allowed", "1:7"),
+    (b"a: 1\n---\nb: 2\n", "invalid YAML: expected a single document in the stream, but found another document", "2:1"),
+    (b"a: &x [*x]\n", "an alias refers to a value that contains it", "1:4"),
+])
+def test_unparseable_files_are_located(workdir: Path, content: bytes, fragment: str, at: str) -> None:
+    path = workdir / "spec.yaml"
+    path.write_bytes(content)
+    errors = errors_of(path)
+    assert any(fragment in e.message and f"{e.line}:{e.col}" == at for e in errors), [str(e) for e in errors]
+
+
+def test_unreadable_spec(tmp_path: Path) -> None:
+    (e,) = errors_of(tmp_path / "absent.yaml")
+    assert str(e) == f"{tmp_path / 'absent.yaml'}:1:1 cannot read the spec: No such file or directory"
+    (e,) = errors_of(tmp_path)
+    assert "cannot read the spec: Is a directory" in str(e)
+
+
+def test_error_file_is_relative_under_the_working_directory(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(workdir, MINIMAL.replace("x86", "x68"))
+    monkeypatch.chdir(workdir.parent)
+    (e,) = errors_of(Path(workdir.name) / "spec.yaml")
+    assert str(e).startswith(f"{workdir.name}/spec.yaml:4:9 target: ")
+
+
+def test_pipeline_check_runs_last_and_its_errors_are_raised(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Spec] = []
+
+    def check(spec: Spec, model: Any) -> list[SpecError]:
+        calls.append(spec)
+        return [spec.error(("preprocess", 2, "layout", "to"), "the model takes 1x8x8")]
+
+    monkeypatch.setattr(infc.spec, "check_pipeline", check)
+    (e,) = errors_of(write(workdir, BASE))
+    assert where(e) == ("17:28", "preprocess[2].layout.to") and len(calls) == 1
+    errors_of(write(workdir, BASE, ("target: x86", "target: x68")))
+    assert len(calls) == 1  # not reached when the spec itself is wrong
+
+
+# ---------------------------------------------------------------- no user mistake escapes as a traceback
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fuzz")
+    for name in ("digits.onnx", "calib.npz", "val.npz"):
+        shutil.copy(DIGITS / name, folder / name)
+    return folder
+
+
+def _outcome(path: Path) -> None:
+    try:
+        load_spec(path)
+    except SpecErrors as e:
+        assert e.errors and all(err.line >= 1 and err.col >= 1 and err.message for err in e.errors)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.data())
+def test_mutated_text_only_ever_raises_spec_errors(fuzz_dir: Path, data: st.DataObject) -> None:
+    text = BASE
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(text) - 1))
+        cut = data.draw(st.integers(0, 3))
+        insert = data.draw(st.sampled_from(["", ":", "-", " ", "\n", "[", "{", "0", "x", "'", "&a", "*a", "!!"]))
+        text = text[:i] + insert + text[i + cut:]
+    path = fuzz_dir / "spec.yaml"
+    path.write_text(text)
+    _outcome(path)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 100) | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(value, dict):
+        out += [p for k, v in value.items() for p in _paths(v, (*path, k))]
+    elif isinstance(value, list):
+        out += [p for i, v in enumerate(value) for p in _paths(v, (*path, i))]
+    return out
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(st.data())
+def test_any_value_anywhere_only_ever_raises_spec_errors(fuzz_dir: Path, data: st.DataObject) -> None:
+    spec = yaml.safe_load(BASE)
+    path = data.draw(st.sampled_from(_paths(spec)[1:]))
+    parent = spec
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = data.draw(_json)
+    file = fuzz_dir / "spec.yaml"
+    file.write_text(yaml.safe_dump(spec))
+    _outcome(file)
