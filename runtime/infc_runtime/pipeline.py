@@ -8,8 +8,10 @@ the code that serves.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,8 +56,15 @@ def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = No
 
 
 def load_kernel_module(path: Path) -> ModuleType:
-    """Import a generated kernel module (`kernels/pre.py`) from a file path."""
-    name = f"infc_kernels_{path.stem}_{abs(hash(str(path.resolve())))}"
+    """Import a generated kernel module (`kernels/pre.py`) from a file path.
+
+    The module's name is derived from the file's content, not from `hash()`
+    (randomized per process) or its location: Numba's on-disk cache
+    (`cache=True`) records it and re-imports it by that name when another
+    process (a server restart, a moved bundle) loads the cached machine code.
+    """
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"infc_kernels_{stem}_{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import kernel module {path}")
