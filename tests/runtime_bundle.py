@@ -154,7 +154,7 @@ def make_request(rows: int, seed: int = 0) -> Tensors:
     """Request tensors of `rows` rows with reproducible random values."""
     rng = np.random.default_rng(seed)
     return {
-        "pixels": rng.integers(0, 256, size=(rows, 4), dtype=np.uint8),
+        "pixels": rng.integers(0, 255, size=(rows, 4), dtype=np.uint8),  # 255 first: held (gated_pipeline)
         "offset": rng.normal(size=(rows, 3)).astype(np.float32),
     }
 
