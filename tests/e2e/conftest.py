@@ -1,0 +1,22 @@
+"""The example spec, built once per test session into a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from examples import DIGITS_SPEC
+
+from infc.build import BuildResult, build
+
+
+@pytest.fixture(scope="session")
+def digits_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    return build(DIGITS_SPEC, tmp_path_factory.mktemp("build"), iterations=50)
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits_build: BuildResult) -> Path:
+    assert digits_build.path is not None
+    return digits_build.path

@@ -1,0 +1,82 @@
+"""`infc build` on the example: what the bundle holds, and that it says the truth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+from examples import DIGITS_SPEC
+
+from infc.build import BuildResult, build, load_requests
+from infc.spec import load_spec
+from infc_runtime.pipeline import Pipeline
+
+EXPECTED = {"manifest.json", "spec.yaml", "model.onnx", "kernels/pre.py", "kernels/post.py", "serve.py",
+            "requirements.txt", "report.md", "Dockerfile", "k8s/deployment.yaml", "k8s/inferenceservice.yaml",
+            "infc_runtime/__init__.py", "infc_runtime/pipeline.py", "infc_runtime/app.py"}
+
+
+def test_bundle_has_every_file_and_the_manifest_hashes_them(digits_bundle: Path) -> None:
+    files = {str(p.relative_to(digits_bundle)) for p in digits_bundle.rglob("*") if p.is_file()
+             and "__pycache__" not in p.parts}
+    assert EXPECTED <= files
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    assert set(manifest["files"]) == files - {"manifest.json"}
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
+    assert manifest["name"] == "digits" and manifest["version"] == "1.0.0"
+    assert [p["name"] for p in manifest["plan"]["passes"]] == ["check_model", "quantize_static", "fuse_graph"]
+    assert manifest["results"]["passed"] is True
+    assert manifest["versions"]["onnxruntime"] and manifest["versions"]["numba"]
+
+
+def test_manifest_records_the_measured_numbers(digits_build: BuildResult, digits_bundle: Path) -> None:
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    acc, lat = manifest["results"]["accuracy"], manifest["results"]["latency"]
+    assert acc["metric"] == "top1_agreement" and acc["value"] >= 0.99 and acc["samples"] == 450
+    assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+    report = (digits_bundle / "report.md").read_text()
+    assert "**PASS**" in report and f"{acc['value']:.4f}" in report and f"{lat['p99_ms']:.3f} ms" in report
+
+
+def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
+    lines = [ln for ln in (digits_bundle / "requirements.txt").read_text().splitlines() if not ln.startswith("#")]
+    names = {ln.split("==")[0] for ln in lines}
+    assert all("==" in ln for ln in lines)
+    assert {"onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus-client"} <= names
+    assert not names & {"infc", "onnx", "torch", "transformers", "scikit-learn", "jinja2", "jsonschema"}
+
+
+def test_resolved_spec_and_deploy_files_parse(digits_bundle: Path) -> None:
+    spec = yaml.safe_load((digits_bundle / "spec.yaml").read_text())
+    assert spec["name"] == "digits" and spec["serving"]["max_batch_size"] == 32
+    docs = list(yaml.safe_load_all((digits_bundle / "k8s" / "deployment.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    probe = docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/v2/health/ready"
+    assert 'CMD ["python", "serve.py"' in (digits_bundle / "Dockerfile").read_text()
+
+
+def test_bundle_pipeline_matches_the_model_on_validation_data(digits_bundle: Path) -> None:
+    pipeline = Pipeline.load(digits_bundle)
+    spec = load_spec(DIGITS_SPEC)
+    assert spec.optimize.validation is not None
+    requests, labels = load_requests(spec, spec.optimize.validation)
+    out = pipeline.run(requests)
+    assert out["labels"].shape == (450, 3) and out["scores"].shape == (450, 3)
+    names = np.array([n.encode() for n in ["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                           "eight", "nine"]], dtype=object)
+    assert labels is not None
+    assert np.mean(out["labels"][:, 0] == names[labels]) > 0.95  # the real task, after int8
+    assert np.all(np.diff(out["scores"], axis=1) <= 0)  # top-k sorted
+
+
+def test_same_inputs_give_the_same_bytes(digits_build: BuildResult, tmp_path: Path) -> None:
+    again = build(DIGITS_SPEC, tmp_path, iterations=20)
+    first, second = digits_build.bundle.files, again.bundle.files
+    assert set(first) == set(second)
+    differ = {name for name in first if first[name] != second[name]}
+    assert differ <= {"report.md"}, differ  # only the measured numbers may differ

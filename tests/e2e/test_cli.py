@@ -1,0 +1,88 @@
+"""The `infc` command as a user runs it: exit codes, stdout, stderr (never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from examples import DIGITS_DIR, DIGITS_SPEC
+
+
+def infc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infc", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
+
+
+def _example_copy(tmp_path: Path, edit: dict[str, str]) -> Path:
+    """The example spec with some lines replaced, next to copies of its files."""
+    for name in ("digits.onnx", "calib.npz", "val.npz"):
+        shutil.copy(DIGITS_DIR / name, tmp_path / name)
+    text = DIGITS_SPEC.read_text()
+    for old, new in edit.items():
+        assert old in text
+        text = text.replace(old, new)
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def test_build_succeeds_and_says_how_to_serve(tmp_path: Path) -> None:
+    done = infc("build", str(DIGITS_SPEC), "-o", str(tmp_path / "out"), "--iterations", "50")
+    assert done.returncode == 0, done.stderr
+    assert "built" in done.stdout and "serve.py --host 127.0.0.1 --port 8000" in done.stdout
+    assert "top1_agreement" in done.stdout and "p99" in done.stdout
+    assert (tmp_path / "out" / "digits-1.0.0" / "manifest.json").is_file()
+    assert "Traceback" not in done.stderr
+
+
+def test_validate_ok() -> None:
+    done = infc("validate", str(DIGITS_SPEC))
+    assert done.returncode == 0 and done.stdout.strip().endswith(": ok")
+
+
+def test_spec_error_exit_2_located(tmp_path: Path) -> None:
+    spec = _example_copy(tmp_path, {"target: x86": "target: x68", "k: 3": "k: 0"})
+    for command in ("validate", "build"):
+        done = infc(command, str(spec), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "digits.yaml:6:9 target: expected one of x86, arm, cuda, got 'x68'" in done.stderr
+        assert "postprocess[1].topk.k" in done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_accuracy_budget_miss_exit_4_with_numbers(tmp_path: Path) -> None:
+    spec = _example_copy(tmp_path, {"accuracy: {metric: top1_agreement, min: 0.99}":
+                                    "accuracy: {metric: max_abs_error, max: 0.0001}"})
+    report = tmp_path / "report.md"
+    done = infc("build", str(spec), "-o", str(tmp_path / "out"), "--iterations", "20", "--report", str(report),
+                cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    assert "accuracy: max_abs_error = " in done.stderr and "budget <= 0.0001" in done.stderr
+    assert not (tmp_path / "out" / "digits-1.0.0").exists()
+    assert "**FAIL**" in report.read_text() and "**MISS**" in report.read_text()
+    assert "Traceback" not in done.stderr
+
+
+def test_latency_budget_miss_exit_4(tmp_path: Path) -> None:
+    spec = _example_copy(tmp_path, {"latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
+    done = infc("build", str(spec), "-o", str(tmp_path / "out"), "--iterations", "20", cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    assert "latency: p99" in done.stderr and "> budget 1e-06 ms" in done.stderr
+
+
+def test_schema_and_plan_print_json() -> None:
+    schema = json.loads(infc("schema").stdout)
+    assert schema["$schema"].endswith("2020-12/schema") and "budget" in schema["properties"]
+    plan = json.loads(infc("plan", str(DIGITS_SPEC)).stdout)
+    assert [p["name"] for p in plan["passes"]] == ["check_model", "quantize_static", "fuse_graph"]
+
+
+@pytest.mark.parametrize("args", [["build"], ["nosuchcommand"], ["build", "missing.yaml"]])
+def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
+    done = infc(*args, cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
