@@ -14,7 +14,8 @@ Every error is JSON `{"error": message}`: 400 bad request (the message names
 the field), 404 unknown model or path, 429 queue full (with Retry-After), 503
 not ready or shutting down, 504 deadline passed while queued, 500 a failure of
 the pipeline itself. Warm-up runs on the worker thread after startup, so the
-server answers health checks while it warms up; shutdown drains the batcher.
+server answers health checks while it warms up (infer requests queue behind
+it; if it fails, they get 503); shutdown drains the batcher.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class _Server:
         self.warmup = warmup
         self.is_ready = not warmup
         self.not_ready_reason = "warming up"
+        self.broken = False  # warm-up failed: the pipeline cannot serve
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -116,7 +118,7 @@ class _Server:
         try:
             await self.batcher.run_in_worker(self.pipeline.warmup)
         except Exception as exc:
-            self.not_ready_reason = f"warm-up failed: {exc}"
+            self.broken, self.not_ready_reason = True, f"warm-up failed: {exc}"
             log.exception("warm-up of model %r failed; the server stays not ready", self.pipeline.name)
             return
         self.is_ready = True
@@ -178,6 +180,8 @@ class _Server:
 
     async def _infer(self, request: Request) -> Response:
         p = self.pipeline
+        if self.broken:  # requests sent while it warms up wait for it instead
+            return error(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
         try:
             body = _decompress(await request.body(), request.headers.get("content-encoding"))
             req = decode_request(body, p.inputs, p.outputs, header_length=request.headers.get(HEADER_LENGTH))

@@ -282,6 +282,8 @@ def test_failed_warm_up_keeps_the_server_not_ready(bundle: Path) -> None:
                 await asyncio.sleep(0.01)
             assert response.status_code == 503
             assert response.json()["error"] == "warm-up failed: kernel is broken"
+            infer = await client.post("/v2/models/toy/infer", json=json_request(make_request(1)))
+            assert infer.status_code == 503 and "not ready: warm-up failed" in infer.json()["error"]
 
     run(body)
 
