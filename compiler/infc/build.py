@@ -202,5 +202,6 @@ def _report(spec: Spec, plan: Plan, bundle: Bundle, accuracy: AccuracyResult | N
                   file_count=len(bundle.all_files()), versions=versions(),
                   accuracy=accuracy or AccuracyResult("none (no validation data)", float("nan"), None, True, 0),
                   accuracy_budget=acc_budget, latency=latency, latency_budget=latency_budget,
-                  latency_verdict=verdict_q, passes=[{**r, "summary": _summary(r)} for r in records], kernel_lines=kernel_lines)
+                  latency_verdict=verdict_q, passes=[{**r, "summary": _summary(r)} for r in records],
+                  kernel_lines=kernel_lines)
     return text

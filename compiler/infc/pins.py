@@ -19,7 +19,8 @@ RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette",
 
 
 def _closure(roots: tuple[str, ...]) -> dict[str, str]:
-    env = {**default_environment(), "extra": ""}
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+    env["extra"] = ""
     seen: dict[str, str] = {}
     todo = list(roots)
     while todo:

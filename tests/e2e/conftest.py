@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from examples import DIGITS_SPEC
 
 from infc.build import BuildResult, build
