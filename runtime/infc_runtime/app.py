@@ -71,21 +71,22 @@ def create_app(pipeline: Pipeline, *, warmup: bool = True) -> Starlette:
         Route("/metrics", server.prometheus),
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}
+    # handlers take their exception subclass, which the Mapping[Any, Callable[..., Exception]] hint rejects
     return Starlette(routes=routes, lifespan=server.lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON error response every endpoint uses."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
-    return error(exc.status_code, exc.detail, dict(exc.headers or {}))
+    return _error(exc.status_code, exc.detail, dict(exc.headers or {}))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error(500, f"internal server error: {type(exc).__name__}")
+    return _error(500, f"internal server error: {type(exc).__name__}")
 
 
 class _Server:
@@ -129,7 +130,7 @@ class _Server:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        return JSONResponse({"ready": True}) if self.is_ready else error(503, self.not_ready_reason)
+        return JSONResponse({"ready": True}) if self.is_ready else _error(503, self.not_ready_reason)
 
     async def server_metadata(self, request: Request) -> Response:
         return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
@@ -181,25 +182,25 @@ class _Server:
     async def _infer(self, request: Request) -> Response:
         p = self.pipeline
         if self.broken:  # requests sent while it warms up wait for it instead
-            return error(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
+            return _error(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
         try:
             body = _decompress(await request.body(), request.headers.get("content-encoding"))
             req = decode_request(body, p.inputs, p.outputs, header_length=request.headers.get(HEADER_LENGTH))
             result = await self.batcher.submit(req.inputs, timeout_s=req.timeout_s)
             encoded = encode_response(req, result, p.outputs, model_name=p.name, model_version=p.version)
         except ProtocolError as exc:
-            return error(exc.status, exc.message)
+            return _error(exc.status, exc.message)
         except RequestError as exc:
-            return error(400, f"inputs: {exc}")
+            return _error(400, f"inputs: {exc}")
         except QueueFull as exc:
-            return error(429, str(exc), {"Retry-After": str(QueueFull.retry_after_s)})
+            return _error(429, str(exc), {"Retry-After": str(QueueFull.retry_after_s)})
         except DeadlineExceeded as exc:
-            return error(504, str(exc))
+            return _error(504, str(exc))
         except BatcherClosed as exc:
-            return error(503, str(exc))
+            return _error(503, str(exc))
         except Exception as exc:
             log.exception("inference failed for model %r", p.name)
-            return error(500, f"inference failed: {type(exc).__name__}: {exc}")
+            return _error(500, f"inference failed: {type(exc).__name__}: {exc}")
         headers: dict[str, Any] = {}
         if encoded.header_length is not None:
             headers[HEADER_LENGTH] = str(encoded.header_length)
