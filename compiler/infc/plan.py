@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from .spec import Spec
 
-__all__ = ["Plan", "make_plan", "host_hardware"]
+__all__ = ["Candidate", "Plan", "make_plan", "host_hardware"]
 
 _PROVIDERS = {"x86": "CPUExecutionProvider", "arm": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -32,22 +32,56 @@ def _host_matches(target: str) -> bool:
     return host_hardware() == target
 
 
+PassList = tuple[tuple[str, dict[str, Any]], ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to optimize the model: a name and its passes, in order."""
+
+    name: str
+    passes: PassList
+
+
 @dataclass(frozen=True)
 class Plan:
-    """The passes to run (name + parameters, in order) and the session settings to ship."""
+    """The candidate pass lists (one, unless `quantize: auto`) and the session settings to ship."""
 
     target: str
     host: str
     host_matches_target: bool
     provider: str
-    passes: tuple[tuple[str, dict[str, Any]], ...]
+    candidates: tuple[Candidate, ...]
     session: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
+    @property
+    def passes(self) -> PassList:
+        """The passes of the first (for a fixed `quantize`, the only) candidate."""
+        return self.candidates[0].passes
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["passes"] = [{"name": n, "params": p} for n, p in self.passes]
+        d["candidates"] = [{"name": c.name, "passes": [{"name": n, "params": p} for n, p in c.passes]}
+                           for c in self.candidates]
+        d["passes"] = d["candidates"][0]["passes"]
         return d
+
+
+# quantize mode -> the passes it adds between check_model and fuse_graph
+_QUANTIZE: dict[str, PassList] = {
+    "none": (),
+    "dynamic": (("quantize_dynamic", {"per_channel": True, "weight_type": "int8"}),),
+    "static": (("quantize_static", {"method": "minmax", "per_channel": True}),),
+    "fp16": (("convert_fp16", {}),),
+}
+
+
+def _candidate_modes(quantize: str, target: str) -> list[str]:
+    if quantize != "auto":
+        return [quantize]
+    # fp32 first: it is the baseline every other candidate must beat
+    return ["none", "fp16"] if target == "cuda" else ["none", "dynamic", "static"]
 
 
 def make_plan(spec: Spec) -> Plan:
@@ -56,20 +90,15 @@ def make_plan(spec: Spec) -> Plan:
     provider = _PROVIDERS[target]
     matches = _host_matches(target)
     notes: list[str] = []
-    passes: list[tuple[str, dict[str, Any]]] = [("check_model", {})]
-    quantize = spec.optimize.quantize
-    if quantize == "dynamic":
-        passes.append(("quantize_dynamic", {"per_channel": True, "weight_type": "int8"}))
-    elif quantize == "static":
-        passes.append(("quantize_static", {"method": "minmax", "per_channel": True}))
-    elif quantize == "fp16":
-        passes.append(("convert_fp16", {}))
+    fuse: PassList = ()
     if spec.optimize.fuse:
         # provider-specific fusions only where the build host can run that provider
         level = "extended" if matches else "basic"
-        passes.append(("fuse_graph", {"level": level, "provider": provider if matches else "CPUExecutionProvider"}))
+        fuse = (("fuse_graph", {"level": level, "provider": provider if matches else "CPUExecutionProvider"}),)
         if not matches:
             notes.append(f"build host is {host_hardware()}, target is {target}: portable graph optimizations only")
+    candidates = tuple(Candidate("fp32" if mode == "none" else mode, (("check_model", {}), *_QUANTIZE[mode], *fuse))
+                       for mode in _candidate_modes(spec.optimize.quantize, target))
     threads = spec.target.threads or (os.cpu_count() or 1)
     session = {
         "providers": [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else []),
@@ -80,4 +109,4 @@ def make_plan(spec: Spec) -> Plan:
     if not matches:
         notes.append("latency cannot be measured for this target on this host: latency budget not enforced")
     return Plan(target=target, host=host_hardware(), host_matches_target=matches, provider=provider,
-                passes=tuple(passes), session=session, notes=tuple(notes))
+                candidates=candidates, session=session, notes=tuple(notes))

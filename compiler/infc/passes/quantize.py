@@ -7,7 +7,9 @@ pre-processing (so the ranges are those the model will really see).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import onnx
@@ -27,6 +29,18 @@ __all__ = ["QuantizeDynamicPass", "QuantizeStaticPass"]
 
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime.quantization logs advice to the root logger; the report says what matters."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _record(before: onnx.ModelProto, after: onnx.ModelProto, **extra: Any) -> dict[str, Any]:
@@ -56,7 +70,8 @@ class QuantizeDynamicPass:
         _refuse_ml_domain(model, self.name)
         src, out = ctx.workdir / f"{self.name}.in.onnx", ctx.workdir / f"{self.name}.onnx"
         onnx.save(model, str(src))
-        quantize_dynamic(str(src), str(out), per_channel=self.per_channel, weight_type=self.weight_type)
+        with _quiet():
+            quantize_dynamic(str(src), str(out), per_channel=self.per_channel, weight_type=self.weight_type)
         quantized = onnx.load(str(out))
         return PassResult(quantized, modified=True, record=_record(model, quantized, per_channel=self.per_channel))
 
@@ -86,10 +101,11 @@ class QuantizeStaticPass:
             raise InfcError(f"pass {self.name} needs calibration data (optimize.calibration)")
         src, out = ctx.workdir / f"{self.name}.in.onnx", ctx.workdir / f"{self.name}.onnx"
         onnx.save(model, str(src))
-        quantize_static(str(src), str(out), _Feeds(ctx.calibration()), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        per_channel=self.per_channel, calibrate_method=_METHODS[self.method],
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        with _quiet():
+            quantize_static(str(src), str(out), _Feeds(ctx.calibration()), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            per_channel=self.per_channel, calibrate_method=_METHODS[self.method],
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         quantized = onnx.load(str(out))
         return PassResult(quantized, modified=True,
                           record=_record(model, quantized, method=self.method, per_channel=self.per_channel))
