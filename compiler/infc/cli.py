@@ -40,12 +40,22 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int) -
     from .build import build as run_build
 
     result = run_build(spec, outdir, iterations=iterations, report_path=report_path)
+    assert result.path is not None
     lat, acc = result.latency, result.accuracy
     click.echo(f"built {result.path}  ({result.bundle.size() / 1e6:.2f} MB)")
     if acc is not None:
         click.echo(f"  accuracy  {acc.metric} = {acc.value:.4f}" + (f" (budget {acc.bound:g})" if acc.bound else ""))
     click.echo(f"  latency   p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms (batch 1)")
-    click.echo(f"  serve it: python {result.path}/serve.py --host 127.0.0.1 --port 8000")
+    click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(result.path / 'serve.py')} "
+               "--host 127.0.0.1 --port 8000")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it (shorter to copy)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @cli.command()
