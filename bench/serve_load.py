@@ -106,7 +106,8 @@ def main() -> None:
         "batching (spec settings)": run(args.bundle, {}, args.seconds, args.concurrency),
         "no batching (max_batch_size 1)": run(args.bundle, {"max_batch_size": 1}, args.seconds, args.concurrency),
     }
-    print(f"| config ({args.concurrency} connections, {args.seconds:g} s) | req/s | p50 ms | p95 ms | p99 ms | mean batch |")
+    head = f"config ({args.concurrency} connections, {args.seconds:g} s)"
+    print(f"| {head} | req/s | p50 ms | p95 ms | p99 ms | mean batch |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['mean_batch']:.1f} |")

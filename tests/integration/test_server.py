@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_bundle import OUTPUTS, make_request, write_bundle
+from servers import Server
 from tritonclient.utils import InferenceServerException
 
 from infc_runtime.pipeline import Pipeline
@@ -31,48 +31,11 @@ from infc_runtime.types import Tensors
 MODEL = "toy"
 
 
-class Server:
-    """A server subprocess on a free loopback port, its log in a file."""
-
-    def __init__(self, bundle: Path, log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"127.0.0.1:{self.port}"
-        self.log = log
-        with log.open("wb") as out:
-            command = [sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", str(self.port)]
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=f"http://{self.url}") as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    pytest.fail(f"server exited with {self.process.returncode}:\n{self.log.read_text()}")
-                try:
-                    if client.get("/v2/health/ready").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        pytest.fail(f"server not ready after {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        """SIGTERM, then SIGKILL if it does not exit in time; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-
 def start(tmp_path_factory: pytest.TempPathFactory, name: str, **serving: Any) -> tuple[Server, Path]:
     root = tmp_path_factory.mktemp(name)
     bundle = write_bundle(root / "bundle", serving=serving, numba=True)
-    return Server(bundle, root / "server.log"), bundle
+    command = [sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}"]
+    return Server(command, root / "server.log"), bundle
 
 
 @pytest.fixture(scope="module")
