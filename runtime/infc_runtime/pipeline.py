@@ -128,13 +128,18 @@ class Pipeline:
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feed), strict=True))
 
-    def postprocess(self, model_outputs: Tensors) -> Tensors:
-        """Model outputs -> response tensors."""
-        return self._post(model_outputs)
+    def postprocess(self, model_outputs: Tensors, model_inputs: Tensors | None = None) -> Tensors:
+        """Model outputs -> response tensors.
+
+        Post steps may also read the model inputs (e.g. `mean_pool` reads the
+        attention mask); an output of the model wins over an input of the same name.
+        """
+        return self._post({**(model_inputs or {}), **model_outputs})
 
     def run(self, request: Tensors) -> Tensors:
         """All three stages for one request (or one pre-stacked batch)."""
-        return self.postprocess(self.infer(self.preprocess(request)))
+        model_inputs = self.preprocess(request)
+        return self.postprocess(self.infer(model_inputs), model_inputs)
 
     def run_batch(
         self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None
@@ -175,7 +180,7 @@ class Pipeline:
             with clock("infer"):
                 model_out = self.infer(batch)
             with clock("post"):
-                out = self.postprocess(model_out)
+                out = self.postprocess(model_out, batch)
         except Exception as exc:  # the batch failed: only its own requests fail
             for i, _ in group:
                 results[i] = exc

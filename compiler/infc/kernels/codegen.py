@@ -128,7 +128,14 @@ def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str) -> None:
     common = {"fn": fn, "doc": doc, "src": step.input.name, "keep": step.keep}
     if step.name == "softmax":
         text.functions.append(_render("softmax.py.j2", fn=fn))
-        text.calls.append(_render("softmax_call.py.j2", dst=step.outputs[0].name, **common))
+        text.calls.append(_render("rowwise_call.py.j2", dst=step.outputs[0].name, **common))
+    elif step.name == "l2_normalize":
+        text.functions.append(_render("l2_normalize.py.j2", fn=fn))
+        text.calls.append(_render("rowwise_call.py.j2", dst=step.outputs[0].name, **common))
+    elif step.name == "mean_pool":
+        text.functions.append(_render("mean_pool.py.j2", fn=fn))
+        text.calls.append(_render("mean_pool_call.py.j2", dst=step.outputs[0].name, mask=step.params["mask"],
+                                  **common))
     elif step.name == "topk":
         text.functions.append(_render("topk.py.j2", fn=fn))
         text.calls.append(_render("topk_call.py.j2", k=int(step.params["k"]), scores=step.outputs[0].name,
@@ -158,4 +165,4 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
     title = {"pre": "Pre-processing", "post": "Post-processing"}[stage]
     return _render("module.py.j2", stage_title=title, name=name, version=version, infc_version=__version__,
                    step_lines=text.step_lines, constants=text.constants, functions=text.functions,
-                   calls=text.calls) + "\n"
+                   calls=text.calls, results=[t.name for t in flow.end]) + "\n"

@@ -122,6 +122,21 @@ def _topk(t: TensorSpec, p: Mapping[str, Any], out: str) -> tuple[tuple[TensorSp
             {"classes": classes})
 
 
+def _mean_pool(t: TensorSpec, p: Mapping[str, Any], out: str) -> tuple[tuple[TensorSpec, ...], dict[str, Any]]:
+    if t.dtype not in _FLOAT:
+        raise StepIssue(f"expected a float tensor [.., sequence, hidden], got {t.dtype} tensor {t.name!r}")
+    if len(t.shape) < 2:
+        raise StepIssue(f"expected a tensor [.., sequence, hidden], got shape {list(t.shape)} for {t.name!r}")
+    return (TensorSpec(out, "float32", (*t.shape[:-2], t.shape[-1])),), {}
+
+
+def _l2_normalize(t: TensorSpec, p: Mapping[str, Any], out: str) -> tuple[tuple[TensorSpec, ...], dict[str, Any]]:
+    _numeric(t)
+    if not t.shape:
+        raise StepIssue(f"tensor {t.name!r} is a scalar per row; l2_normalize needs a vector axis")
+    return (TensorSpec(out, "float32", t.shape),), {}
+
+
 def _labels(t: TensorSpec, p: Mapping[str, Any], out: str) -> tuple[tuple[TensorSpec, ...], dict[str, Any]]:
     if t.dtype not in _INTEGER:
         raise StepIssue(f"expected an integer index tensor, got {t.dtype} tensor {t.name!r}")
@@ -137,16 +152,34 @@ RULES: dict[str, tuple[_Rule, str | None]] = {
     "softmax": (_softmax, None),
     "topk": (_topk, None),
     "labels": (_labels, "labels"),
+    "mean_pool": (_mean_pool, None),
+    "l2_normalize": (_l2_normalize, None),
 }
 
 
+def _check_mask(t: TensorSpec, p: Mapping[str, Any], tensors: Mapping[str, TensorSpec]) -> None:
+    name = p["mask"]
+    mask = tensors.get(name)
+    if mask is None:
+        raise StepIssue(f"no tensor named {name!r} to use as mask (have: {', '.join(tensors)})", "mask")
+    if mask.dtype not in _NUMERIC:
+        raise StepIssue(f"mask {name!r} must be numeric, got {mask.dtype}", "mask")
+    from ..modelio import shape_matches
+
+    if not shape_matches(mask.shape, t.shape[:-1]):
+        raise StepIssue(f"mask {name!r} has shape {list(mask.shape)}, expected {list(t.shape[:-1])} "
+                        f"(the shape of {t.name!r} without its last axis)", "mask")
+
+
 def resolve(steps: Sequence[tuple[str, Mapping[str, Any]]], start: Sequence[TensorSpec],
-            on_issue: Callable[[int, StepIssue], None]) -> Dataflow:
+            on_issue: Callable[[int, StepIssue], None], side: Sequence[TensorSpec] = ()) -> Dataflow:
     """Walk the steps from the `start` tensors; report each step's problem via `on_issue`.
 
     A step reads `input` (default: the previous step's first output, or the
-    only tensor there is) and, unless `keep: true`, replaces it. Resolution stops
-    at the first broken step (later steps would only report follow-on errors).
+    only tensor there is) and, unless `keep: true`, replaces it. `side` tensors
+    (for post-processing: the model's inputs) may be read by parameters such as
+    `mask`, but are not part of the result. Resolution stops at the first broken
+    step (later steps would only report follow-on errors).
     """
     live: dict[str, TensorSpec] = {t.name: t for t in start}
     current: str | None = start[0].name if len(start) == 1 else None
@@ -162,6 +195,8 @@ def resolve(steps: Sequence[tuple[str, Mapping[str, Any]]], start: Sequence[Tens
             rule, default_out = RULES[name]
             out_name = params.get("output", default_out or src)
             outputs, extra = rule(live[src], params, out_name)
+            if "mask" in params:
+                _check_mask(live[src], params, {**{t.name: t for t in side}, **live})
             if name == "labels":
                 classes = index_range.get(src, -1)
                 if classes >= 0 and len(params["names"]) < classes:

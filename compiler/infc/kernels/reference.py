@@ -56,10 +56,24 @@ def labels(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return (names[x],)
 
 
-REFERENCES = {f.__name__: f for f in (to_float, normalize, layout, softmax, topk, labels)}
+def mean_pool(x: Array, p: Mapping[str, Any], mask: Array | None = None) -> tuple[Array, ...]:
+    assert mask is not None
+    m = mask.astype(np.float32)[..., None]
+    total = (x.astype(np.float32) * m).sum(axis=-2)
+    return ((total / np.maximum(m.sum(axis=-2), np.float32(1e-9))).astype(np.float32),)
 
 
-def run_reference(steps: list[tuple[str, Mapping[str, Any]]], tensors: dict[str, Array]) -> dict[str, Array]:
+def l2_normalize(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
+    x = x.astype(np.float32)
+    norm = np.sqrt((x.astype(np.float64) ** 2).sum(axis=-1, keepdims=True))
+    return ((x / np.maximum(norm, 1e-12)).astype(np.float32),)
+
+
+REFERENCES = {f.__name__: f for f in (to_float, normalize, layout, softmax, topk, labels, mean_pool, l2_normalize)}
+
+
+def run_reference(steps: list[tuple[str, Mapping[str, Any]]], tensors: dict[str, Array],
+                  side: dict[str, Array] | None = None) -> dict[str, Array]:
     """Apply steps with the same dataflow rules as the kernels (see graph.resolve)."""
     from infc_runtime.types import TensorSpec
 
@@ -68,11 +82,18 @@ def run_reference(steps: list[tuple[str, Mapping[str, Any]]], tensors: dict[str,
     def fail(i: int, issue: StepIssue) -> None:
         raise ValueError(f"step {i}: {issue}")
 
-    start = [TensorSpec(k, str(v.dtype) if v.dtype != object else "bytes", v.shape[1:]) for k, v in tensors.items()]
-    flow = resolve(steps, start, fail)
+    def specs(arrays: dict[str, Array]) -> list[TensorSpec]:
+        return [TensorSpec(k, str(v.dtype) if v.dtype != object else "bytes", v.shape[1:]) for k, v in arrays.items()]
+
+    side = side or {}
+    flow = resolve(steps, specs(tensors), fail, specs(side))
     live = dict(tensors)
     for step in flow.steps:
-        outs = REFERENCES[step.name](live[step.input.name], step.params)
+        if "mask" in step.params:
+            mask = {**side, **live}[step.params["mask"]]
+            outs = REFERENCES[step.name](live[step.input.name], step.params, mask)  # type: ignore[call-arg]
+        else:
+            outs = REFERENCES[step.name](live[step.input.name], step.params)
         if not step.keep:
             del live[step.input.name]
         live.update({spec.name: arr for spec, arr in zip(step.outputs, outs, strict=True)})

@@ -96,3 +96,8 @@ register(StepDef("topk", ("post",), "the k largest values of the last axis: `sco
 register(StepDef("labels", ("post",), "map class indices to names (BYTES output)",
                  {"names": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
                  required=("names",)))
+register(StepDef("mean_pool", ("post",), "mean over the sequence axis (-2) of the rows where `mask` is non-zero",
+                 {"mask": {"type": "string", "minLength": 1,
+                           "description": "tensor of weights [.., S], e.g. the request's attention_mask"}},
+                 required=("mask",)))
+register(StepDef("l2_normalize", ("post",), "divide by the L2 norm of the last axis (zero rows stay zero)"))

@@ -34,7 +34,8 @@ def resolve_stages(spec: Spec, model: onnx.ModelProto) -> tuple[Dataflow, Datafl
         return report
 
     pre = resolve([(s.name, s.params) for s in spec.preprocess], list(spec.inputs), on_issue("preprocess"))
-    post = resolve([(s.name, s.params) for s in spec.postprocess], graph_outputs(model), on_issue("postprocess"))
+    post = resolve([(s.name, s.params) for s in spec.postprocess], graph_outputs(model), on_issue("postprocess"),
+                   side=graph_inputs(model))
     return pre, post, errors
 
 

@@ -146,3 +146,36 @@ def test_several_inputs_need_an_explicit_input() -> None:
     resolve([("to_float", {})], [TensorSpec("a", "uint8", (2,)), TensorSpec("b", "uint8", (2,))],
             lambda i, issue: issues.append(str(issue)))
     assert issues and "say which with `input:`" in issues[0]
+
+
+EMBED_STEPS: Steps = [("mean_pool", {"mask": "attention_mask"}), ("l2_normalize", {"output": "embedding"})]
+
+
+def test_embedding_post_reads_the_mask_from_the_model_inputs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    hidden = rng.normal(size=(4, 6, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6, [1, 0, 0, 0, 0, 0], [0] * 6], dtype=np.int64)
+
+    def fail(i: int, issue: StepIssue) -> None:
+        raise AssertionError(str(issue))
+
+    flow = resolve(EMBED_STEPS, [TensorSpec("last_hidden_state", "float32", (6, 8))], fail,
+                   side=[TensorSpec("attention_mask", "int64", (6,)), TensorSpec("input_ids", "int64", (6,))])
+    path = tmp_path / "post.py"
+    path.write_text(generate("post", flow, name="t", version="0"))
+    got = load_kernel_module(path).run({"last_hidden_state": hidden, "attention_mask": mask, "input_ids": mask})
+    assert list(got) == ["embedding"], "side tensors are read, never returned"
+    want = run_reference(EMBED_STEPS, {"last_hidden_state": hidden}, side={"attention_mask": mask})
+    np.testing.assert_allclose(got["embedding"], want["embedding"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got["embedding"][:3], axis=1), 1.0, rtol=1e-6)
+    assert np.all(got["embedding"][3] == 0), "a fully masked row pools to zeros, not NaN"
+    # pooling only the unmasked rows: row 2 is exactly its first token, normalized
+    first = hidden[2, 0] / np.linalg.norm(hidden[2, 0])
+    np.testing.assert_allclose(got["embedding"][2], first, rtol=1e-5)
+
+
+def test_mean_pool_mask_must_fit() -> None:
+    issues: list[str] = []
+    resolve([("mean_pool", {"mask": "attention_mask"})], [TensorSpec("h", "float32", (6, 8))],
+            lambda i, issue: issues.append(str(issue)), side=[TensorSpec("attention_mask", "int64", (5,))])
+    assert issues == ["mask 'attention_mask' has shape [5], expected [6] (the shape of 'h' without its last axis)"]
