@@ -68,7 +68,7 @@ class Plan:
         return d
 
 
-# quantize mode -> the passes it adds between check_model and fuse_graph
+# quantize mode -> the passes it adds between normalize and fuse_graph
 _QUANTIZE: dict[str, PassList] = {
     "none": (),
     "dynamic": (("quantize_dynamic", {"per_channel": True, "weight_type": "int8"}),),
@@ -97,7 +97,7 @@ def make_plan(spec: Spec) -> Plan:
         fuse = (("fuse_graph", {"level": level, "provider": provider if matches else "CPUExecutionProvider"}),)
         if not matches:
             notes.append(f"build host is {host_hardware()}, target is {target}: portable graph optimizations only")
-    candidates = tuple(Candidate("fp32" if mode == "none" else mode, (("check_model", {}), *_QUANTIZE[mode], *fuse))
+    candidates = tuple(Candidate("fp32" if mode == "none" else mode, (("normalize", {}), *_QUANTIZE[mode], *fuse))
                        for mode in _candidate_modes(spec.optimize.quantize, target))
     threads = spec.target.threads or (os.cpu_count() or 1)
     session = {

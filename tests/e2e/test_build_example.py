@@ -33,7 +33,7 @@ def test_bundle_has_every_file_and_the_manifest_hashes_them(digits_bundle: Path)
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
     assert manifest["name"] == "digits" and manifest["version"] == "1.0.0"
-    assert [p["name"] for p in manifest["plan"]["passes"]] == ["check_model", "quantize_static", "fuse_graph"]
+    assert [p["name"] for p in manifest["plan"]["passes"]] == ["normalize", "quantize_static", "fuse_graph"]
     assert manifest["results"]["passed"] is True
     assert manifest["versions"]["onnxruntime"] and manifest["versions"]["numba"]
 

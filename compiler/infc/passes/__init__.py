@@ -1,6 +1,12 @@
-"""Graph passes. Importing this package registers every pass in `PASSES`."""
+"""Graph passes, one per module. Importing this package registers every pass in `PASSES`."""
 
-from . import check_model, convert_fp16, fuse_graph, quantize  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from .base import PASSES, Pass, PassContext, PassResult, op_counts, run_passes
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")  # registration happens at import
 
 __all__ = ["PASSES", "Pass", "PassContext", "PassResult", "op_counts", "run_passes"]

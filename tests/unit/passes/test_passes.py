@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from infc.errors import InfcError, PassError
+from infc.errors import PassError
 from infc.passes import PASSES, PassContext, op_counts, run_passes
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -46,11 +46,11 @@ def digits() -> onnx.ModelProto:
 
 
 def test_registry_lists_every_pass() -> None:
-    assert {"check_model", "fuse_graph", "quantize_dynamic", "quantize_static"} <= set(PASSES)
+    assert {"normalize", "fuse_graph", "quantize_dynamic", "quantize_static"} <= set(PASSES)
 
 
 def test_fuse_graph_keeps_outputs_and_fuses_matmul_add(digits: onnx.ModelProto, tmp_path: Path) -> None:
-    model, records = run_passes(digits, [("check_model", {}), ("fuse_graph", {"level": "extended"})], _ctx(tmp_path))
+    model, records = run_passes(digits, [("fuse_graph", {"level": "extended"})], _ctx(tmp_path))
     onnx.checker.check_model(model)
     x = _inputs()
     np.testing.assert_allclose(_run(model, x), _run(digits, x), rtol=1e-5, atol=1e-5)
@@ -59,10 +59,29 @@ def test_fuse_graph_keeps_outputs_and_fuses_matmul_add(digits: onnx.ModelProto, 
     assert len(model.graph.node) < len(digits.graph.node)
 
 
+def test_normalize_folds_upgrades_and_keeps_outputs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    nodes = [helper.make_node("Identity", ["w"], ["w2"]),  # constant subgraph: folded away
+             helper.make_node("MatMul", ["x", "w2"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    old.ir_version = 7
+    model, records = run_passes(old, [("normalize", {"min_opset": 13})], _ctx(tmp_path))
+    onnx.checker.check_model(model, full_check=True)
+    assert records[0]["opset"] == 11 and records[0]["opset_after"] == 13
+    assert records[0]["ops_after"] == {"Gemm": 1}  # Identity folded, MatMul + Add -> Gemm
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ w + b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(("name", "params"), [("quantize_dynamic", {}), ("quantize_static", {"method": "minmax"})])
 def test_int8_passes_quantize_and_stay_close(digits: onnx.ModelProto, tmp_path: Path, name: str,
                                              params: dict[str, Any]) -> None:
-    model, records = run_passes(digits, [("check_model", {}), (name, params)], _ctx(tmp_path))
+    model, records = run_passes(digits, [("normalize", {}), (name, params)], _ctx(tmp_path))
     onnx.checker.check_model(model)
     assert records[-1]["quantized_ops"], "the pass must quantize something"
     assert records[-1]["modified"] is True
@@ -80,9 +99,14 @@ def _ml_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
 
 
-def test_quantize_refuses_ml_domain_with_a_reason(tmp_path: Path) -> None:
-    with pytest.raises(InfcError, match="ai.onnx.ml operators"):
-        run_passes(_ml_model(), [("quantize_dynamic", {})], _ctx(tmp_path))
+@pytest.mark.parametrize("name", ["quantize_dynamic", "quantize_static"])
+def test_quantize_passes_ml_models_through_with_a_note(tmp_path: Path, name: str) -> None:
+    tree = onnx.load(str(ROOT / "tests" / "models" / "tree.onnx"))
+    for model in (_ml_model(), tree):
+        out, records = run_passes(model, [("normalize", {}), (name, {})], _ctx(tmp_path))
+        assert records[-1]["modified"] is False
+        assert "ai.onnx.ml operators" in records[-1]["skipped"]
+        assert op_counts(out) == op_counts(model) or records[0]["modified"]
 
 
 def test_failure_names_the_pass_and_what_ran_before(tmp_path: Path) -> None:
