@@ -82,7 +82,7 @@ class FuseTransformerPass:
         if not before.get("Softmax") and not any(op.startswith(MS_DOMAIN) for op in before):
             return PassResult(model, modified=False, record={
                 "reason": "not a transformer: the graph has no attention (no Softmax node)", "fused": {}})
-        shape = self._shape(model)
+        shape, notes = self._shape(model)
         use_gpu = ctx.target == "cuda" if self.use_gpu is None else self.use_gpu
         log: list[str] = []
         with _captured_log(log):
@@ -106,19 +106,23 @@ class FuseTransformerPass:
         _import_ms_opset(fused_model)
         _type_contrib_outputs(fused_model)
         onnx.checker.check_model(fused_model)
-        left = after_plain["Softmax"]
-        notes = [f"attention not fused: {left} Softmax node(s) remain"] if left else []
+        if after_plain["Softmax"]:
+            notes.append(f"attention not fused: {after_plain['Softmax']} Softmax node(s) remain")
         return PassResult(fused_model, modified=True, record={
             **record, "ops_before": before, "ops_after": op_counts(fused_model), "notes": notes, "log": log})
 
-    def _shape(self, model: onnx.ModelProto) -> TransformerShape:
+    def _shape(self, model: onnx.ModelProto) -> tuple[TransformerShape, list[str]]:
+        """Params win over the graph; a disagreement between them is noted (it would fuse wrongly)."""
         detected = detect_transformer(model)
-        if self.num_heads and self.hidden_size:
-            return TransformerShape(self.model_type or detected.model_type, self.num_heads, self.hidden_size,
-                                    "params")
-        if self.model_type:
-            return TransformerShape(self.model_type, detected.num_heads, detected.hidden_size, detected.source)
-        return detected
+        if not (self.num_heads and self.hidden_size):
+            return TransformerShape(self.model_type or detected.model_type, detected.num_heads,
+                                    detected.hidden_size, detected.source), []
+        notes = []
+        if detected.num_heads and (detected.num_heads, detected.hidden_size) != (self.num_heads, self.hidden_size):
+            notes.append(f"params say {self.num_heads} heads, hidden size {self.hidden_size}; the graph says "
+                         f"{detected.num_heads} heads, hidden size {detected.hidden_size}")
+        return TransformerShape(self.model_type or detected.model_type, self.num_heads, self.hidden_size,
+                                "params"), notes
 
     def _basic_optimized(self, model: onnx.ModelProto, ctx: PassContext, use_gpu: bool) -> onnx.ModelProto:
         """ORT's basic (provider-independent) optimizations: constant folding, redundant-node removal."""
