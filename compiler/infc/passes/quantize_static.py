@@ -62,7 +62,10 @@ class QuantizeStaticPass:
                             per_channel=self.per_channel, calibrate_method=_METHODS[self.method],
                             nodes_to_exclude=self.exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                           "DefaultTensorType": onnx.TensorProto.FLOAT})
+                                           "DefaultTensorType": onnx.TensorProto.FLOAT,
+                                           # onnxruntime 1.32 crashes adjusting per-channel weight
+                                           # scales for int32 biases of Gemm ("truth value of an array")
+                                           "QDQDisableWeightAdjustForInt32Bias": self.per_channel})
         quantized = onnx.load(str(out))
         record = quant_record(model, quantized, method=self.method, per_channel=self.per_channel,
                               activation_type=self.activation_type, excluded=self.exclude)
