@@ -1,0 +1,80 @@
+"""Let the latency budget set the batching: measure latency per batch size, then choose.
+
+A request can wait for the batch window (`max_queue_delay_ms`), then for the
+batch already running, then for its own batch: worst case about
+`delay + 2 x p99(batch)`. The largest batch size whose worst case fits the
+budget (p99, else p95, else p50) is chosen, unless the spec pins the setting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from infc_runtime.pipeline import Pipeline
+from infc_runtime.types import ServingConfig, Tensors
+
+from .spec import LatencyBudget
+
+__all__ = ["BatchPoint", "measure_batches", "choose_serving", "SIZES"]
+
+SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class BatchPoint:
+    """Latency of one whole batch (pre + model + post) and the rows per second it gives."""
+
+    batch: int
+    p50_ms: float
+    p99_ms: float
+    rows_per_s: float
+
+
+def measure_batches(pipeline: Pipeline, requests: Tensors, sizes: Sequence[int] = SIZES,
+                    iterations: int = 30) -> list[BatchPoint]:
+    """Time `iterations` batches of each size, built from the validation requests."""
+    n = len(next(iter(requests.values())))
+    points = []
+    for size in sizes:
+        idx = np.arange(size) % n
+        batch = {k: v[idx] for k, v in requests.items()}
+        pipeline.run(batch)  # warm this shape
+        times = np.empty(iterations)
+        for i in range(iterations):
+            t0 = time.perf_counter()
+            pipeline.run(batch)
+            times[i] = time.perf_counter() - t0
+        p50 = float(np.percentile(times, 50)) * 1000
+        points.append(BatchPoint(size, p50, float(np.percentile(times, 99)) * 1000, size / (p50 / 1000)))
+    return points
+
+
+def choose_serving(points: Sequence[BatchPoint], budget: LatencyBudget | None, pinned: frozenset[str],
+                   current: ServingConfig) -> tuple[ServingConfig, str]:
+    """The serving settings to ship, and one sentence saying why."""
+    if {"max_batch_size", "max_queue_delay_ms"} <= pinned:
+        return current, "max_batch_size and max_queue_delay_ms pinned by the spec"
+    limit = None if budget is None else (budget.p99 or budget.p95 or budget.p50)
+    if limit is None:
+        best = max(points, key=lambda p: p.rows_per_s)
+        batch, delay = best.batch, current.max_queue_delay_ms
+        why = f"no latency budget: batch {batch} gives the most rows/s ({best.rows_per_s:.0f})"
+    else:
+        delay = min(max(0.1 * limit, 0.5), 5.0)
+        fits = [p for p in points if delay + 2 * p.p99_ms <= limit]
+        if fits:
+            best = max(fits, key=lambda p: p.batch)
+            batch = best.batch
+            why = (f"largest batch whose worst case (window {delay:g} ms + 2 x p99 {best.p99_ms:.2f} ms) "
+                   f"fits the {limit:g} ms budget")
+        else:
+            batch, delay = 1, 0.0
+            why = f"even batch 1 (p99 {points[0].p99_ms:.2f} ms) leaves no room to wait within {limit:g} ms"
+    chosen = replace(current,
+                     max_batch_size=current.max_batch_size if "max_batch_size" in pinned else batch,
+                     max_queue_delay_ms=current.max_queue_delay_ms if "max_queue_delay_ms" in pinned else delay)
+    return chosen, why
