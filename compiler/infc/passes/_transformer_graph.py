@@ -1,4 +1,4 @@
-"""Read a transformer's shape off its ONNX graph: model type, attention heads, hidden size.
+"""Transformer graph helpers: read its shape (model type, heads, hidden size); ready a fused graph for int8.
 
 Attention splits the hidden state into heads with a Reshape to
 [batch, sequence, heads, head_size] followed by a Transpose to
@@ -6,8 +6,12 @@ Attention splits the hidden state into heads with a Reshape to
 The Reshape's target shape holds the two numbers we need, either as one
 constant tensor or as a Concat of dynamic batch/sequence sizes and constants;
 the projection weight feeding it confirms heads * head_size, or supplies the
-one the exporter left as -1 (onnxruntime's own detection gives up on those). Every attention
-block votes; the most common answer wins.
+one the exporter left as -1 (onnxruntime's own detection gives up on those).
+Every attention block votes; the most common answer wins.
+
+Fused graphs hold `com.microsoft` contrib ops that onnx shape inference cannot
+type, and the quantizer needs every MatMul input typed: `prepare_for_quantization`
+declares the contrib outputs' element types.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["TransformerShape", "detect_transformer"]
+__all__ = ["TransformerShape", "detect_transformer", "prepare_for_quantization"]
 
 _HEAD_PERMS = ([0, 2, 1, 3], [0, 2, 3, 1])
+MS_DOMAIN = "com.microsoft"
+_FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+# contrib outputs that are not of the op's float type T
+_OUTPUT_TYPES = {("EmbedLayerNormalization", 1): TensorProto.INT32}
 
 
 @dataclass(frozen=True)
@@ -134,3 +142,37 @@ class _Graph:
                 heads = width // head_size
             if heads and head_size and (width is None or width == heads * head_size):
                 yield heads, head_size
+
+
+def prepare_for_quantization(model: onnx.ModelProto) -> None:
+    """In place: import the `com.microsoft` opset and type the contrib ops' outputs, so onnx shape
+    inference (and the quantizer, which relies on it) can type everything downstream of them."""
+    _import_ms_opset(model)
+    _type_contrib_outputs(model)
+
+
+def _import_ms_opset(model: onnx.ModelProto) -> None:
+    if any(n.domain == MS_DOMAIN for n in model.graph.node) and all(o.domain != MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+
+
+def _type_contrib_outputs(model: onnx.ModelProto) -> None:
+    declared = {v.name for v in (*model.graph.value_info, *model.graph.output)}
+    for _ in range(3):  # a contrib op may only be typed once the one before it is
+        inferred = onnx.shape_inference.infer_shapes(model)
+        types = {v.name: v.type.tensor_type.elem_type
+                 for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+        types.update({i.name: i.data_type for i in model.graph.initializer})
+        added = 0
+        for node in model.graph.node:
+            if node.domain != MS_DOMAIN:
+                continue
+            float_type = next((types[i] for i in node.input if types.get(i) in _FLOATS), None)
+            for k, name in enumerate(node.output):
+                elem = _OUTPUT_TYPES.get((node.op_type, k), float_type)
+                if name and name not in declared and elem is not None:
+                    model.graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
+                    declared.add(name)
+                    added += 1
+        if not added:
+            return

@@ -23,18 +23,14 @@ from typing import Any
 
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
 from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
 
-from ._transformer_graph import TransformerShape, detect_transformer
+from ._transformer_graph import TransformerShape, detect_transformer, prepare_for_quantization
 from .base import PassContext, PassResult, op_counts, register
 
 __all__ = ["FuseTransformerPass"]
 
 MS_DOMAIN = "com.microsoft"
-_FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-# contrib outputs that are not of the op's float type T
-_OUTPUT_TYPES = {("EmbedLayerNormalization", 1): TensorProto.INT32}
 
 
 @contextmanager
@@ -103,8 +99,7 @@ class FuseTransformerPass:
             reason = (f"onnxruntime.transformers found nothing to fuse (model_type {shape.model_type}, "
                       f"{shape.num_heads} heads, hidden size {shape.hidden_size})")
             return PassResult(model, modified=False, record={**record, "reason": reason, "log": log})
-        _import_ms_opset(fused_model)
-        _type_contrib_outputs(fused_model)
+        prepare_for_quantization(fused_model)
         onnx.checker.check_model(fused_model)
         if after_plain["Softmax"]:
             notes.append(f"attention not fused: {after_plain['Softmax']} Softmax node(s) remain")
@@ -137,32 +132,3 @@ class FuseTransformerPass:
         ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers,
                              disabled_optimizers=["ConstantSharing"])
         return onnx.load(str(out))
-
-
-def _import_ms_opset(model: onnx.ModelProto) -> None:
-    if any(n.domain == MS_DOMAIN for n in model.graph.node) and all(o.domain != MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-
-
-def _type_contrib_outputs(model: onnx.ModelProto) -> None:
-    """Give the contrib ops' outputs their element types, so onnx shape inference (and the quantizer
-    that relies on it) can type everything downstream of them."""
-    declared = {v.name for v in (*model.graph.value_info, *model.graph.output)}
-    for _ in range(3):  # a contrib op may only be typed once the one before it is
-        inferred = onnx.shape_inference.infer_shapes(model)
-        types = {v.name: v.type.tensor_type.elem_type
-                 for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
-        types.update({i.name: i.data_type for i in model.graph.initializer})
-        added = 0
-        for node in model.graph.node:
-            if node.domain != MS_DOMAIN:
-                continue
-            float_type = next((types[i] for i in node.input if types.get(i) in _FLOATS), None)
-            for k, name in enumerate(node.output):
-                elem = _OUTPUT_TYPES.get((node.op_type, k), float_type)
-                if name and name not in declared and elem is not None:
-                    model.graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
-                    declared.add(name)
-                    added += 1
-        if not added:
-            return
