@@ -1,0 +1,320 @@
+"""Accuracy metrics: how close an optimized model's outputs stay to the reference's.
+
+`METRICS` is the one list of metric names: the spec schema's enum and
+parameter descriptions, the spec loader's checks and the gates all read it.
+Every metric is a function `(ref, cand, labels, **params) -> float` over the
+outputs of the reference and the candidate for the same N validation samples
+(axis 0), each sample's values taken flat. Sums and products run in float64;
+a metric that cannot apply to its data raises `MetricError` saying why.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InfcError
+
+__all__ = [
+    "Metric", "MetricError", "Param", "METRICS", "PARAMS", "register",
+    "top1_agreement", "accuracy", "cosines", "cosine", "cosine_min", "max_abs_error",
+    "neighbour_agreement", "decision_agreement", "auc", "roc_auc", "scores",
+]
+
+Array = npt.NDArray[Any]
+
+
+class MetricError(InfcError):
+    """A metric does not apply to the data it was given (wrong shape, one class, too few samples)."""
+
+    exit_code = 2
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _rows(x: Array) -> npt.NDArray[np.float64]:
+    """[N, ...] -> [N, F] in float64."""
+    x = np.asarray(x)
+    if x.ndim == 0 or len(x) == 0:
+        raise MetricError(f"expected one row per validation sample, got shape {x.shape}")
+    return x.reshape(len(x), -1).astype(np.float64, copy=False)
+
+
+def _pair(ref: Array, cand: Array) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    a, b = _rows(ref), _rows(cand)
+    if a.shape != b.shape:
+        raise MetricError(f"reference and candidate outputs differ in shape: {np.shape(ref)} vs {np.shape(cand)}")
+    return a, b
+
+
+def _finite(x: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Which rows hold only finite values (a NaN or inf sample agrees with nothing)."""
+    return np.asarray(np.isfinite(x).all(axis=1))
+
+
+def _classes(x: npt.NDArray[np.float64], metric: str) -> Array:
+    """The highest-scoring class of each row; -1 for a row that is not finite."""
+    if x.shape[1] < 2:
+        raise MetricError(f"{metric} compares the highest-scoring class, but the output has one value per "
+                          "sample (use decision_agreement or auc for a single score)")
+    return np.where(_finite(x), x.argmax(axis=1), -1)
+
+
+def _labels(labels: Array | None, n: int, metric: str) -> Array:
+    if labels is None:
+        raise MetricError(f"{metric} needs `labels` in the validation data")
+    y = np.asarray(labels).reshape(-1)
+    if len(y) != n:
+        raise MetricError(f"{metric}: {len(y)} labels for {n} samples")
+    return y
+
+
+def _unit_rows(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Rows scaled to length 1 (scaled by their largest value first, so squares cannot
+    overflow); zero rows, and rows that are not finite, become zero."""
+    peak = np.max(np.abs(x), axis=1, keepdims=True)
+    x = np.divide(x, peak, out=np.zeros_like(x), where=np.isfinite(peak) & (peak > 0))
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def scores(x: Array, column: int | None = None) -> npt.NDArray[np.float64]:
+    """One score per sample: value `column` of each flattened sample; by default the
+    only value, or the second of two (the positive class of a two-class output)."""
+    a = _rows(x)
+    width = a.shape[1]
+    if column is None:
+        if width > 2:
+            raise MetricError(f"the output has {width} values per sample: name the positive-class "
+                              "score with `column`")
+        column = width - 1
+    if not -width <= column < width:
+        raise MetricError(f"column {column} is out of range for an output of {width} values per sample")
+    return a[:, column]
+
+
+def _average_ranks(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks of `x`, tied values sharing the mean of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x))
+    ranks[order] = ((starts + 1 + ends) / 2.0)[group]
+    return ranks
+
+
+def roc_auc(score: Array, labels: Array) -> float:
+    """ROC AUC of `score` for binary `labels` (0/1): the Mann-Whitney U statistic over
+    n_pos * n_neg, ties counted half. NaN when a score is not finite."""
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    if len(s) != len(y):
+        raise MetricError(f"auc: {len(y)} labels for {len(s)} samples")
+    if not np.isin(y, (0, 1)).all():
+        raise MetricError(f"auc needs binary labels (0 and 1), got {', '.join(map(str, np.unique(y)[:5]))}...")
+    positive = y == 1
+    n_pos = int(positive.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise MetricError("auc needs both classes among the labels, got only " + ("1" if n_pos else "0"))
+    if not np.isfinite(s).all():
+        return float("nan")
+    ranks = _average_ranks(s)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------- the metrics
+
+
+def top1_agreement(ref: Array, cand: Array, labels: Array | None = None) -> float:
+    """Fraction of samples whose highest-scoring class is the same under both models."""
+    a, b = _pair(ref, cand)
+    top_a, top_b = _classes(a, "top1_agreement"), _classes(b, "top1_agreement")
+    return float(np.mean((top_a == top_b) & (top_b >= 0)))
+
+
+def accuracy(ref: Array, cand: Array, labels: Array | None = None) -> float:
+    """Fraction of samples whose highest-scoring class under the candidate is the label."""
+    b = _rows(cand)
+    return float(np.mean(_classes(b, "accuracy") == _labels(labels, len(b), "accuracy")))
+
+
+def cosines(ref: Array, cand: Array) -> npt.NDArray[np.float64]:
+    """Cosine similarity of each sample's outputs: exactly 1 for equal outputs (two zero
+    vectors included), 0 against a zero vector, NaN for a sample that is not finite."""
+    a, b = _pair(ref, cand)
+    sim = np.clip(np.einsum("ij,ij->i", _unit_rows(a), _unit_rows(b)), -1.0, 1.0)
+    equal = (a == b).all(axis=1)
+    return np.where(_finite(a) & _finite(b), np.where(equal, 1.0, sim), np.nan)
+
+
+def cosine(ref: Array, cand: Array, labels: Array | None = None) -> float:
+    """Mean over samples of the cosine similarity of their outputs."""
+    return float(np.mean(cosines(ref, cand)))
+
+
+def cosine_min(ref: Array, cand: Array, labels: Array | None = None) -> float:
+    """Cosine similarity of the worst sample."""
+    return float(np.min(cosines(ref, cand)))
+
+
+def max_abs_error(ref: Array, cand: Array, labels: Array | None = None) -> float:
+    """Largest absolute difference of any output value."""
+    a, b = _pair(ref, cand)
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, and NaN never passes a budget
+        return float(np.max(np.abs(a - b)))
+
+
+# rows of the similarity matrix computed at once: bounds memory to ~32 MB per block
+_BLOCK_ELEMENTS = 1 << 22
+# similarities this close count as a tie (float64 rounding in the matrix product)
+_TIE = 1e-12
+
+
+def neighbour_agreement(ref: Array, cand: Array, labels: Array | None = None, *, k: int = 1) -> float:
+    """How well the candidate keeps each sample's nearest neighbours among the validation set.
+
+    Neighbours by cosine similarity, a sample never its own. With k = 1: the fraction of
+    samples whose nearest neighbour under the candidate is their nearest under the
+    reference. With k > 1: the mean overlap of the two k-nearest sets, over k. A neighbour
+    tied with the reference's k-th nearest counts as kept. NaN when an output is not finite.
+    """
+    a, b = _pair(ref, cand)
+    n = len(a)
+    if not 1 <= k < n:
+        raise MetricError(f"neighbour_agreement with k = {k} needs more than {k} samples, got {n}")
+    if not (_finite(a).all() and _finite(b).all()):
+        return float("nan")
+    ua, ub = _unit_rows(a), _unit_rows(b)
+    block = max(1, _BLOCK_ELEMENTS // n)
+    kept = 0
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        rows = np.arange(stop - start)
+        sim_ref, sim_cand = ua[start:stop] @ ua.T, ub[start:stop] @ ub.T
+        sim_ref[rows, rows + start] = -np.inf
+        sim_cand[rows, rows + start] = -np.inf
+        kth_ref = np.partition(sim_ref, n - k, axis=1)[:, n - k]  # the reference's k-th nearest
+        near_cand = np.argpartition(sim_cand, n - k, axis=1)[:, n - k:]  # the candidate's k nearest
+        kept += int(np.sum(sim_ref[rows[:, None], near_cand] >= kth_ref[:, None] - _TIE))
+    return kept / (n * k)
+
+
+def decision_agreement(ref: Array, cand: Array, labels: Array | None = None, *,
+                       threshold: float = 0.5, column: int | None = None) -> float:
+    """Fraction of samples whose decision `score >= threshold` is the same under both models
+    (a score that is NaN under either agrees with nothing)."""
+    s_ref, s_cand = scores(ref, column), scores(cand, column)
+    if s_ref.shape != s_cand.shape:
+        raise MetricError(f"reference and candidate outputs differ in shape: {np.shape(ref)} vs {np.shape(cand)}")
+    same = (s_ref >= threshold) == (s_cand >= threshold)
+    return float(np.mean(same & ~np.isnan(s_ref) & ~np.isnan(s_cand)))
+
+
+def auc(ref: Array, cand: Array, labels: Array | None = None, *, column: int | None = None) -> float:
+    """ROC AUC of the candidate's positive-class score against binary labels."""
+    s = scores(cand, column)
+    return roc_auc(s, _labels(labels, len(s), "auc"))
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Param:
+    """A metric parameter: its JSON Schema, its meaning and its default."""
+
+    schema: Mapping[str, Any]
+    description: str
+    default: Any = None
+
+
+PARAMS: dict[str, Param] = {
+    "output": Param(
+        {"type": ["string", "integer"], "minLength": 1, "minimum": 0},
+        "the tensor compared: a model output by name or index, or, when no model output has that "
+        "name, a tensor of the response (after postprocess); default: the model's first output"),
+    "k": Param({"type": "integer", "minimum": 1},
+               "neighbour_agreement: neighbours compared per sample (default 1, the nearest)", 1),
+    "threshold": Param({"type": "number"},
+                       "decision_agreement: a sample is positive when its score >= threshold (default 0.5)", 0.5),
+    "column": Param({"type": "integer"},
+                    "decision_agreement, auc: which value of each sample is the positive-class score "
+                    "(negative counts from the end; default: the only value, or the second of two)"),
+}
+"""Every parameter a metric may take; `output` applies to every metric."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: its function, which bound it takes (`min`, or `max` for an
+    error) and the range of that bound, whether it needs labels, its parameters."""
+
+    name: str
+    compute: Callable[..., float]
+    bound: Literal["min", "max"]
+    low: float
+    high: float | None
+    description: str
+    labels: bool = False
+    params: tuple[str, ...] = field(default=("output",))
+
+    def defaults(self) -> dict[str, Any]:
+        """The parameters a budget gets when it does not name them (None: none)."""
+        return {p: PARAMS[p].default for p in self.params if PARAMS[p].default is not None}
+
+
+METRICS: dict[str, Metric] = {}
+"""Every metric by name, in the order the schema lists them."""
+
+
+def register(metric: Metric) -> Metric:
+    """Add `metric` to `METRICS`; rejects it at once when it does not fit the registry."""
+    problems = []
+    if metric.name in METRICS:
+        problems.append("the name is taken")
+    if metric.bound not in ("min", "max"):
+        problems.append(f"bound must be 'min' or 'max', got {metric.bound!r}")
+    if "output" not in metric.params:
+        problems.append("every metric takes `output`")
+    unknown = [p for p in metric.params if p not in PARAMS]
+    if unknown:
+        problems.append(f"unknown parameters {unknown} (known: {', '.join(PARAMS)})")
+    accepted = inspect.signature(metric.compute).parameters
+    missing = [p for p in metric.params if p != "output" and p not in accepted]
+    if missing or list(accepted)[:3] != ["ref", "cand", "labels"]:
+        problems.append(f"compute must be (ref, cand, labels, *, {', '.join(metric.params[1:])})")
+    if problems:
+        raise ValueError(f"metric {metric.name!r}: " + "; ".join(problems))
+    METRICS[metric.name] = metric
+    return metric
+
+
+for _metric in (
+    Metric("top1_agreement", top1_agreement, "min", 0.0, 1.0,
+           "fraction of samples whose top class is the reference's"),
+    Metric("accuracy", accuracy, "min", 0.0, 1.0,
+           "fraction of samples whose top class is their label (needs labels)", labels=True),
+    Metric("cosine", cosine, "min", -1.0, 1.0, "mean cosine similarity to the reference's outputs"),
+    Metric("cosine_min", cosine_min, "min", -1.0, 1.0, "cosine similarity of the worst sample"),
+    Metric("neighbour_agreement", neighbour_agreement, "min", 0.0, 1.0,
+           "embeddings: fraction of samples keeping their nearest neighbour among the validation set "
+           "(param k: mean overlap of the k nearest)", params=("output", "k")),
+    Metric("decision_agreement", decision_agreement, "min", 0.0, 1.0,
+           "fraction of samples whose decision score >= threshold is the reference's",
+           params=("output", "threshold", "column")),
+    Metric("auc", auc, "min", 0.0, 1.0, "ROC AUC of the positive-class score (binary labels 0/1)",
+           labels=True, params=("output", "column")),
+    Metric("max_abs_error", max_abs_error, "max", 0.0, None,
+           "largest absolute difference of any output value (takes `max`)"),
+):
+    register(_metric)
