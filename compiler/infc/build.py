@@ -6,6 +6,7 @@ Each step is a call; the data between them is plain objects (see ARCHITECTURE.md
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,14 +44,20 @@ class Evaluation:
     candidate: Candidate
     model: onnx.ModelProto | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
-    accuracy: AccuracyResult | None = None
+    accuracy: list[AccuracyResult] = field(default_factory=list)  # one per budget; empty: not measured
     latency: LatencyResult | None = None
     error: str | None = None
     verdict: str = ""
 
     @property
     def accurate(self) -> bool:
-        return self.error is None and (self.accuracy is None or self.accuracy.passed)
+        return self.error is None and all(a.passed for a in self.accuracy)
+
+    @property
+    def worst_margin(self) -> float:
+        """How far inside its accuracy budgets the candidate is, at the tightest one."""
+        margins = [a.margin for a in self.accuracy if a.margin is not None]
+        return min((float("-inf") if math.isnan(m) else m for m in margins), default=0.0)  # NaN: the worst
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class BuildResult:
     passed: bool
 
     @property
-    def accuracy(self) -> AccuracyResult | None:
+    def accuracy(self) -> list[AccuracyResult]:
         return self.chosen.accuracy
 
     @property
@@ -144,7 +151,7 @@ def _choose(evaluations: Sequence[Evaluation]) -> Evaluation:
         if best is None or ev.latency.p95_ms < (best.latency.p95_ms if best.latency else float("inf")):
             best = ev
     if best is None:  # nothing inside the budget: ship nothing, report the closest
-        best = max(evaluations, key=lambda e: (e.error is None, e.accuracy.value if e.accuracy else 0.0))
+        best = max(evaluations, key=lambda e: (e.error is None, e.worst_margin))
         best.verdict = "closest to the accuracy budget, still outside it"
         return best
     for ev in evaluations:
@@ -251,9 +258,9 @@ def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Eval
                  "passes": [{"name": n, "params": p} for n, p in chosen.candidate.passes]},
         "passes": chosen.records,
         "candidates": [{"name": e.candidate.name, "verdict": e.verdict, "error": e.error,
-                        "accuracy": asdict(e.accuracy) if e.accuracy else None,
+                        "accuracy": [asdict(a) for a in e.accuracy],
                         "latency": asdict(e.latency) if e.latency else None} for e in evaluations],
-        "results": {"passed": passed, "accuracy": asdict(chosen.accuracy) if chosen.accuracy else None,
+        "results": {"passed": passed, "accuracy": [asdict(a) for a in chosen.accuracy],
                     "latency": asdict(chosen.latency)},
         "versions": versions(),
     }
@@ -261,11 +268,10 @@ def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Eval
 
 def _miss_message(result: BuildResult) -> str:
     lines = [f"{result.spec.name} {result.spec.version}: budget missed, no bundle written"]
-    acc = result.accuracy
-    if acc is not None and not acc.passed:
-        op = "<=" if acc.metric == "max_abs_error" else ">="
-        lines.append(f"  accuracy: {acc.metric} = {acc.value:.4f}, budget {op} {acc.bound:g} "
-                     f"(off by {abs(acc.value - (acc.bound or 0)):.4f}; candidate {result.chosen.candidate.name})")
+    for acc in result.accuracy:
+        if not acc.passed:
+            lines.append(f"  accuracy: {acc.name} = {acc.value:.4f}, budget {acc.op} {acc.bound:g} "
+                         f"(off by {abs(acc.margin or 0.0):.4f}; candidate {result.chosen.candidate.name})")
     for miss in result.latency.misses if result.latency.enforced else ():
         lines.append(f"  latency: {miss} (candidate {result.chosen.candidate.name})")
     if len(result.evaluations) > 1:

@@ -43,8 +43,9 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int) -
     assert result.path is not None
     lat, acc = result.latency, result.accuracy
     click.echo(f"built {result.path}  ({result.bundle.size() / 1e6:.2f} MB)")
-    if acc is not None:
-        click.echo(f"  accuracy  {acc.metric} = {acc.value:.4f}" + (f" (budget {acc.bound:g})" if acc.bound else ""))
+    for a in acc:
+        budget = f" (budget {a.op} {a.bound:g})" if a.bound is not None else ""
+        click.echo(f"  accuracy  {a.name} = {a.value:.4f}{budget}")
     click.echo(f"  latency   p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms (batch 1)")
     click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(result.path / 'serve.py')} "
                "--host 127.0.0.1 --port 8000")

@@ -2,14 +2,15 @@
 
 Both pipelines (reference = the original fp32 model, candidate = the optimized
 one) run the same generated pre/post kernels on the spec's validation data, so
-the accuracy measured here is the accuracy of what ships. Latency is measured
+the accuracy measured here is the accuracy of what ships. The metrics themselves
+live in `infc.metrics`, one registry that the spec schema reads too. Latency is measured
 server-side style: one request through pre -> model -> post, timed per call.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,50 +20,28 @@ import numpy.typing as npt
 from infc_runtime.pipeline import Pipeline
 from infc_runtime.types import Tensors
 
+from .errors import format_path
+from .metrics import METRICS, MetricError, Param
+from .metrics import PARAMS as METRIC_PARAMS
 from .spec import AccuracyBudget, LatencyBudget
 
-__all__ = ["AccuracyResult", "LatencyResult", "measure_accuracy", "measure_latency", "METRICS"]
+__all__ = ["AccuracyResult", "LatencyResult", "measure_accuracy", "measure_latency", "METRICS",
+           "METRIC_PARAMS", "MetricError", "Param"]
 
 Array = npt.NDArray[Any]
 
-
-def _top1_agreement(ref: Array, cand: Array, labels: Array | None) -> float:
-    return float(np.mean(ref.reshape(len(ref), -1).argmax(1) == cand.reshape(len(cand), -1).argmax(1)))
-
-
-def _accuracy(ref: Array, cand: Array, labels: Array | None) -> float:
-    assert labels is not None  # the spec loader requires labels for this metric
-    return float(np.mean(cand.reshape(len(cand), -1).argmax(1) == labels))
-
-
-def _cosines(ref: Array, cand: Array) -> Array:
-    a = ref.reshape(len(ref), -1).astype(np.float64)
-    b = cand.reshape(len(cand), -1).astype(np.float64)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.sum(a * b, axis=1) / np.where(denom == 0, 1.0, denom)
-
-
-def _cosine(ref: Array, cand: Array, labels: Array | None) -> float:
-    return float(np.mean(_cosines(ref, cand)))
-
-
-def _max_abs_error(ref: Array, cand: Array, labels: Array | None) -> float:
-    return float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64))))
-
-
-Metric = Callable[[Array, Array, "Array | None"], float]
-METRICS: dict[str, Metric] = {
-    "top1_agreement": _top1_agreement,
-    "accuracy": _accuracy,
-    "cosine": _cosine,
-    "max_abs_error": _max_abs_error,
-}
-LOWER_IS_BETTER = {"max_abs_error"}
+# the neighbour matrix costs N * N * values per sample; past this it is left out of the details
+_DETAIL_NEIGHBOUR_COST = 1 << 31
 
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """The budgeted metric of the candidate, with context for the report."""
+    """One accuracy budget measured on the candidate: `value` against `bound` (None: not
+    budgeted, informational); `op` says how they compare (`>=` for `min`, `<=` for `max`).
+
+    `details` is shared by every result of one measurement: each metric that applies to
+    the model's first output (and each budgeted one, under its `name`), for the report.
+    """
 
     metric: str
     value: float
@@ -70,41 +49,122 @@ class AccuracyResult:
     passed: bool
     samples: int
     details: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    op: str = ">="
+
+    @property
+    def name(self) -> str:
+        """The metric with the parameters that differ from its defaults: `auc(column=0)`."""
+        defaults = METRICS[self.metric].defaults() if self.metric in METRICS else {}
+        shown = [f"{k}={v}" for k, v in self.params.items() if defaults.get(k) != v]
+        return f"{self.metric}({', '.join(shown)})" if shown else self.metric
+
+    @property
+    def margin(self) -> float | None:
+        """How far inside the bound the value is (negative: missed by that much)."""
+        if self.bound is None:
+            return None
+        return self.value - self.bound if self.op == ">=" else self.bound - self.value
 
 
-def _model_outputs(pipeline: Pipeline, requests: Tensors, batch: int = 64) -> Array:
-    """The first model output for every validation row (pre + model, no post)."""
-    n = len(next(iter(requests.values())))
-    chunks = []
-    for start in range(0, n, batch):
-        part = {k: v[start:start + batch] for k, v in requests.items()}
-        out = pipeline.infer(pipeline.preprocess(part))
-        chunks.append(out[pipeline.session.get_outputs()[0].name])
-    return np.concatenate(chunks)
+class _Outputs:
+    """The tensors one pipeline gives for every validation row: model outputs, and the
+    response tensors when a budget names one."""
+
+    def __init__(self, pipeline: Pipeline, requests: Tensors, response: bool, batch: int = 64) -> None:
+        self.model_names = [o.name for o in pipeline.session.get_outputs()]
+        n = len(next(iter(requests.values())))
+        model: dict[str, list[Array]] = {}
+        post: dict[str, list[Array]] = {}
+        for start in range(0, n, batch):
+            inputs = pipeline.preprocess({k: v[start:start + batch] for k, v in requests.items()})
+            out = pipeline.infer(inputs)
+            for k, v in out.items():
+                model.setdefault(k, []).append(v)
+            for k, v in (pipeline.postprocess(out, inputs) if response else {}).items():
+                post.setdefault(k, []).append(v)
+        self.model = {k: np.concatenate(v) for k, v in model.items()}
+        self.response = {k: np.concatenate(v) for k, v in post.items()}
+
+    def get(self, output: str | int | None) -> Array:
+        """The tensor a budget's `output` names (see `AccuracyBudget.output`)."""
+        if output is None or isinstance(output, int):
+            index = output or 0
+            if index >= len(self.model_names):
+                raise MetricError(f"output {index}: the model has {len(self.model_names)} outputs")
+            return self.model[self.model_names[index]]
+        if output in self.model:
+            return self.model[output]
+        if output in self.response:
+            return self.response[output]
+        raise MetricError(f"no model output or response tensor {output!r}")
+
+
+def _needs_response(budgets: Sequence[AccuracyBudget], model_names: Sequence[str]) -> bool:
+    return any(isinstance(b.output, str) and b.output not in model_names for b in budgets)
+
+
+def _details(ref: Array, cand: Array, labels: Array | None) -> dict[str, float]:
+    """Every metric that applies to these outputs and labels, for the report."""
+    candidates: list[tuple[str, Callable[[], float]]] = [
+        ("top1_agreement", lambda: METRICS["top1_agreement"].compute(ref, cand, labels)),
+        ("cosine", lambda: METRICS["cosine"].compute(ref, cand, labels)),
+        ("cosine_min", lambda: METRICS["cosine_min"].compute(ref, cand, labels)),
+        ("max_abs_error", lambda: METRICS["max_abs_error"].compute(ref, cand, labels)),
+    ]
+    if len(ref) * len(ref) * max(1, ref[0].size) <= _DETAIL_NEIGHBOUR_COST:
+        candidates.append(("neighbour_agreement", lambda: METRICS["neighbour_agreement"].compute(ref, cand, labels)))
+    if labels is not None:
+        candidates += [
+            ("accuracy", lambda: METRICS["accuracy"].compute(ref, cand, labels)),
+            ("reference_accuracy", lambda: METRICS["accuracy"].compute(ref, ref, labels)),
+            ("auc", lambda: METRICS["auc"].compute(ref, cand, labels)),
+            ("reference_auc", lambda: METRICS["auc"].compute(ref, ref, labels)),
+        ]
+    details = {}
+    for name, compute in candidates:
+        try:
+            value = compute()
+        except MetricError:
+            continue  # does not apply to this output (one class, one value per sample, ...)
+        details[name] = value  # NaN included: a candidate giving NaN is news for the report
+    return details
 
 
 def measure_accuracy(reference: Pipeline, candidate: Pipeline, requests: Tensors, labels: Array | None,
-                     budget: AccuracyBudget | None) -> AccuracyResult:
-    """Compare candidate to reference on the validation requests (first model output)."""
-    ref = _model_outputs(reference, requests)
-    cand = _model_outputs(candidate, requests)
-    details = {"top1_agreement": _top1_agreement(ref, cand, None), "max_abs_error": _max_abs_error(ref, cand, None)}
-    cos = _cosines(ref, cand)
-    details.update({"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())})
-    if labels is not None:
-        details["accuracy"] = _accuracy(ref, cand, labels)
-        details["reference_accuracy"] = _accuracy(ref, ref, labels)
-    metric = budget.metric if budget else "top1_agreement"
-    value = METRICS[metric](ref, cand, labels)
-    if budget is None:
-        return AccuracyResult(metric, value, None, True, len(ref), details)
-    if metric in LOWER_IS_BETTER:
-        bound = budget.max
-        passed = bound is None or value <= bound
-    else:
-        bound = budget.min
-        passed = bound is None or value >= bound
-    return AccuracyResult(metric, value, bound, passed, len(ref), details)
+                     budgets: Sequence[AccuracyBudget] = ()) -> list[AccuracyResult]:
+    """Compare candidate to reference on the validation requests: one result per budget,
+    in the spec's order; without budgets one informational result (top1_agreement, or
+    cosine for an output of one value per sample) that passes.
+
+    Raises MetricError (naming the budget) when a budget's metric cannot apply to the
+    data, which the spec loader rules out wherever the model's shapes are static.
+    """
+    model_names = [o.name for o in reference.session.get_outputs()]
+    response = _needs_response(budgets, model_names)
+    ref, cand = _Outputs(reference, requests, response), _Outputs(candidate, requests, response)
+    first_ref, first_cand = ref.get(None), cand.get(None)
+    details = _details(first_ref, first_cand, labels)
+    samples = len(first_ref)
+    if not budgets:
+        shown = "top1_agreement" if "top1_agreement" in details else "cosine"
+        return [AccuracyResult(shown, details.get(shown, float("nan")), None, True, samples, details)]
+    results = []
+    for budget in budgets:
+        metric = METRICS[budget.metric]
+        kwargs = {k: v for k, v in budget.params.items() if k != "output"}
+        try:
+            value = metric.compute(ref.get(budget.output), cand.get(budget.output), labels, **kwargs)
+        except MetricError as e:
+            raise MetricError(f"{format_path(budget.path)} ({budget.metric}): {e}") from None
+        bound = budget.bound
+        op = "<=" if metric.bound == "max" else ">="
+        passed = bound is None or (value <= bound if op == "<=" else value >= bound)  # NaN never passes
+        results.append(AccuracyResult(budget.metric, value, bound, passed, samples, details,
+                                      dict(budget.params), op))
+    for r in results:
+        details.setdefault(r.name, r.value)
+    return results
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,14 @@ def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, eva
         value = getattr(latency, f"{q}_ms")
         verdict_q[q] = "" if limit is None else ("pass" if value <= limit else
                                                  ("**MISS**" if latency.enforced else "over (not enforced)"))
-    ab = spec.budget.accuracy
-    acc_budget = "-" if ab is None else (f"<= {ab.max:g}" if ab.metric == "max_abs_error" else f">= {ab.min:g}")
-    accuracy = chosen.accuracy or AccuracyResult("none (no validation data)", float("nan"), None, True, 0)
+    results = chosen.accuracy or [AccuracyResult("none (no validation data)", float("nan"), None, True, 0)]
+    accuracy = [{"name": a.name, "value": a.value, "budget": "-" if a.bound is None else f"{a.op} {a.bound:g}",
+                 "verdict": "pass" if a.passed else "**MISS**"} for a in results]
+    shown = {a.name for a in results}
     kernel_lines = [f"{stage}process[{s.index}] {s.name}: {s.input.name} -> {', '.join(o.name for o in s.outputs)}"
                     for stage, flow in (("pre", pre_flow), ("post", post_flow)) for s in flow.steps]
     candidates = [{"name": e.candidate.name, "verdict": e.verdict,
-                   "metric": f"{e.accuracy.value:.4f}" if e.accuracy else "-",
+                   "metric": ", ".join(f"{a.value:.4f}" for a in e.accuracy) or "-",
                    "p50": f"{e.latency.p50_ms:.3f}" if e.latency else "-",
                    "p95": f"{e.latency.p95_ms:.3f}" if e.latency else "-",
                    "throughput": f"{e.latency.throughput_rps:.0f}" if e.latency else "-",
@@ -64,8 +65,8 @@ def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, eva
                   plan=plan, chosen=chosen.candidate.name, model_size=_size(len(bundle.files["model.onnx"])),
                   source_size=_size(spec.model.stat().st_size), bundle_size=_size(bundle.size()),
                   file_count=len(bundle.all_files()), versions=versions(), accuracy=accuracy,
-                  details={k: v for k, v in accuracy.details.items() if k != accuracy.metric},
-                  accuracy_budget=acc_budget, latency=latency,
+                  samples=results[0].samples, metric_names=", ".join(a.name for a in results),
+                  details={k: v for k, v in results[0].details.items() if k not in shown}, latency=latency,
                   latency_budget={q: (f"{v:g} ms" if v is not None else "-") for q, v in budget_q.items()},
                   latency_verdict=verdict_q, candidates=candidates,
                   passes=[{**r, "summary": pass_summary(r)} for r in chosen.records], kernel_lines=kernel_lines)

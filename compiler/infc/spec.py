@@ -13,16 +13,19 @@ import copy
 import itertools
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from infc_runtime.types import ServingConfig, TensorSpec
 
+from . import spec_budget
 from .errors import PathPart, SpecError, SpecErrors
+from .isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
 from .kernels import registry
-from .kernels.signature import check_pipeline
+from .kernels.signature import check_pipeline, resolve_stages
+from .modelio import graph_outputs
 from .spec_files import check_arrays, compare_inputs, load_model, model_inputs, shown
 from .spec_schema import STEP_SECTIONS, schema
 from .spec_validate import Finding, validate
@@ -36,10 +39,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Target:
-    """Where the bundle runs: `x86`, `arm` or `cuda`; `threads` None lets the plan choose."""
+    """Where the bundle runs: `x86`, `arm` or `cuda`; `threads` None lets the plan choose.
+
+    `isa`: the CPU instruction set (`infc.isa.ISAS`; `native` = the build host's, see
+    `infc.isa.resolve_isa`), None for cuda. `fp16`: whether a cuda target runs fp16
+    (always False on CPUs).
+    """
 
     hardware: str
     threads: int | None = None
+    isa: str | None = None
+    fp16: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,19 +63,38 @@ class LatencyBudget:
 
 @dataclass(frozen=True)
 class AccuracyBudget:
-    """`metric` of the optimized model against the original must stay >= `min` (or <= `max`)."""
+    """`metric` (a name in `infc.metrics.METRICS`) of the optimized model against the original
+    must stay >= `min` (or <= `max`, for an error metric).
+
+    `params`: the metric's parameters, defaults applied (`output`, `k`, `threshold`,
+    `column`; see `infc.metrics.PARAMS`). `path`: where the spec wrote this budget.
+    """
 
     metric: str
     min: float | None = None
     max: float | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    path: tuple[PathPart, ...] = field(default=("budget", "accuracy"), compare=False)
+
+    @property
+    def bound(self) -> float | None:
+        """The budgeted value: `max` for an error metric, else `min`."""
+        return self.max if self.max is not None else self.min
+
+    @property
+    def output(self) -> str | int | None:
+        """The tensor compared (a model output name or index, or a response tensor name);
+        None: the model's first output."""
+        value: str | int | None = self.params.get("output")
+        return value
 
 
 @dataclass(frozen=True)
 class Budget:
-    """What the build must meet; a missing part is not checked."""
+    """What the build must meet; a missing part is not checked (no accuracy budget: `()`)."""
 
     latency_ms: LatencyBudget | None = None
-    accuracy: AccuracyBudget | None = None
+    accuracy: tuple[AccuracyBudget, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +134,8 @@ class Spec:
     serving: ServingConfig
     data: Mapping[str, Any]
     marks: Mapping[KeyPath, Mark]
+    serving_pinned: frozenset[str] = frozenset()
+    """The `serving` keys the spec wrote; the build may choose the others (defaults fill `serving`)."""
 
     def error(self, path: Sequence[PathPart], message: str) -> SpecError:
         """A `SpecError` about `path`, located where the nearest written part of it is."""
@@ -171,33 +202,31 @@ def load_spec(path: str | Path) -> Spec:
     data["inputs"] = [t.to_dict() for t in inputs]
 
     # 5. calibration and validation data for those inputs
+    accuracy = doc.data["budget"].get("accuracy") if isinstance(doc.data.get("budget"), dict) else None
     for key in ("calibration", "validation"):
         if key not in data["optimize"]:
             continue
-        messages, labels = check_arrays(file.parent / data["optimize"][key], inputs)
+        npz = file.parent / data["optimize"][key]
+        messages, summary = check_arrays(npz, inputs)
         at: KeyPath = ("optimize", key)
         errors += [locate(Finding(at, m)) for m in messages]
-        metric = data["budget"].get("accuracy", {}).get("metric")
-        if key == "validation" and labels is False and metric == "accuracy":
-            errors.append(locate(Finding(at, f"{shown(file.parent / data['optimize'][key])} has no "
-                                             "`labels` array, which metric accuracy needs")))
+        if key == "validation" and summary is not None and not messages:
+            errors += [locate(f) for f in spec_budget.data_findings(accuracy, summary.labels, summary.samples,
+                                                                   shown(npz), at)]
     if errors:
         raise SpecErrors(errors)
-    spec = _build(file, data, marks, inputs)
+    spec = _build(file, data, marks, inputs, doc.data)
 
-    # 6. the pre/post steps against the model
+    # 6. the pre/post steps against the model, then the tensors the accuracy budgets compare
     errors = check_pipeline(spec, model)
     if errors:
         raise SpecErrors(errors)
+    if spec.budget.accuracy:
+        response = list(resolve_stages(spec, model)[1].end)
+        findings = spec_budget.output_findings(accuracy, graph_outputs(model), response)
+        if findings:
+            raise SpecErrors([locate(f) for f in findings])
     return spec
-
-
-_BOUNDS = {  # metric: (the bound it takes, lowest, highest allowed)
-    "top1_agreement": ("min", 0.0, 1.0),
-    "accuracy": ("min", 0.0, 1.0),
-    "cosine": ("min", -1.0, 1.0),
-    "max_abs_error": ("max", 0.0, None),
-}
 
 
 def _number(v: Any) -> bool:
@@ -212,10 +241,13 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
     out: list[Finding] = []
     opt, budget, target = mapping(raw.get("optimize")), mapping(raw.get("budget")), raw.get("target")
     hardware = mapping(target).get("hardware") if isinstance(target, dict) else target
+    out += _target_checks(mapping(target), hardware)
     quantize = opt.get("quantize")
     q = ("optimize", "quantize")
     if quantize == "fp16" and hardware in ("x86", "arm"):
         out.append(Finding(q, f"fp16 needs target cuda, got {hardware} (on CPUs use dynamic or static)"))
+    if quantize == "fp16" and hardware == "cuda" and mapping(target).get("fp16") is False:
+        out.append(Finding(q, "quantize fp16 contradicts target.fp16: false"))
     if quantize in ("static", "auto") and "calibration" not in opt:
         out.append(Finding(q, f"quantize {quantize} needs optimize.calibration "
                               "(an .npz with an array per request input)"))
@@ -223,11 +255,11 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
         out.append(Finding(q, "quantize auto needs budget.accuracy to choose between candidates"))
 
     accuracy = budget.get("accuracy")
-    if isinstance(accuracy, dict):
+    if spec_budget.written(accuracy):
         if "validation" not in opt:
             out.append(Finding(("budget", "accuracy"), "an accuracy budget needs optimize.validation "
                                                        "(an .npz with an array per request input)"))
-        out += _accuracy_bounds(accuracy)
+        out += spec_budget.static_findings(accuracy)
 
     latency = mapping(budget.get("latency_ms"))
     given = [(p, latency[p]) for p in ("p50", "p95", "p99") if _number(latency.get(p))]
@@ -247,24 +279,26 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
     return out
 
 
-def _accuracy_bounds(accuracy: dict[str, Any]) -> list[Finding]:
-    metric = accuracy.get("metric")
-    if not isinstance(metric, str) or metric not in _BOUNDS:
-        return []
-    bound, low, high = _BOUNDS[metric]
-    other = "max" if bound == "min" else "min"
-    here: KeyPath = ("budget", "accuracy")
+def _target_checks(target: dict[str, Any], hardware: Any) -> list[Finding]:
+    """`isa` must be one of the hardware's, `fp16` is for cuda."""
+    if not isinstance(hardware, str) or hardware not in ISAS:
+        return []  # the schema reports it
     out: list[Finding] = []
-    if other in accuracy:
-        out.append(Finding((*here, other), f"metric {metric} takes `{bound}`, not `{other}`"))
-    value = accuracy.get(bound)
-    if value is None:
-        what = "lowest" if bound == "min" else "highest"
-        out.append(Finding((*here, bound), f"missing required key for metric {metric}: the {what} acceptable value",
-                           at=here))
-    elif _number(value) and (value < low or (high is not None and value > high)):
-        wanted = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        out.append(Finding((*here, bound), f"expected a number {wanted} for {metric}, got {value!r}"))
+    isa, fp16 = target.get("isa"), target.get("fp16")
+    owner = next((h for h, isas in ISAS.items() if isa in isas), None)
+    here: KeyPath = ("target", "isa")
+    if hardware == "cuda" and isinstance(isa, str):
+        out.append(Finding(here, "a cuda target takes no isa (it names a CPU instruction set; "
+                                 "fp16 chooses the GPU's precision)"))
+    elif isa == NATIVE and host_hardware() != hardware:
+        out.append(Finding(here, f"isa native means the build host's, but the build host is {host_hardware()} "
+                                 f"and the target {hardware}: name the isa ({', '.join(ISAS[hardware])})"))
+    elif owner is not None and owner != hardware:  # an isa that is no isa at all: the schema reports it
+        out.append(Finding(here, f"isa {isa} is for {owner}, not {hardware}: {hardware} takes "
+                                 f"{', '.join(ISAS[hardware])} or native"))
+    if hardware != "cuda" and isinstance(fp16, bool):
+        out.append(Finding(("target", "fp16"), f"fp16 is a cuda setting; an {hardware} target runs fp32 "
+                                               "(or int8 with optimize.quantize)", at_key=True))
     return out
 
 
@@ -289,9 +323,15 @@ def _canonical(value: Any, sub: Mapping[str, Any]) -> Any:
 def _resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """Validated spec data in its one canonical form: defaults applied, long forms only."""
     data: dict[str, Any] = _canonical(copy.deepcopy(raw), schema())
-    target = data["target"]
-    data["target"] = {"hardware": target} if isinstance(target, str) else {
-        "hardware": target["hardware"], **({"threads": int(target["threads"])} if "threads" in target else {})}
+    target = {"hardware": data["target"]} if isinstance(data["target"], str) else data["target"]
+    hardware = target["hardware"]
+    data["target"] = {"hardware": hardware, **({"threads": int(target["threads"])} if "threads" in target else {})}
+    if hardware == "cuda":
+        data["target"]["fp16"] = bool(target.get("fp16", True))
+    else:
+        data["target"]["isa"] = target.get("isa", DEFAULT_ISA[hardware])
+    if "accuracy" in data["budget"]:
+        data["budget"]["accuracy"] = spec_budget.resolve(data["budget"]["accuracy"])
     for section in STEP_SECTIONS:
         data[section] = [{item: {}} if isinstance(item, str)
                          else {k: _canonical(v or {}, registry.params_schema(k)) for k, v in item.items()}
@@ -303,7 +343,7 @@ def _resolve(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
-           inputs: Sequence[TensorSpec]) -> Spec:
+           inputs: Sequence[TensorSpec], raw: dict[str, Any]) -> Spec:
     def path(value: str | None) -> Path | None:
         return None if value is None else Path(os.path.abspath(file.parent / value))
 
@@ -317,18 +357,23 @@ def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
     order = list(schema()["properties"])
     data = {key: data[key] for key in order if key in data}
     budget, opt = data["budget"], data["optimize"]
-    latency, accuracy = budget.get("latency_ms"), budget.get("accuracy")
+    latency = budget.get("latency_ms")
+    paths = [w.path for w in spec_budget.written(raw["budget"].get("accuracy"))] if "budget" in raw else []
+    accuracy = tuple(
+        AccuracyBudget(b["metric"], number(b.get("min")), number(b.get("max")),
+                       MappingProxyType({k: v for k, v in b.items() if k not in ("metric", "min", "max")}), path)
+        for b, path in zip(budget.get("accuracy", []), paths, strict=True))
+    target = data["target"]
     return Spec(
         file=file,
         name=data["name"],
         version=data["version"],
         model=Path(os.path.abspath(file.parent / data["model"])),
-        target=Target(data["target"]["hardware"], data["target"].get("threads")),
+        target=Target(target["hardware"], target.get("threads"), target.get("isa"), target.get("fp16", False)),
         inputs=tuple(inputs),
         budget=Budget(
             LatencyBudget(*(number(latency.get(p)) for p in ("p50", "p95", "p99"))) if latency else None,
-            AccuracyBudget(accuracy["metric"], number(accuracy.get("min")), number(accuracy.get("max")))
-            if accuracy else None,
+            accuracy,
         ),
         optimize=Optimize(opt["quantize"], opt["fuse"], path(opt.get("calibration")),
                           path(opt.get("validation"))),
@@ -337,4 +382,5 @@ def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
         serving=ServingConfig(**data["serving"]),
         data=data,
         marks=MappingProxyType(marks),
+        serving_pinned=frozenset(raw["serving"]) if isinstance(raw.get("serving"), dict) else frozenset(),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -19,7 +19,7 @@ from .spec_schema import DTYPES
 from .spec_validate import suggest
 from .spec_yaml import KeyPath
 
-__all__ = ["load_model", "model_inputs", "compare_inputs", "check_arrays", "shown"]
+__all__ = ["load_model", "model_inputs", "compare_inputs", "check_arrays", "Arrays", "shown"]
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -126,9 +126,16 @@ def _casts(array: np.ndarray[Any, Any], dtype: str) -> bool:
     return bool(np.can_cast(array.dtype, numpy_dtype(dtype), casting="safe"))
 
 
-def check_arrays(path: Path, inputs: Sequence[TensorSpec]) -> tuple[list[str], bool | None]:
-    """Problems of the .npz at `path` as data for `inputs`; and whether it holds `labels`
-    (None when it cannot be read).
+class Arrays(NamedTuple):
+    """What an .npz that could be read holds: samples N (None: unknown) and `labels` (or None)."""
+
+    samples: int | None
+    labels: np.ndarray[Any, Any] | None
+
+
+def check_arrays(path: Path, inputs: Sequence[TensorSpec]) -> tuple[list[str], Arrays | None]:
+    """Problems of the .npz at `path` as data for `inputs`; and what it holds (None when it
+    cannot be read).
 
     Wanted: one array [N, *input.shape] per request input (-1 matches any size) of a dtype
     that casts safely to the input's, the same N for all, and optionally integer `labels` [N].
@@ -183,4 +190,5 @@ def check_arrays(path: Path, inputs: Sequence[TensorSpec]) -> tuple[list[str], b
     elif labels is not None and labels.ndim == 1 and lengths and len(labels) not in lengths.values():
         problems.append(f"`labels` has {len(labels)} entries, expected N = {max(lengths.values())} "
                         "(one per sample)")
-    return problems, labels is not None
+    samples = next(iter(lengths.values())) if len(set(lengths.values())) == 1 else None
+    return problems, Arrays(samples, labels)

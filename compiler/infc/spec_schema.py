@@ -11,11 +11,14 @@ messages than a schema could give.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import fields
 from typing import Any
 
 from infc_runtime.types import ServingConfig
 
+from . import metrics
+from .isa import ISAS, NATIVE
 from .kernels import registry
 
 __all__ = [
@@ -27,7 +30,8 @@ HARDWARE = ("x86", "arm", "cuda")
 DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
           "float16", "float32", "float64", "bytes")
 QUANTIZE = ("none", "dynamic", "static", "fp16", "auto")
-METRICS = ("top1_agreement", "accuracy", "cosine", "max_abs_error")
+METRICS = tuple(metrics.METRICS)
+"""The metric names a budget may use: the registry's (infc.metrics), listed nowhere else."""
 NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
 SEMVER_PATTERN = (  # https://semver.org, the suggested regular expression
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -64,6 +68,63 @@ def _serving() -> dict[str, Any]:
             name: {"type": kind, **bounds, "default": defaults[name], "description": doc}
             for name, (kind, bounds, doc) in _SERVING.items()
         },
+    }
+
+
+def _target() -> dict[str, Any]:
+    isas = [isa for hardware in HARDWARE for isa in ISAS[hardware]] + [NATIVE]
+    listed = "; ".join(f"{h}: {', '.join(ISAS[h])}" for h in HARDWARE if ISAS[h])
+    return {
+        "title": "x86, arm or cuda, or a mapping {hardware, threads, isa, fp16}",
+        "description": "where the bundle runs",
+        "oneOf": [
+            {"type": "string", "enum": list(HARDWARE)},
+            {
+                "type": "object",
+                "required": ["hardware"],
+                "additionalProperties": False,
+                "properties": {
+                    "hardware": {"type": "string", "enum": list(HARDWARE)},
+                    "threads": {"type": "integer", "minimum": 1,
+                                "description": "compute threads (default: what the plan picks)"},
+                    "isa": {"type": "string", "enum": isas, "description": (
+                        f"CPU instruction set the bundle may use ({listed}; native: the build "
+                        "host's). Default: avx2 on x86, arm64 on arm. Not for cuda.")},
+                    "fp16": {"type": "boolean", "description": (
+                        "cuda only: whether the GPU runs fp16 (default true); false keeps fp32")},
+                },
+            },
+        ],
+    }
+
+
+def _accuracy() -> dict[str, Any]:
+    names = list(metrics.METRICS)
+    takes = {p: [m for m in names if p in metrics.METRICS[m].params] for p in metrics.PARAMS}
+    params = {p: {**copy.deepcopy(dict(param.schema)), "description": param.description}
+              for p, param in metrics.PARAMS.items()}
+    explained = "; ".join(
+        f"{m.name}: {m.description}" + (" (needs labels)" if m.labels and "labels" not in m.description else "")
+        for m in metrics.METRICS.values())
+    one = {
+        "type": "object",
+        "description": (
+            "one metric of the optimized model against the original, on optimize.validation. "
+            + explained + ". Every metric takes `min` except max_abs_error (`max`); parameters "
+            + "; ".join(f"{p}: {', '.join(ms) if len(ms) < len(names) else 'all'}" for p, ms in takes.items())),
+        "additionalProperties": False,
+        "required": ["metric"],
+        "properties": {
+            "metric": {"type": "string", "enum": names},
+            "min": {"type": "number", "description": "lowest acceptable value"},
+            "max": {"type": "number", "description": "highest acceptable value (max_abs_error)"},
+            **params,
+        },
+    }
+    return {
+        "title": "an accuracy budget {metric, min or max, parameters}, or a list of them",
+        "description": "every budget listed must hold; needs optimize.validation",
+        "oneOf": [one, {"type": "array", "minItems": 1, "items": one}],
     }
 
 
@@ -115,23 +176,7 @@ def schema() -> dict[str, Any]:
                         "description": "semantic version of the service, e.g. 1.0.0"},
             "model": {"type": "string", "minLength": 1,
                       "description": "the ONNX model, a path relative to the spec file"},
-            "target": {
-                "title": "x86, arm or cuda, or a mapping {hardware, threads}",
-                "description": "where the bundle runs",
-                "oneOf": [
-                    {"type": "string", "enum": list(HARDWARE)},
-                    {
-                        "type": "object",
-                        "required": ["hardware"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "hardware": {"type": "string", "enum": list(HARDWARE)},
-                            "threads": {"type": "integer", "minimum": 1,
-                                        "description": "compute threads (default: what the plan picks)"},
-                        },
-                    },
-                ],
-            },
+            "target": _target(),
             "inputs": {
                 "type": "array",
                 "description": "request tensors, without the batch dimension (default: the model's inputs)",
@@ -151,21 +196,7 @@ def schema() -> dict[str, Any]:
                         "minProperties": 1,
                         "properties": {p: number_gt0 for p in ("p50", "p95", "p99")},
                     },
-                    "accuracy": {
-                        "type": "object",
-                        "description": (
-                            "agreement of the optimized model with the original on the validation "
-                            "data. top1_agreement, accuracy (needs labels) and cosine take `min`; "
-                            "max_abs_error takes `max`. Needs optimize.validation."
-                        ),
-                        "additionalProperties": False,
-                        "required": ["metric"],
-                        "properties": {
-                            "metric": {"type": "string", "enum": list(METRICS)},
-                            "min": {"type": "number", "description": "lowest acceptable value"},
-                            "max": {"type": "number", "description": "highest acceptable value"},
-                        },
-                    },
+                    "accuracy": _accuracy(),
                 },
             },
             "optimize": {

@@ -101,15 +101,18 @@ def test_example_loads_typed_with_defaults() -> None:
     assert isinstance(spec, Spec)
     assert spec.file == DIGITS / "digits.yaml" and spec.model == DIGITS / "digits.onnx"
     assert (spec.name, spec.version) == ("digits", "1.0.0")
-    assert spec.target == Target("x86", None)
+    assert spec.target == Target("x86", None, "avx2", False)
     assert spec.inputs == (TensorSpec("image", "uint8", (8, 8)),)
-    assert spec.budget == Budget(LatencyBudget(None, 5.0, 10.0), AccuracyBudget("top1_agreement", 0.99, None))
+    assert spec.budget == Budget(LatencyBudget(None, 5.0, 10.0), (AccuracyBudget("top1_agreement", 0.99, None),))
+    assert spec.budget.accuracy[0].path == ("budget", "accuracy") and spec.budget.accuracy[0].output is None
     assert spec.optimize == Optimize("static", True, DIGITS / "calib.npz", DIGITS / "val.npz")
     assert [s.name for s in spec.preprocess] == ["to_float", "normalize", "layout"]
     assert spec.preprocess[1] == Step("normalize", {"mean": [0.5], "std": [0.5]}, ("preprocess", 1))
     assert spec.postprocess[1].params == {"k": 3} and spec.postprocess[1].path == ("postprocess", 1)
     assert spec.serving == ServingConfig(32, 2.0, 512, 1000.0)
-    assert spec.data["target"] == {"hardware": "x86"}
+    assert spec.serving_pinned == {"max_batch_size", "max_queue_delay_ms", "max_queue", "timeout_ms"}
+    assert spec.data["target"] == {"hardware": "x86", "isa": "avx2"}
+    assert spec.data["budget"]["accuracy"] == [{"metric": "top1_agreement", "min": 0.99}]
     assert spec.data["postprocess"][0] == {"softmax": {"output": "probabilities"}}
     assert spec.marks[("postprocess", 1, "topk", "k")] == (23, 15)
 
@@ -117,10 +120,10 @@ def test_example_loads_typed_with_defaults() -> None:
 def test_minimal_spec_gets_defaults_and_the_model_inputs(workdir: Path) -> None:
     spec = load_spec(write(workdir, MINIMAL))
     assert spec.inputs == (TensorSpec("image", "float32", (1, 8, 8)),)  # batch dim dropped
-    assert spec.budget == Budget(None, None)
+    assert spec.budget == Budget(None, ())
     assert spec.optimize == Optimize("none", True, None, None)
     assert spec.preprocess == () and spec.postprocess == ()
-    assert spec.serving == ServingConfig()
+    assert spec.serving == ServingConfig() and spec.serving_pinned == frozenset()
     assert spec.data["inputs"] == [{"name": "image", "dtype": "float32", "shape": [1, 8, 8]}]
     assert spec.data["serving"] == ServingConfig().to_dict()
     assert list(spec.data) == list(schema()["properties"])  # canonical order, every section present
@@ -132,7 +135,8 @@ def test_long_forms_and_bare_step_names(workdir: Path) -> None:
     text = MINIMAL.replace("target: x86", "target: {hardware: cuda, threads: 2}") + (
         "optimize: {quantize: fp16}\npostprocess:\n  - softmax\n  - topk: {k: 2.0}\n")
     spec = load_spec(write(workdir, text))
-    assert spec.target == Target("cuda", 2)
+    assert spec.target == Target("cuda", 2, None, True)
+    assert spec.data["target"] == {"hardware": "cuda", "threads": 2, "fp16": True}
     assert spec.postprocess[0] == Step("softmax", {}, ("postprocess", 0))
     assert spec.postprocess[1].params == {"k": 2} and isinstance(spec.postprocess[1].params["k"], int)
     assert spec.data["postprocess"] == [{"softmax": {}}, {"topk": {"k": 2}}]
@@ -189,7 +193,7 @@ CASES: list[tuple[str, list[tuple[str, str]], str, str, str]] = [
     ("target-long", [("target: x86", "target: {hardware: x68, threads: 2}")], "4:20",
      "target.hardware", "expected one of x86, arm, cuda, got 'x68'"),
     ("target-type", [("target: x86", "target: [x86]")], "4:9", "target",
-     "expected x86, arm or cuda, or a mapping {hardware, threads}, got a list"),
+     "expected x86, arm or cuda, or a mapping {hardware, threads, isa, fp16}, got a list"),
     ("unknown-step", [("  - normalize:", "  - normalise:")], "16:5", "preprocess[1].normalise",
      "unknown preprocess step 'normalise' (did you mean 'normalize'?)"),
     ("unknown-bare-step", [("  - softmax: {output: probabilities}", "  - sofmax")], "19:5",
@@ -274,6 +278,63 @@ CASES: list[tuple[str, list[tuple[str, str]], str, str, str]] = [
     ("accuracy-without-labels", [("metric: top1_agreement", "metric: accuracy"),
                                  ("validation: val.npz", "validation: calib.npz")],
      "13:15", "optimize.validation", "calib.npz has no `labels` array, which metric accuracy needs"),
+    # targets: isa and fp16
+    ("isa-wrong-hardware", [("target: x86", "target: {hardware: arm, isa: avx2}")], "4:30", "target.isa",
+     "isa avx2 is for x86, not arm: arm takes arm64, arm64_dotprod or native"),
+    ("isa-unknown", [("target: x86", "target: {hardware: x86, isa: avx3}")], "4:30", "target.isa",
+     "got 'avx3' (did you mean 'avx2'?)"),
+    ("isa-on-cuda", [("target: x86", "target: {hardware: cuda, isa: avx2}")], "4:31", "target.isa",
+     "a cuda target takes no isa"),
+    ("fp16-on-cpu-target", [("target: x86", "target: {hardware: x86, fp16: true}")], "4:25", "target.fp16",
+     "fp16 is a cuda setting; an x86 target runs fp32"),
+    ("quantize-fp16-vs-target", [("target: x86", "target: {hardware: cuda, fp16: false}"),
+                                 ("quantize: static", "quantize: fp16")],
+     "11:13", "optimize.quantize", "quantize fp16 contradicts target.fp16: false"),
+    # accuracy budgets: metrics, bounds, parameters, lists
+    ("unknown-metric", [("metric: top1_agreement", "metric: top1_agreemnt")], "9:22", "budget.accuracy.metric",
+     "got 'top1_agreemnt' (did you mean 'top1_agreement'?)"),
+    ("list-bad-entry", [("{metric: top1_agreement, min: 0.99}",
+                         "[{metric: top1_agreement, min: 0.99}, {metric: cosine, min: 2}]")],
+     "9:73", "budget.accuracy[1].min", "expected a number in [-1, 1] for cosine, got 2"),
+    ("list-entry-typo", [("{metric: top1_agreement, min: 0.99}",
+                          "[{metric: top1_agreement, min: 0.99}, "
+                          "{metric: decision_agreement, min: 0.9, treshold: 0.7}]")],
+     "9:90", "budget.accuracy[1].treshold", "unknown key 'treshold' (did you mean 'threshold'?)"),
+    ("list-empty", [("{metric: top1_agreement, min: 0.99}", "[]")], "9:13", "budget.accuracy",
+     "expected at least 1 item, got 0"),
+    ("param-not-taken", [("min: 0.99}", "min: 0.99, k: 3}")], "9:49", "budget.accuracy.k",
+     "metric top1_agreement takes no `k` (neighbour_agreement does)"),
+    ("max-abs-error-needs-max", [("metric: top1_agreement, min: 0.99", "metric: max_abs_error")], "9:13",
+     "budget.accuracy.max", "missing required key for metric max_abs_error: the highest acceptable value"),
+    ("cosine-min-range", [("metric: top1_agreement, min: 0.99", "metric: cosine_min, min: -1.5")], "9:39",
+     "budget.accuracy.min", "expected a number in [-1, 1] for cosine_min, got -1.5"),
+    ("threshold-type", [("metric: top1_agreement", "metric: decision_agreement, column: 1, threshold: high")],
+     "9:64", "budget.accuracy.threshold", "expected a number, got 'high'"),
+    ("k-zero", [("metric: top1_agreement", "metric: neighbour_agreement, k: 0")], "9:46", "budget.accuracy.k",
+     "expected an integer >= 1, got 0"),
+    # ... against the validation data
+    ("auc-without-labels", [("metric: top1_agreement", "metric: auc, column: 1"),
+                            ("validation: val.npz", "validation: calib.npz")],
+     "13:15", "optimize.validation", "calib.npz has no `labels` array, which metric auc needs"),
+    ("auc-labels-not-binary", [("metric: top1_agreement", "metric: auc, column: 1")], "9:22",
+     "budget.accuracy.metric", "val.npz has labels 0, 1, 2, 3, 4, 5, ... (10 classes)"),
+    ("auc-one-class", [("metric: top1_agreement", "metric: auc, column: 1"),
+                       ("validation: val.npz", "validation: ones.npz")],
+     "9:22", "budget.accuracy.metric", "ones.npz has only label 1"),
+    ("neighbour-k-too-large", [("metric: top1_agreement", "metric: neighbour_agreement, k: 450")], "9:46",
+     "budget.accuracy.k", "val.npz has 450"),
+    # ... against the model's outputs and the response
+    ("output-unknown", [("min: 0.99}", "min: 0.99, output: logit}")], "9:57", "budget.accuracy.output",
+     "no model output or response tensor 'logit' (did you mean 'logits'?)"),
+    ("output-index", [("min: 0.99}", "min: 0.99, output: 1}")], "9:57", "budget.accuracy.output",
+     "the model has 1 output, so output is 0..0, got 1"),
+    ("output-strings", [("min: 0.99}", "min: 0.99, output: labels}")], "9:57", "budget.accuracy.output",
+     "output 'labels' holds strings; top1_agreement compares numbers"),
+    ("decision-needs-column", [("metric: top1_agreement", "metric: decision_agreement")], "9:22",
+     "budget.accuracy.metric", "the model's first output 'logits' has 10 values per sample: name the "
+                               "positive-class score with `column`"),
+    ("column-range", [("metric: top1_agreement", "metric: decision_agreement, output: scores, column: 3")],
+     "9:66", "budget.accuracy.column", "output 'scores' has 3 values per sample, so column is -3..2, got 3"),
 ]
 
 
@@ -284,6 +345,7 @@ def make_data_files(folder: Path) -> None:
     np.savez(folder / "objects.npz", image=np.array([[1], ["a"]], dtype=object))
     np.savez(folder / "labels3.npz", image=uint8_images(4, 8, 8), labels=np.arange(3))
     np.savez(folder / "labelsf.npz", image=uint8_images(4, 8, 8), labels=np.zeros(4, np.float32))
+    np.savez(folder / "ones.npz", image=uint8_images(4, 8, 8), labels=np.ones(4, np.int64))
 
 
 @pytest.mark.parametrize(("edits", "at", "key", "fragment"),
@@ -317,6 +379,82 @@ def test_several_errors_are_reported_together_sorted_by_line(workdir: Path) -> N
     with pytest.raises(SpecErrors) as info:
         load_spec(path)
     assert str(info.value).splitlines() == [str(e) for e in errors]
+
+
+# ---------------------------------------------------------------- targets, budgets, serving
+
+BUDGETS = """\
+  accuracy:
+    - {metric: top1_agreement, min: 0.99}
+    - {metric: neighbour_agreement, min: 0.9}
+    - {metric: decision_agreement, min: 0.95, output: scores, column: 0}
+    - {metric: max_abs_error, max: 0.5, output: 0}
+    - metric: cosine_min
+      min: 0.9
+"""
+
+
+def test_several_accuracy_budgets_load_typed_with_defaults(workdir: Path) -> None:
+    spec = load_spec(write(workdir, BASE, ("  accuracy: {metric: top1_agreement, min: 0.99}\n", BUDGETS)))
+    top1, neighbour, decision, error, cos = spec.budget.accuracy
+    assert top1 == AccuracyBudget("top1_agreement", 0.99, None)
+    assert neighbour == AccuracyBudget("neighbour_agreement", 0.9, None, {"k": 1})
+    assert decision == AccuracyBudget("decision_agreement", 0.95, None,
+                                      {"output": "scores", "threshold": 0.5, "column": 0})
+    assert (error.max, error.bound, error.output, error.params) == (0.5, 0.5, 0, {"output": 0})
+    assert (cos.metric, cos.min, cos.output) == ("cosine_min", 0.9, None)
+    assert [b.path for b in spec.budget.accuracy] == [("budget", "accuracy", i) for i in range(5)]
+    assert spec.error((*decision.path, "column"), "x").line == 12  # later stages can point at a budget
+    assert spec.data["budget"]["accuracy"][2] == {"metric": "decision_agreement", "min": 0.95,
+                                                  "output": "scores", "threshold": 0.5, "column": 0}
+    # the resolved data is a spec that loads to the same thing
+    again = load_spec(write(workdir, yaml.safe_dump(dict(spec.data), sort_keys=False)))
+    assert (again.budget, again.target, again.serving) == (spec.budget, spec.target, spec.serving)
+    assert again.data == spec.data
+
+
+def test_several_budget_mistakes_are_reported_together(workdir: Path) -> None:
+    text = BUDGETS.replace("min: 0.9}", "min: 0.9, k: 0, threshold: 1}").replace("max: 0.5", "min: 0.5")
+    assert [(*where(e), e.message) for e in errors_of(write(workdir, BASE, (
+        "  accuracy: {metric: top1_agreement, min: 0.99}\n", text)))] == [
+        ("11:50", "budget.accuracy[1].k", "expected an integer >= 1, got 0"),
+        ("11:53", "budget.accuracy[1].threshold", "metric neighbour_agreement takes no `threshold` "
+                                                  "(decision_agreement does)"),
+        ("13:7", "budget.accuracy[3].max", "missing required key for metric max_abs_error: the highest "
+                                           "acceptable value"),
+        ("13:36", "budget.accuracy[3].min", "metric max_abs_error takes `max`, not `min`"),
+    ]
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("x86", Target("x86", None, "avx2", False)),
+    ("arm", Target("arm", None, "arm64", False)),
+    ("cuda", Target("cuda", None, None, True)),
+    ("{hardware: x86, isa: avx512_vnni, threads: 4}", Target("x86", 4, "avx512_vnni", False)),
+    ("{hardware: arm, isa: arm64_dotprod}", Target("arm", None, "arm64_dotprod", False)),
+    ("{hardware: cuda, fp16: false}", Target("cuda", None, None, False)),
+])
+def test_targets_get_their_isa_and_precision(workdir: Path, target: str, expected: Target) -> None:
+    spec = load_spec(write(workdir, MINIMAL.replace("target: x86", f"target: {target}")))
+    assert spec.target == expected
+
+
+def test_isa_native_is_the_build_host(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = infc.spec.host_hardware()
+    spec = load_spec(write(workdir, MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")))
+    assert spec.target.isa == "native" and spec.data["target"]["isa"] == "native"
+    other = "arm" if host == "x86" else "x86"
+    monkeypatch.setattr(infc.spec, "host_hardware", lambda: other)
+    (e,) = errors_of(write(workdir, MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")))
+    assert where(e) == (f"4:{27 + len(host)}", "target.isa")
+    assert e.message.startswith(f"isa native means the build host's, but the build host is {other} "
+                                f"and the target {host}: name the isa")
+
+
+def test_serving_pinned_is_what_the_spec_wrote(workdir: Path) -> None:
+    spec = load_spec(write(workdir, MINIMAL + "serving: {max_queue: 64, timeout_ms: 500}\n"))
+    assert spec.serving_pinned == {"max_queue", "timeout_ms"}
+    assert spec.serving == ServingConfig(max_queue=64, timeout_ms=500.0)  # the rest: defaults
 
 
 def test_inputs_must_match_the_model_without_preprocess(workdir: Path) -> None:
