@@ -6,10 +6,9 @@ Each step is a call; the data between them is plain objects (see ARCHITECTURE.md
 
 from __future__ import annotations
 
-import math
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,47 +16,23 @@ from typing import Any
 import numpy as np
 import onnx
 
-from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
-from infc_runtime.types import Tensors, TensorSpec, numpy_dtype
+from infc_runtime.pipeline import load_kernel_module
+from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 from .bundle import Bundle, compute_bundle, render, runtime_files, write_bundle
-from .errors import BudgetError, InfcError, SpecErrors
-from .gates import AccuracyResult, LatencyResult, measure_accuracy, measure_latency
+from .errors import BudgetError, SpecErrors
+from .gates import AccuracyResult, LatencyResult
 from .kernels.codegen import generate
 from .kernels.signature import resolve_stages
-from .passes import PassContext, run_passes
+from .passes import PassContext
 from .pins import pinned_requirements, versions
-from .plan import Candidate, Plan, make_plan
+from .plan import Plan, make_plan
 from .report import build_report
+from .search import Bench, Evaluation, choose, evaluate_all, time_candidate
+from .serving_tune import BatchPoint, choose_serving, measure_batches
 from .spec import Spec, load_spec
 
 __all__ = ["BuildResult", "Evaluation", "build", "load_requests"]
-
-# an optimized candidate must beat fp32 by this much to be chosen (timing noise)
-MIN_SPEEDUP = 1.05
-
-
-@dataclass
-class Evaluation:
-    """One candidate plan, optimized and measured (or the reason it could not be)."""
-
-    candidate: Candidate
-    model: onnx.ModelProto | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    accuracy: list[AccuracyResult] = field(default_factory=list)  # one per budget; empty: not measured
-    latency: LatencyResult | None = None
-    error: str | None = None
-    verdict: str = ""
-
-    @property
-    def accurate(self) -> bool:
-        return self.error is None and all(a.passed for a in self.accuracy)
-
-    @property
-    def worst_margin(self) -> float:
-        """How far inside its accuracy budgets the candidate is, at the tightest one."""
-        margins = [a.margin for a in self.accuracy if a.margin is not None]
-        return min((float("-inf") if math.isnan(m) else m for m in margins), default=0.0)  # NaN: the worst
 
 
 @dataclass(frozen=True)
@@ -91,76 +66,6 @@ def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
     return requests, labels
 
 
-@dataclass(frozen=True)
-class _Bench:
-    """What every candidate is measured with."""
-
-    spec: Spec
-    plan: Plan
-    kernels: dict[str, ModuleType]
-    outputs: list[TensorSpec]
-    reference: Pipeline | None
-    requests: Tensors
-    labels: np.ndarray | None
-    ctx: PassContext
-    iterations: int
-
-    def pipeline(self, model: onnx.ModelProto) -> Pipeline:
-        return Pipeline(name=self.spec.name, version=self.spec.version, inputs=self.spec.inputs,
-                        outputs=self.outputs, session=make_session(model.SerializeToString(), self.plan.session),
-                        pre=self.kernels["pre"].run, post=self.kernels["post"].run, serving=self.spec.serving)
-
-
-def _evaluate(candidate: Candidate, source: onnx.ModelProto, bench: _Bench, *, single: bool) -> Evaluation:
-    """Run a candidate's passes, then its gates. With several candidates a failing one is recorded, not fatal."""
-    ev = Evaluation(candidate)
-    try:
-        ev.model, ev.records = run_passes(source, candidate.passes, bench.ctx)
-    except InfcError as exc:
-        if single:
-            raise
-        ev.error = str(exc)
-        return ev
-    pipeline = bench.pipeline(ev.model)
-    if bench.reference is not None:
-        ev.accuracy = measure_accuracy(bench.reference, pipeline, bench.requests, bench.labels,
-                                       bench.spec.budget.accuracy)
-    ev.latency = measure_latency(pipeline, bench.requests, bench.spec.budget.latency_ms,
-                                 enforce=bench.plan.host_matches_target, iterations=bench.iterations)
-    return ev
-
-
-def _choose(evaluations: Sequence[Evaluation]) -> Evaluation:
-    """The fastest candidate inside the accuracy budget; never one slower than fp32."""
-    if len(evaluations) == 1:
-        evaluations[0].verdict = "chosen (the only candidate)"
-        return evaluations[0]
-    baseline = next((e for e in evaluations if e.candidate.name == "fp32" and e.accurate), None)
-    best: Evaluation | None = None
-    for ev in evaluations:
-        if not ev.accurate:
-            ev.verdict = f"failed: {ev.error}" if ev.error else "misses the accuracy budget"
-            continue
-        assert ev.latency is not None
-        if baseline is not None and ev is not baseline:
-            assert baseline.latency is not None
-            speedup = baseline.latency.p95_ms / ev.latency.p95_ms
-            if speedup < MIN_SPEEDUP:
-                ev.verdict = f"not faster than fp32 (p95 x{speedup:.2f})"
-                continue
-        if best is None or ev.latency.p95_ms < (best.latency.p95_ms if best.latency else float("inf")):
-            best = ev
-    if best is None:  # nothing inside the budget: ship nothing, report the closest
-        best = max(evaluations, key=lambda e: (e.error is None, e.worst_margin))
-        best.verdict = "closest to the accuracy budget, still outside it"
-        return best
-    for ev in evaluations:
-        if ev.accurate and ev is not best and not ev.verdict:
-            ev.verdict = "slower than the chosen candidate"
-    best.verdict = "chosen: fastest inside the accuracy budget"
-    return best
-
-
 def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300,
           report_path: str | Path | None = None, write: bool = True) -> BuildResult:
     """Build the bundle a spec describes; raises BudgetError (after writing the report) on a miss."""
@@ -183,18 +88,23 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
             kernels[stage] = load_kernel_module(work / f"{stage}.py")
         # 4. data: calibration feeds (after pre-processing) and validation requests
         bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations)
-        # 5. passes and gates, for every candidate plan
-        evaluations = [_evaluate(c, source, bench, single=len(plan.candidates) == 1) for c in plan.candidates]
-    # 6. choice: the fastest candidate inside the accuracy budget
-    chosen = _choose(evaluations)
-    assert chosen.model is not None and chosen.latency is not None
-    passed = chosen.accurate and chosen.latency.passed
-    # 7. bundle: files, manifest, report; written only when every budget holds
+        # 5. passes and gates, for every candidate plan (and sensitivity variants)
+        evaluations = evaluate_all(source, bench)
+        # 6. choice: the fastest candidate inside every accuracy budget
+        chosen = choose(evaluations)
+        time_candidate(chosen, bench)
+        assert chosen.model is not None and chosen.latency is not None
+        passed = chosen.accurate and chosen.latency.passed
+        # 7. serving: the latency budget sets the batch size and the batch window
+        batches, serving, serving_why = _tune_serving(spec, plan, bench, chosen)
+    # 8. bundle: files, manifest, report; written only when every budget holds
     files = _files(spec, plan, chosen.model, sources)
-    manifest = _manifest(spec, plan, chosen, evaluations, list(post_flow.end), passed)
+    manifest = _manifest(spec, plan, chosen, evaluations, list(post_flow.end), passed, serving)
+    manifest["serving_tuning"] = {"reason": serving_why, "batches": [asdict(p) for p in batches]}
     draft = compute_bundle(name=spec.name, version=spec.version, files_=files, manifest=manifest,
                            spec_data=spec.data)
-    report = build_report(spec, plan, draft, chosen, evaluations, pre_flow, post_flow, passed)
+    report = build_report(spec, plan, draft, chosen, evaluations, pre_flow, post_flow, passed,
+                          serving=serving, serving_why=serving_why, batches=batches)
     bundle = compute_bundle(name=spec.name, version=spec.version, files_={**files, "report.md": report.encode()},
                             manifest=manifest, spec_data=spec.data)
     if report_path:
@@ -206,8 +116,20 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     return result
 
 
+def _tune_serving(spec: Spec, plan: Plan, bench: Bench,
+                  chosen: Evaluation) -> tuple[list[BatchPoint], ServingConfig, str]:
+    if not plan.host_matches_target:
+        return [], spec.serving, "build host cannot run the target: serving settings from the spec"
+    assert chosen.model is not None
+    lb = spec.budget.latency_ms
+    limit = (lb.p99 or lb.p95 or lb.p50) if lb else None
+    points = measure_batches(bench.pipeline(chosen.model), bench.requests, stop_above_ms=limit)
+    serving, why = choose_serving(points, spec.budget.latency_ms, spec.serving_pinned, spec.serving)
+    return points, serving, why
+
+
 def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list[TensorSpec],
-           source: onnx.ModelProto, work: Path, iterations: int) -> _Bench:
+           source: onnx.ModelProto, work: Path, iterations: int) -> Bench:
     calibration = load_requests(spec, spec.optimize.calibration)[0] if spec.optimize.calibration else None
 
     def feeds() -> Iterator[dict[str, Any]]:
@@ -217,12 +139,13 @@ def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list
             yield kernels["pre"].run({k: v[start:start + 16] for k, v in calibration.items()})
 
     ctx = PassContext(workdir=work, target=plan.target, calibration=feeds if calibration is not None else None)
-    bench = _Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations)
+    bench = Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations)
     if spec.optimize.validation:
         requests, labels = load_requests(spec, spec.optimize.validation)
-        return _Bench(spec, plan, kernels, outputs, bench.pipeline(source), requests, labels, ctx, iterations)
-    example = bench.pipeline(source).example_request(1)
-    return _Bench(spec, plan, kernels, outputs, None, example, None, ctx, iterations)
+        bench.reference, bench.requests, bench.labels = bench.pipeline(source), requests, labels
+    else:
+        bench.requests = bench.pipeline(source).example_request(1)
+    return bench
 
 
 def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, sources: dict[str, str]) -> dict[str, bytes]:
@@ -242,7 +165,7 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, sources: dict[str, st
 
 
 def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Evaluation],
-              outputs: list[TensorSpec], passed: bool) -> dict[str, Any]:
+              outputs: list[TensorSpec], passed: bool, serving: ServingConfig) -> dict[str, Any]:
     assert chosen.latency is not None
     return {
         "format": 1,
@@ -253,7 +176,7 @@ def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Eval
         "model": {"path": "model.onnx", "source": spec.model.name},
         "kernels": {"pre": "kernels/pre.py", "post": "kernels/post.py"},
         "session": plan.session,
-        "serving": spec.serving.to_dict(),
+        "serving": serving.to_dict(),
         "plan": {**plan.to_dict(), "chosen": chosen.candidate.name,
                  "passes": [{"name": n, "params": p} for n, p in chosen.candidate.passes]},
         "passes": chosen.records,

@@ -7,29 +7,27 @@ bundle's manifest, so a reader can see exactly what was done and why.
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import onnxruntime as ort
 
+from .isa import host_hardware, host_isa, resolve_isa
 from .spec import Spec
 
-__all__ = ["Candidate", "Plan", "make_plan", "host_hardware"]
+__all__ = ["Candidate", "Plan", "make_plan"]
 
 _PROVIDERS = {"x86": "CPUExecutionProvider", "arm": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# ISAs with integer dot-product instructions that take u8 x s8 without saturating
+_U8S8_SAFE = {"avx512_vnni", "amx", "arm64_dotprod"}
 
 
-def host_hardware() -> str:
-    """What this machine is, in the spec's terms: x86, arm (or cuda when a GPU provider is usable)."""
-    machine = platform.machine().lower()
-    return "arm" if machine in ("aarch64", "arm64") else "x86"
-
-
-def _host_matches(target: str) -> bool:
+def _host(target: str) -> tuple[str, bool, bool]:
+    """The build host's ISA, whether it can run the target, and whether it is the target's ISA exactly."""
     if target == "cuda":
-        return "CUDAExecutionProvider" in ort.get_available_providers()
-    return host_hardware() == target
+        ok = "CUDAExecutionProvider" in ort.get_available_providers()
+        return host_isa(), ok, ok
+    return host_isa(), host_hardware() == target, False
 
 
 PassList = tuple[tuple[str, dict[str, Any]], ...]
@@ -48,7 +46,9 @@ class Plan:
     """The candidate pass lists (one, unless `quantize: auto`) and the session settings to ship."""
 
     target: str
+    isa: str
     host: str
+    host_isa: str
     host_matches_target: bool
     provider: str
     candidates: tuple[Candidate, ...]
@@ -68,45 +68,63 @@ class Plan:
         return d
 
 
-# quantize mode -> the passes it adds between normalize and fuse_graph
-_QUANTIZE: dict[str, PassList] = {
-    "none": (),
-    "dynamic": (("quantize_dynamic", {"per_channel": True, "weight_type": "int8"}),),
-    "static": (("quantize_static", {"method": "minmax", "per_channel": True}),),
-    "fp16": (("convert_fp16", {}),),
-}
+def _int8(isa: str) -> dict[str, PassList]:
+    """The int8 candidates for an ISA: S8 weights per channel always; U8 activations only where safe."""
+    static_act = "uint8" if isa in _U8S8_SAFE else "int8"
+    return {
+        "dynamic": (("quantize_dynamic", {"per_channel": True, "weight_type": "int8"}),),
+        "static": (("quantize_static", {"method": "minmax", "per_channel": True, "activation_type": static_act}),),
+    }
 
 
-def _candidate_modes(quantize: str, target: str) -> list[str]:
-    if quantize != "auto":
-        return [quantize]
-    # fp32 first: it is the baseline every other candidate must beat
-    return ["none", "fp16"] if target == "cuda" else ["none", "dynamic", "static"]
+def _modes(quantize: str, target: str, fp16: bool, isa: str) -> dict[str, PassList]:
+    """Candidate name -> the passes it adds between the graph fusions and fuse_graph."""
+    if target == "cuda":
+        every: dict[str, PassList] = {"fp32": (), "fp16": (("convert_fp16", {}),)}
+        auto = ["fp32", "fp16"] if fp16 else ["fp32"]
+    else:
+        every = {"fp32": (), **_int8(isa)}
+        auto = ["fp32", "dynamic", "static"]
+    if quantize == "auto":  # fp32 first: the baseline every other candidate must beat
+        return {name: every[name] for name in auto}
+    name = "fp32" if quantize == "none" else quantize
+    return {name: every[name]}
 
 
 def make_plan(spec: Spec) -> Plan:
     """The plan for `spec` on its target (see ARCHITECTURE.md, step 2)."""
     target = spec.target.hardware
+    isa = resolve_isa(spec.target)
     provider = _PROVIDERS[target]
-    matches = _host_matches(target)
+    host_isa_name, runs_here, same_isa = _host(target)
+    if target != "cuda":
+        same_isa = runs_here and host_isa_name == isa
     notes: list[str] = []
-    fuse: PassList = ()
+    front: PassList = (("normalize", {}),)
+    back: PassList = ()
     if spec.optimize.fuse:
-        # provider-specific fusions only where the build host can run that provider
-        level = "extended" if matches else "basic"
-        fuse = (("fuse_graph", {"level": level, "provider": provider if matches else "CPUExecutionProvider"}),)
-        if not matches:
-            notes.append(f"build host is {host_hardware()}, target is {target}: portable graph optimizations only")
-    candidates = tuple(Candidate("fp32" if mode == "none" else mode, (("normalize", {}), *_QUANTIZE[mode], *fuse))
-                       for mode in _candidate_modes(spec.optimize.quantize, target))
+        gpu = target == "cuda"
+        front += (("fuse_transformer", {"use_gpu": gpu}), ("fuse_attention", {}))
+        # layout-specific optimizations (ORT_ENABLE_ALL) only for the exact ISA they will run on
+        level = "all" if same_isa else ("extended" if runs_here else "basic")
+        back = (("fuse_graph", {"level": level, "provider": provider if runs_here else "CPUExecutionProvider"}),)
+        if not same_isa:
+            notes.append(f"build host is {host_hardware()}/{host_isa_name}, target is {target}/{isa}: "
+                         f"{level} graph optimizations only (no layout-specific ones)")
+    if target != "cuda" and isa not in _U8S8_SAFE:
+        notes.append(f"{isa} has no VNNI/dot-product: int8 activations are S8 (U8S8 can saturate)")
+    modes = _modes(spec.optimize.quantize, target, spec.target.fp16, isa)
+    candidates = tuple(Candidate(name, (*front, *middle, *back)) for name, middle in modes.items())
     threads = spec.target.threads or (os.cpu_count() or 1)
     session = {
         "providers": [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else []),
         "graph_optimization_level": "all",
         "intra_op_num_threads": threads,
         "inter_op_num_threads": 1,
+        "execution_mode": "sequential",
+        "enable_cpu_mem_arena": True,
     }
-    if not matches:
+    if not runs_here:
         notes.append("latency cannot be measured for this target on this host: latency budget not enforced")
-    return Plan(target=target, host=host_hardware(), host_matches_target=matches, provider=provider,
-                candidates=candidates, session=session, notes=tuple(notes))
+    return Plan(target=target, isa=isa, host=host_hardware(), host_isa=host_isa_name, host_matches_target=runs_here,
+                provider=provider, candidates=candidates, session=session, notes=tuple(notes))

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from infc_runtime.types import ServingConfig
 
 from .bundle import Bundle, render
 from .gates import AccuracyResult
 from .kernels.graph import Dataflow
 from .pins import versions
 from .plan import Plan
+from .serving_tune import BatchPoint
 from .spec import Spec
 
 if TYPE_CHECKING:
-    from .build import Evaluation
+    from .search import Evaluation
 
 __all__ = ["build_report", "pass_summary"]
 
 
 def pass_summary(record: dict[str, Any]) -> str:
     """One line saying what a pass did, from its record."""
+    if record.get("skipped"):
+        return f"skipped: {record['skipped']}"
+    if record.get("reason") and not record.get("modified"):
+        return f"no change: {record['reason']}"
+    if record.get("fused"):
+        return "fused: " + ", ".join(f"{k} x{v}" for k, v in record["fused"].items())
     if "quantized_ops" in record:
-        return "quantized: " + (", ".join(f"{k} x{v}" for k, v in record["quantized_ops"].items()) or "nothing")
+        done = "quantized: " + (", ".join(f"{k} x{v}" for k, v in record["quantized_ops"].items()) or "nothing")
+        return done + (f"; kept in fp32: {', '.join(record['excluded'])}" if record.get("excluded") else "")
     if "fp16_initializers" in record:
         return f"{record['fp16_initializers']} fp16 initializers, I/O kept fp32"
     if "ops_after" in record:
@@ -37,7 +48,8 @@ def _size(n: int) -> str:
 
 
 def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, evaluations: list[Evaluation],
-                 pre_flow: Dataflow, post_flow: Dataflow, passed: bool) -> str:
+                 pre_flow: Dataflow, post_flow: Dataflow, passed: bool, *, serving: ServingConfig,
+                 serving_why: str, batches: Sequence[BatchPoint]) -> str:
     """Render report.md for a build (pass or fail)."""
     latency = chosen.latency
     assert latency is not None
@@ -69,4 +81,6 @@ def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, eva
                   details={k: v for k, v in results[0].details.items() if k not in shown}, latency=latency,
                   latency_budget={q: (f"{v:g} ms" if v is not None else "-") for q, v in budget_q.items()},
                   latency_verdict=verdict_q, candidates=candidates,
-                  passes=[{**r, "summary": pass_summary(r)} for r in chosen.records], kernel_lines=kernel_lines)
+                  passes=[{**r, "summary": pass_summary(r)} for r in chosen.records], kernel_lines=kernel_lines,
+                  serving=serving, serving_why=serving_why, batches=batches,
+                  pinned=sorted(spec.serving_pinned))

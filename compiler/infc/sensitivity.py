@@ -49,7 +49,8 @@ def _run(model: onnx.ModelProto, feeds: Sequence[dict[str, Any]], names: Sequenc
 
 
 def _rel_error(ref: list[Any], got: list[Any]) -> float:
-    num = sum(float(np.sum((np.asarray(g, np.float64) - np.asarray(r, np.float64)) ** 2)) for r, g in zip(ref, got, strict=True))
+    pairs = zip(ref, got, strict=True)
+    num = sum(float(np.sum((np.asarray(g, np.float64) - np.asarray(r, np.float64)) ** 2)) for r, g in pairs)
     den = sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for r in ref)
     return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
 

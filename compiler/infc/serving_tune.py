@@ -34,22 +34,32 @@ class BatchPoint:
     rows_per_s: float
 
 
-def measure_batches(pipeline: Pipeline, requests: Tensors, sizes: Sequence[int] = SIZES,
-                    iterations: int = 30) -> list[BatchPoint]:
-    """Time `iterations` batches of each size, built from the validation requests."""
+def measure_batches(pipeline: Pipeline, requests: Tensors, sizes: Sequence[int] = SIZES, iterations: int = 30,
+                    seconds_per_size: float = 1.0, stop_above_ms: float | None = None) -> list[BatchPoint]:
+    """Time batches of each size, built from the validation requests.
+
+    Each size gets up to `iterations` runs or about `seconds_per_size`, whichever
+    is fewer (at least 5); sizes stop growing once a batch's p99 passes
+    `stop_above_ms` (larger ones cannot fit the budget either).
+    """
     n = len(next(iter(requests.values())))
-    points = []
+    points: list[BatchPoint] = []
     for size in sizes:
         idx = np.arange(size) % n
         batch = {k: v[idx] for k, v in requests.items()}
+        t0 = time.perf_counter()
         pipeline.run(batch)  # warm this shape
-        times = np.empty(iterations)
-        for i in range(iterations):
+        first = time.perf_counter() - t0
+        runs = max(5, min(iterations, int(seconds_per_size / max(first, 1e-6))))
+        times = np.empty(runs)
+        for i in range(runs):
             t0 = time.perf_counter()
             pipeline.run(batch)
             times[i] = time.perf_counter() - t0
         p50 = float(np.percentile(times, 50)) * 1000
         points.append(BatchPoint(size, p50, float(np.percentile(times, 99)) * 1000, size / (p50 / 1000)))
+        if stop_above_ms is not None and points[-1].p99_ms > stop_above_ms:
+            break
     return points
 
 

@@ -48,6 +48,9 @@ def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = No
     opts.intra_op_num_threads = int(settings.get("intra_op_num_threads", 0))
     opts.inter_op_num_threads = int(settings.get("inter_op_num_threads", 0))
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = bool(settings.get("enable_cpu_mem_arena", True))
+    if settings.get("execution_mode") == "parallel":
+        opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     providers = settings.get("providers") or ["CPUExecutionProvider"]
     available = set(ort.get_available_providers())
     providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]

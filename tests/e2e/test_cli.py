@@ -78,7 +78,8 @@ def test_schema_and_plan_print_json() -> None:
     schema = json.loads(infc("schema").stdout)
     assert schema["$schema"].endswith("2020-12/schema") and "budget" in schema["properties"]
     plan = json.loads(infc("plan", str(DIGITS_SPEC)).stdout)
-    assert [p["name"] for p in plan["passes"]] == ["normalize", "quantize_static", "fuse_graph"]
+    assert [p["name"] for p in plan["passes"]] == ["normalize", "fuse_transformer", "fuse_attention",
+                                                   "quantize_static", "fuse_graph"]
 
 
 @pytest.mark.parametrize("args", [["build"], ["nosuchcommand"], ["build", "missing.yaml"]])

@@ -110,7 +110,7 @@ def test_example_loads_typed_with_defaults() -> None:
     assert spec.preprocess[1] == Step("normalize", {"mean": [0.5], "std": [0.5]}, ("preprocess", 1))
     assert spec.postprocess[1].params == {"k": 3} and spec.postprocess[1].path == ("postprocess", 1)
     assert spec.serving == ServingConfig(32, 2.0, 512, 1000.0)
-    assert spec.serving_pinned == {"max_batch_size", "max_queue_delay_ms", "max_queue", "timeout_ms"}
+    assert spec.serving_pinned == {"max_queue", "timeout_ms"}
     assert spec.data["target"] == {"hardware": "x86", "isa": "avx2"}
     assert spec.data["budget"]["accuracy"] == [{"metric": "top1_agreement", "min": 0.99}]
     assert spec.data["postprocess"][0] == {"softmax": {"output": "probabilities"}}

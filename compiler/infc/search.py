@@ -1,0 +1,200 @@
+"""The candidate search: optimize and measure every candidate plan, then keep the best one.
+
+- Candidates share their leading passes (normalize, fusions): each prefix runs once.
+- An int8 candidate that misses an accuracy budget gets a sensitivity search:
+  its quantized nodes are ranked by the error each adds (`sensitivity`), and
+  the worst 1, 2, 4, ... stay in fp32 until every accuracy budget holds.
+- The choice: the fastest candidate inside every accuracy budget, and never one
+  that is not clearly faster than fp32 (MIN_SPEEDUP, against timing noise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import onnx
+
+from infc_runtime.pipeline import Pipeline, make_session
+from infc_runtime.types import Tensors, TensorSpec
+
+from .errors import InfcError
+from .gates import AccuracyResult, LatencyResult, measure_accuracy, measure_latency
+from .passes import PassContext, run_passes
+from .plan import Candidate, PassList, Plan
+from .sensitivity import rank_nodes
+from .spec import Spec
+
+__all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "choose", "time_candidate"]
+
+MIN_SPEEDUP = 1.05
+"""An optimized candidate must beat fp32 by this much (p95 at batch 1) to be chosen."""
+
+
+@dataclass
+class Evaluation:
+    """One candidate plan, optimized and measured (or the reason it could not be)."""
+
+    candidate: Candidate
+    model: onnx.ModelProto | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: list[AccuracyResult] = field(default_factory=list)  # one per budget; empty: not measured
+    latency: LatencyResult | None = None
+    error: str | None = None
+    verdict: str = ""
+
+    @property
+    def accurate(self) -> bool:
+        return self.error is None and all(a.passed for a in self.accuracy)
+
+    @property
+    def worst_margin(self) -> float:
+        """How far inside its accuracy budgets the candidate is, at the tightest one."""
+        margins = [a.margin for a in self.accuracy if a.margin is not None]
+        return min((float("-inf") if math.isnan(m) else m for m in margins), default=0.0)  # NaN: the worst
+
+
+@dataclass
+class Bench:
+    """What every candidate is measured with, and the pass prefixes already run."""
+
+    spec: Spec
+    plan: Plan
+    kernels: dict[str, ModuleType]
+    outputs: list[TensorSpec]
+    reference: Pipeline | None
+    requests: Tensors
+    labels: np.ndarray | None
+    ctx: PassContext
+    iterations: int
+    _prefixes: dict[str, tuple[onnx.ModelProto, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def pipeline(self, model: onnx.ModelProto) -> Pipeline:
+        return Pipeline(name=self.spec.name, version=self.spec.version, inputs=self.spec.inputs,
+                        outputs=self.outputs, session=make_session(model.SerializeToString(), self.plan.session),
+                        pre=self.kernels["pre"].run, post=self.kernels["post"].run, serving=self.spec.serving)
+
+    def run(self, source: onnx.ModelProto, passes: PassList) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+        """Run `passes` on `source`, reusing the longest prefix already computed."""
+        model, records, done = source, [], 0
+        for n in range(len(passes), 0, -1):
+            key = repr(passes[:n])
+            if key in self._prefixes:
+                model, cached = self._prefixes[key]
+                records, done = list(cached), n
+                break
+        for n in range(done, len(passes)):
+            model, more = run_passes(model, passes[n:n + 1], self.ctx)
+            records += more
+            self._prefixes[repr(passes[:n + 1])] = (model, list(records))
+        return model, records
+
+    def feeds(self, rows: int = 64, batch: int = 16) -> Iterator[dict[str, Any]]:
+        """Model-input feeds from the first validation rows (after pre-processing)."""
+        n = min(rows, len(next(iter(self.requests.values()))))
+        for start in range(0, n, batch):
+            yield self.kernels["pre"].run({k: v[start:start + batch] for k, v in self.requests.items()})
+
+
+def _evaluate(candidate: Candidate, source: onnx.ModelProto, bench: Bench, *, single: bool,
+              timed: bool = True) -> Evaluation:
+    """Run a candidate's passes, then its gates. With several candidates a failing one is recorded, not fatal."""
+    ev = Evaluation(candidate)
+    try:
+        ev.model, ev.records = bench.run(source, candidate.passes)
+    except InfcError as exc:
+        if single:
+            raise
+        ev.error = str(exc)
+        return ev
+    pipeline = bench.pipeline(ev.model)
+    if bench.reference is not None:
+        ev.accuracy = measure_accuracy(bench.reference, pipeline, bench.requests, bench.labels,
+                                       bench.spec.budget.accuracy)
+    if timed or ev.accurate:
+        ev.latency = measure_latency(pipeline, bench.requests, bench.spec.budget.latency_ms,
+                                     enforce=bench.plan.host_matches_target, iterations=bench.iterations)
+    return ev
+
+
+def time_candidate(ev: Evaluation, bench: Bench) -> None:
+    """Measure latency for a candidate that was only checked for accuracy."""
+    if ev.latency is None and ev.model is not None:
+        ev.latency = measure_latency(bench.pipeline(ev.model), bench.requests, bench.spec.budget.latency_ms,
+                                     enforce=bench.plan.host_matches_target, iterations=bench.iterations)
+
+
+def _quant_index(passes: PassList) -> int | None:
+    return next((i for i, (name, _) in enumerate(passes) if name.startswith("quantize_")), None)
+
+
+def _exclusions(missed: Evaluation, source: onnx.ModelProto, bench: Bench) -> list[Evaluation]:
+    """Keep the worst quantized nodes in fp32, 1, 2, 4, ... of them, until the budgets hold."""
+    passes = missed.candidate.passes
+    q = _quant_index(passes)
+    if q is None or bench.reference is None or missed.error:
+        return []
+    before, _ = bench.run(source, passes[:q])
+    after, _ = bench.run(source, passes[:q + 1])
+    feeds = list(bench.feeds())
+    ranked = [name for name, _ in rank_nodes(before, after, feeds)]
+    tried: list[Evaluation] = []
+    k = 1
+    while ranked and k <= len(ranked):
+        name, params = passes[q]
+        keep = ranked[:k]
+        variant = (*passes[:q], (name, {**params, "exclude": keep}), *passes[q + 1:])
+        ev = _evaluate(Candidate(f"{missed.candidate.name}+fp32x{k}", variant), source, bench, single=False,
+                       timed=False)
+        tried.append(ev)
+        if ev.accurate or k == len(ranked):
+            break
+        k = min(k * 2, len(ranked))
+    return tried
+
+
+def evaluate_all(source: onnx.ModelProto, bench: Bench) -> list[Evaluation]:
+    """Every candidate of the plan, plus sensitivity variants of the int8 ones that miss accuracy."""
+    single = len(bench.plan.candidates) == 1
+    evaluations = []
+    for candidate in bench.plan.candidates:
+        ev = _evaluate(candidate, source, bench, single=single)
+        evaluations.append(ev)
+        if not ev.accurate:
+            evaluations.extend(_exclusions(ev, source, bench))
+    return evaluations
+
+
+def choose(evaluations: Sequence[Evaluation]) -> Evaluation:
+    """The fastest candidate inside every accuracy budget; never one not faster than fp32."""
+    if len(evaluations) == 1:
+        evaluations[0].verdict = "chosen (the only candidate)"
+        return evaluations[0]
+    baseline = next((e for e in evaluations if e.candidate.name == "fp32" and e.accurate), None)
+    best: Evaluation | None = None
+    for ev in evaluations:
+        if not ev.accurate:
+            ev.verdict = f"failed: {ev.error}" if ev.error else "misses the accuracy budget"
+            continue
+        assert ev.latency is not None
+        if baseline is not None and ev is not baseline:
+            assert baseline.latency is not None
+            speedup = baseline.latency.p95_ms / ev.latency.p95_ms
+            if speedup < MIN_SPEEDUP:
+                ev.verdict = f"not faster than fp32 (p95 x{speedup:.2f})"
+                continue
+        if best is None or ev.latency.p95_ms < (best.latency.p95_ms if best.latency else float("inf")):
+            best = ev
+    if best is None:  # nothing inside the budget: ship nothing, report the closest
+        best = max(evaluations, key=lambda e: (e.error is None, e.worst_margin))
+        best.verdict = "closest to the accuracy budget, still outside it"
+        return best
+    for ev in evaluations:
+        if ev.accurate and ev is not best and not ev.verdict:
+            ev.verdict = "slower than the chosen candidate"
+    best.verdict = "chosen: fastest inside the accuracy budget"
+    return best
