@@ -91,7 +91,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         # 5. passes and gates, for every candidate plan (and sensitivity variants)
         evaluations = evaluate_all(source, bench)
         # 6. choice: the fastest candidate inside every accuracy budget
-        chosen = choose(evaluations)
+        chosen = choose(evaluations, measurable=plan.host_matches_target)
         time_candidate(chosen, bench)
         assert chosen.model is not None and chosen.latency is not None
         passed = chosen.accurate and chosen.latency.passed
@@ -119,7 +119,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
 def _tune_serving(spec: Spec, plan: Plan, bench: Bench,
                   chosen: Evaluation) -> tuple[list[BatchPoint], ServingConfig, str]:
     if not plan.host_matches_target:
-        return [], spec.serving, "build host cannot run the target: serving settings from the spec"
+        return [], spec.serving, "the build host is not the target: serving settings from the spec"
     assert chosen.model is not None
     lb = spec.budget.latency_ms
     limit = (lb.p99 or lb.p95 or lb.p50) if lb else None

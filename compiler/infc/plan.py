@@ -50,6 +50,9 @@ class Plan:
     host: str
     host_isa: str
     host_matches_target: bool
+    """The build host is the target (same hardware and ISA): its latency is the target's."""
+    host_runs_target: bool
+    """The build host can run the target's graph (same hardware), maybe on another ISA."""
     provider: str
     candidates: tuple[Candidate, ...]
     session: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +127,10 @@ def make_plan(spec: Spec) -> Plan:
         "execution_mode": "sequential",
         "enable_cpu_mem_arena": True,
     }
-    if not runs_here:
-        notes.append("latency cannot be measured for this target on this host: latency budget not enforced")
-    return Plan(target=target, isa=isa, host=host_hardware(), host_isa=host_isa_name, host_matches_target=runs_here,
+    if not same_isa:
+        notes.append(f"latency on this host ({host_hardware()}/{host_isa_name}) is not the target's "
+                     f"({target}/{isa}): reported, but the latency budget is not enforced and int8 or fp16 "
+                     "candidates cannot be proven faster than fp32 here (use `isa: native` to build for this host)")
+    return Plan(target=target, isa=isa, host=host_hardware(), host_isa=host_isa_name, host_matches_target=same_isa,
+                host_runs_target=runs_here,
                 provider=provider, candidates=candidates, session=session, notes=tuple(notes))

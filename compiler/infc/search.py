@@ -169,8 +169,12 @@ def evaluate_all(source: onnx.ModelProto, bench: Bench) -> list[Evaluation]:
     return evaluations
 
 
-def choose(evaluations: Sequence[Evaluation]) -> Evaluation:
-    """The fastest candidate inside every accuracy budget; never one not faster than fp32."""
+def choose(evaluations: Sequence[Evaluation], *, measurable: bool = True) -> Evaluation:
+    """The fastest candidate inside every accuracy budget; never one not faster than fp32.
+
+    When this host's speed is not the target's (`measurable` False), no candidate
+    can be proven faster than fp32, so fp32 is kept whenever it is accurate.
+    """
     if len(evaluations) == 1:
         evaluations[0].verdict = "chosen (the only candidate)"
         return evaluations[0]
@@ -179,6 +183,9 @@ def choose(evaluations: Sequence[Evaluation]) -> Evaluation:
     for ev in evaluations:
         if not ev.accurate:
             ev.verdict = f"failed: {ev.error}" if ev.error else "misses the accuracy budget"
+            continue
+        if not measurable and baseline is not None and ev is not baseline:
+            ev.verdict = "not chosen: its speed on the target cannot be measured on this host"
             continue
         assert ev.latency is not None
         if baseline is not None and ev is not baseline:

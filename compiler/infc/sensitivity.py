@@ -23,6 +23,16 @@ from .passes.normalize_model import name_nodes
 __all__ = ["rank_nodes", "name_nodes"]
 
 
+_FLOAT = onnx.TensorProto.FLOAT
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of the float32 tensors of a graph (after shape inference)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name for v in values if v.type.tensor_type.elem_type == _FLOAT}
+
+
 def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -30,7 +40,7 @@ def _expose(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     have = {o.name for o in out.graph.output}
     for name in names:
         if name in present and name not in have:
-            out.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            out.graph.output.append(onnx.helper.make_tensor_value_info(name, _FLOAT, None))
     return out
 
 
@@ -60,7 +70,8 @@ def rank_nodes(reference: onnx.ModelProto, quantized: onnx.ModelProto,
     """Compute nodes of `reference` by the error their quantized form adds, worst first."""
     inits = {i.name for i in reference.graph.initializer}
     nodes = [n for n in reference.graph.node if n.op_type in COMPUTE_OPS and n.name]
-    tensors = sorted({t for n in nodes for t in (*n.input, n.output[0]) if t and t not in inits})
+    floats = _float_tensors(reference)
+    tensors = sorted({t for n in nodes for t in (*n.input, n.output[0]) if t and t not in inits and t in floats})
     ref = _run(reference, feeds, tensors)
     got = _run(quantized, feeds, tensors)
     graph_inputs = {i.name for i in reference.graph.input}

@@ -31,7 +31,7 @@ SPEC = """\
 name: tabular-risk
 version: 1.0.0
 model: tabular.onnx
-target: x86
+target: {{hardware: x86, isa: native}}   # native: the build host is the target (measured latency is enforced)
 inputs:
   - {{name: features, dtype: float32, shape: [30]}}
 budget:

@@ -45,7 +45,7 @@ def test_validate_ok() -> None:
 
 
 def test_spec_error_exit_2_located(tmp_path: Path) -> None:
-    spec = _example_copy(tmp_path, {"target: x86": "target: x68", "k: 3": "k: 0"})
+    spec = _example_copy(tmp_path, {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
     for command in ("validate", "build"):
         done = infc(command, str(spec), cwd=tmp_path)
         assert done.returncode == 2, done.stderr

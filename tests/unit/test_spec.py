@@ -101,7 +101,7 @@ def test_example_loads_typed_with_defaults() -> None:
     assert isinstance(spec, Spec)
     assert spec.file == DIGITS / "digits.yaml" and spec.model == DIGITS / "digits.onnx"
     assert (spec.name, spec.version) == ("digits", "1.0.0")
-    assert spec.target == Target("x86", None, "avx2", False)
+    assert spec.target == Target("x86", None, "native", False)
     assert spec.inputs == (TensorSpec("image", "uint8", (8, 8)),)
     assert spec.budget == Budget(LatencyBudget(None, 5.0, 10.0), (AccuracyBudget("top1_agreement", 0.99, None),))
     assert spec.budget.accuracy[0].path == ("budget", "accuracy") and spec.budget.accuracy[0].output is None
@@ -111,7 +111,7 @@ def test_example_loads_typed_with_defaults() -> None:
     assert spec.postprocess[1].params == {"k": 3} and spec.postprocess[1].path == ("postprocess", 1)
     assert spec.serving == ServingConfig(32, 2.0, 512, 1000.0)
     assert spec.serving_pinned == {"max_queue", "timeout_ms"}
-    assert spec.data["target"] == {"hardware": "x86", "isa": "avx2"}
+    assert spec.data["target"] == {"hardware": "x86", "isa": "native"}
     assert spec.data["budget"]["accuracy"] == [{"metric": "top1_agreement", "min": 0.99}]
     assert spec.data["postprocess"][0] == {"softmax": {"output": "probabilities"}}
     assert spec.marks[("postprocess", 1, "topk", "k")] == (23, 15)

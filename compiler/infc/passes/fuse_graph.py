@@ -2,8 +2,9 @@
 
 The optimized graph is what ships, so the server's session starts from a graph
 that is already folded and fused (less work at load, shorter cold start).
-`level` is `basic` (portable: any execution provider) or `extended` (fusions
-into contrib ops for the plan's provider).
+`level` is `basic` (portable: any execution provider), `extended` (fusions
+into contrib ops for the plan's provider) or `all` (adds layout transforms for
+the build host's exact ISA: only when the host is the target).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .base import PassContext, PassResult, op_counts, register
 __all__ = ["FuseGraphPass"]
 
 _LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
 @register

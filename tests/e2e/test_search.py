@@ -1,0 +1,112 @@
+"""The candidate search on real models: sensitivity exclusions, fp32 kept when int8 is not faster,
+ai.onnx.ml models passed through, CUDA plans checked structurally."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from examples import DIGITS_DIR, DIGITS_SPEC, ROOT
+
+from infc.build import build
+from infc.errors import BudgetError
+from infc.plan import make_plan
+from infc.search import MIN_SPEEDUP
+from infc.spec import load_spec
+
+MODELS = ROOT / "tests" / "models"
+
+
+def _spec(tmp_path: Path, edits: dict[str, str], model: Path | None = None) -> Path:
+    """The digits example with some lines replaced, beside copies of its data (and maybe another model)."""
+    for name in ("digits.onnx", "calib.npz", "val.npz"):
+        shutil.copy(DIGITS_DIR / name, tmp_path / name)
+    if model is not None:
+        shutil.copy(model, tmp_path / "digits.onnx")
+    text = DIGITS_SPEC.read_text()
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path) -> None:
+    # dynamic int8 of every MatMul moves a logit by ~0.17; keeping the first layer fp32 brings it to ~0.09
+    spec = _spec(tmp_path, {"quantize: static": "quantize: dynamic",
+                            "accuracy: {metric: top1_agreement, min: 0.99}": "accuracy: {metric: max_abs_error, max: 0.12}"})
+    result = build(spec, tmp_path / "out", iterations=30)
+    names = [e.candidate.name for e in result.evaluations]
+    assert names[0] == "dynamic" and not result.evaluations[0].accurate
+    assert result.chosen.candidate.name.startswith("dynamic+fp32x")
+    quant = next(r for r in result.chosen.records if r["pass"] == "quantize_dynamic")
+    assert quant["excluded"] == ["matmul0"], "the first layer adds the most error"
+    assert result.accuracy[0].passed and result.accuracy[0].value <= 0.12
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["candidates"]] == names
+    assert "kept in fp32: matmul0" in (result.path / "report.md").read_text()
+
+
+def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"quantize: static": "quantize: auto"}, model=MODELS / "digits_cnn.onnx")
+    result = build(spec, tmp_path / "out", iterations=100)
+    by_name = {e.candidate.name: e for e in result.evaluations}
+    assert {"fp32", "dynamic", "static"} <= set(by_name)
+    fp32 = by_name["fp32"]
+    assert fp32.latency is not None
+    chosen = result.chosen
+    assert chosen.latency is not None and chosen.accurate
+    if chosen is not fp32:  # only ever for a measured, clear win
+        assert fp32.latency.p95_ms / chosen.latency.p95_ms >= MIN_SPEEDUP
+    for ev in result.evaluations:
+        assert ev.verdict, f"{ev.candidate.name} has no verdict"
+        if ev is not chosen and ev.accurate and ev.latency and ev is not fp32:
+            assert ("not faster than fp32" in ev.verdict) or ("slower than the chosen" in ev.verdict)
+    report = (result.path / "report.md").read_text()
+    assert "## Candidates" in report and all(f"| {n} |" in report for n in ("fp32", "dynamic", "static"))
+
+
+def test_ml_domain_model_passes_through_with_a_note(tmp_path: Path) -> None:
+    tree = MODELS / "tree.onnx"
+    shutil.copy(tree, tmp_path / "tree.onnx")
+    (tmp_path / "spec.yaml").write_text("name: tree\nversion: 0.1.0\nmodel: tree.onnx\ntarget: x86\n"
+                                        "optimize: {quantize: dynamic}\n")
+    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=20)
+    quant = next(r for r in result.chosen.records if r["pass"] == "quantize_dynamic")
+    assert quant["modified"] is False and "ai.onnx.ml operators (TreeEnsembleClassifier)" in quant["skipped"]
+    assert "skipped: nothing to quantize" in (result.path / "report.md").read_text()
+    shipped = onnx.load(str(result.path / "model.onnx"))
+    assert any(n.op_type == "TreeEnsembleClassifier" for n in shipped.graph.node)
+
+
+def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
+                                      "quantize: static": "quantize: auto"}))
+    plan = make_plan(spec)
+    assert [c.name for c in plan.candidates] == ["fp32", "fp16"]
+    fp16 = dict(plan.candidates[1].passes)
+    assert "convert_fp16" in fp16 and fp16["fuse_transformer"]["use_gpu"] is True
+    assert plan.session["providers"][0] == "CUDAExecutionProvider"
+    if not plan.host_matches_target:
+        assert any("latency budget is not enforced" in n for n in plan.notes)
+
+
+def test_cuda_fp16_build_keeps_io_fp32_and_is_checked_on_this_host(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}", "quantize: static": "quantize: fp16",
+                            "latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
+    try:
+        result = build(spec, tmp_path / "out", iterations=20)
+    except BudgetError as exc:  # only possible where a GPU runs the target (then latency is enforced)
+        pytest.fail(f"fp16 build failed: {exc}")
+    model = onnx.load(str(result.path / "model.onnx"))
+    onnx.checker.check_model(model)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert result.accuracy[0].passed
+    if not result.plan.host_matches_target:
+        assert not result.latency.enforced, "a latency budget is never failed on a host that cannot run the target"
+    assert "onnxruntime-gpu==" in (result.path / "requirements.txt").read_text()
