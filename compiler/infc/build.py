@@ -181,6 +181,7 @@ def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Eval
                  "passes": [{"name": n, "params": p} for n, p in chosen.candidate.passes]},
         "passes": chosen.records,
         "candidates": [{"name": e.candidate.name, "verdict": e.verdict, "error": e.error,
+                        "sensitivity": e.sensitivity,
                         "accuracy": [asdict(a) for a in e.accuracy],
                         "latency": asdict(e.latency) if e.latency else None} for e in evaluations],
         "results": {"passed": passed, "accuracy": [asdict(a) for a in chosen.accuracy],

@@ -46,6 +46,8 @@ class Evaluation:
     latency: LatencyResult | None = None
     error: str | None = None
     verdict: str = ""
+    sensitivity: dict[str, Any] | None = None
+    """How the quantized nodes were ranked when this candidate missed accuracy."""
 
     @property
     def accurate(self) -> bool:
@@ -132,28 +134,64 @@ def _quant_index(passes: PassList) -> int | None:
     return next((i for i, (name, _) in enumerate(passes) if name.startswith("quantize_")), None)
 
 
+MAX_MEASURED = 64
+"""Up to this many quantized nodes, each node's cost is measured (leave-one-out); above, estimated."""
+
+
+def _with_exclude(passes: PassList, q: int, exclude: list[str]) -> PassList:
+    name, params = passes[q]
+    return (*passes[:q], (name, {**params, "exclude": exclude}), *passes[q + 1:])
+
+
+def _score(ev: Evaluation) -> tuple[float, float]:
+    """Higher is better: the tightest budget's margin, then the sum of all margins."""
+    margins = [a.margin for a in ev.accuracy if a.margin is not None and not math.isnan(a.margin)]
+    return (ev.worst_margin, sum(margins))
+
+
+def _rank(missed: Evaluation, source: onnx.ModelProto, bench: Bench, q: int) -> tuple[list[str], dict[str, Any]]:
+    """Quantized nodes, the most costly first, and how that was found (for the manifest).
+
+    Leave-one-out: quantize everything but one node and measure the budgets;
+    the node whose exclusion helps the most costs the most. For large graphs,
+    the activation-error estimate of `sensitivity.rank_nodes` instead.
+    """
+    passes = missed.candidate.passes
+    before, _ = bench.run(source, passes[:q])
+    from .passes._quant import COMPUTE_OPS
+
+    nodes = [n.name for n in before.graph.node if n.op_type in COMPUTE_OPS and n.name]
+    if len(nodes) > MAX_MEASURED:
+        after, _ = bench.run(source, passes[:q + 1])
+        ranked = rank_nodes(before, after, list(bench.feeds()))
+        return [n for n, _ in ranked], {"method": "activation error (estimate)", "scores": dict(ranked)}
+    scored = []
+    for node in nodes:
+        ev = _evaluate(Candidate(f"{missed.candidate.name}-{node}", _with_exclude(passes, q, [node])), source,
+                       bench, single=False, timed=False)
+        scored.append((_score(ev), node))
+    scored.sort(key=lambda item: item[0], reverse=True)
+    return [n for _, n in scored], {"method": "leave-one-out (measured)",
+                                    "scores": {n: round(sc[0], 6) for sc, n in scored}}
+
+
 def _exclusions(missed: Evaluation, source: onnx.ModelProto, bench: Bench) -> list[Evaluation]:
-    """Keep the worst quantized nodes in fp32, 1, 2, 4, ... of them, until the budgets hold."""
+    """Keep the most costly quantized nodes in fp32, 1, 2, 4, ... of them, until the budgets hold."""
     passes = missed.candidate.passes
     q = _quant_index(passes)
     if q is None or bench.reference is None or missed.error:
         return []
-    before, _ = bench.run(source, passes[:q])
-    after, _ = bench.run(source, passes[:q + 1])
-    feeds = list(bench.feeds())
-    ranked = [name for name, _ in rank_nodes(before, after, feeds)]
+    ranked, how = _rank(missed, source, bench, q)
+    missed.sensitivity = how
     tried: list[Evaluation] = []
     k = 1
-    while ranked and k <= len(ranked):
-        name, params = passes[q]
-        keep = ranked[:k]
-        variant = (*passes[:q], (name, {**params, "exclude": keep}), *passes[q + 1:])
-        ev = _evaluate(Candidate(f"{missed.candidate.name}+fp32x{k}", variant), source, bench, single=False,
-                       timed=False)
+    while k < len(ranked):  # keeping every node in fp32 would be fp32 with extra work
+        ev = _evaluate(Candidate(f"{missed.candidate.name}+fp32x{k}", _with_exclude(passes, q, ranked[:k])),
+                       source, bench, single=False, timed=False)
         tried.append(ev)
-        if ev.accurate or k == len(ranked):
+        if ev.accurate:
             break
-        k = min(k * 2, len(ranked))
+        k *= 2
     return tried
 
 
