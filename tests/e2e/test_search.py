@@ -38,7 +38,8 @@ def _spec(tmp_path: Path, edits: dict[str, str], model: Path | None = None) -> P
 def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path) -> None:
     # dynamic int8 of every MatMul moves a logit by ~0.17; keeping the first layer fp32 brings it to ~0.09
     spec = _spec(tmp_path, {"quantize: static": "quantize: dynamic",
-                            "accuracy: {metric: top1_agreement, min: 0.99}": "accuracy: {metric: max_abs_error, max: 0.12}"})
+                            "accuracy: {metric: top1_agreement, min: 0.99}":
+                            "accuracy: {metric: max_abs_error, max: 0.12}"})
     result = build(spec, tmp_path / "out", iterations=30)
     names = [e.candidate.name for e in result.evaluations]
     assert names[0] == "dynamic" and not result.evaluations[0].accurate
@@ -96,7 +97,8 @@ def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
 
 
 def test_cuda_fp16_build_keeps_io_fp32_and_is_checked_on_this_host(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}", "quantize: static": "quantize: fp16",
+    spec = _spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
+                            "quantize: static": "quantize: fp16",
                             "latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
     try:
         result = build(spec, tmp_path / "out", iterations=20)
