@@ -1,46 +1,75 @@
 """The catalogue of pre/post-processing steps a spec may name.
 
-Every step is registered once, with the JSON Schema of its parameters; the spec
-schema is built from this registry, so a spec that names an unknown step or a
-bad parameter is rejected when it loads (with file:line:col), never later.
-Registration validates eagerly: a malformed step definition fails at import.
+A step is registered once with everything about it: the JSON Schema of its
+parameters (the spec schema is built from this registry, so an unknown step or
+a bad parameter is rejected when the spec loads, with file:line:col), its
+shape/dtype rule, its numpy reference and how code is generated for it (a
+per-element snippet that codegen fuses with its neighbours, or a kernel of its
+own). Registration validates eagerly: a malformed step fails at import.
+Steps live in `kernels/steps/`, one module per family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["StepDef", "COMMON_PARAMS", "register", "get", "names", "params_schema"]
+import numpy.typing as npt
+
+from infc_runtime.types import TensorSpec
+
+from .types import FuseState, ModuleText, ResolvedStep
+
+__all__ = ["StepDef", "COMMON_PARAMS", "register", "get", "names", "params_schema", "all_steps"]
 
 Stage = Literal["pre", "post"]
+Rule = Callable[[TensorSpec, Mapping[str, Any], str, Mapping[str, TensorSpec]],
+                tuple[tuple[TensorSpec, ...], dict[str, Any]]]
+Reference = Callable[..., tuple[npt.NDArray[Any], ...]]
+Fuse = Callable[[FuseState, ResolvedStep], None]
+Emit = Callable[[ModuleText, ResolvedStep, dict[str, Any]], None]
 
 COMMON_PARAMS: dict[str, Any] = {
     "input": {"type": "string", "minLength": 1, "description": "tensor to read (default: the previous step's result)"},
     "output": {"type": "string", "minLength": 1, "description": "name of the result (default: per step)"},
-    "keep": {"type": "boolean", "description": "keep the input tensor as well (post only)"},
+    "keep": {"type": "boolean", "description": "keep the input tensor as well"},
 }
 
 
 @dataclass(frozen=True)
 class StepDef:
-    """One step of the catalogue: its name, where it may run, its parameters."""
+    """One step of the catalogue."""
 
     name: str
     stages: tuple[Stage, ...]
     summary: str
+    infer: Rule
+    """(input spec, params, output name, other readable tensors) -> (output specs, facts for codegen);
+    raises StepIssue."""
+    reference: Reference
+    """numpy meaning: (input array, params[, side tensors by param name]) -> outputs."""
+    fuse: Fuse | None = None
+    """Per-element steps: add to a fused loop (they fuse with their neighbours)."""
+    emit: Emit | None = None
+    """Other steps: add a kernel function and its call to the module."""
     params: Mapping[str, Any] = field(default_factory=dict)
     required: tuple[str, ...] = ()
-    elementwise: bool = False
-    """Per-element (or per-index) work that codegen may fuse with its neighbours."""
+    default_output: str | None = None
+    """Name of the (first) result; None: the input's own name."""
+    side: tuple[str, ...] = ()
+    """Parameters that name another tensor the step reads (e.g. `mask`)."""
+
+    @property
+    def elementwise(self) -> bool:
+        return self.fuse is not None
 
 
 _REGISTRY: dict[str, StepDef] = {}
 
 
 def register(step: StepDef) -> StepDef:
-    """Add a step; a duplicate name, unknown stage or clash with common params is rejected now."""
+    """Add a step; anything malformed is rejected now, naming the step."""
     if step.name in _REGISTRY:
         raise ValueError(f"step {step.name!r} is registered twice")
     if not step.stages or any(s not in ("pre", "post") for s in step.stages):
@@ -48,26 +77,39 @@ def register(step: StepDef) -> StepDef:
     clash = set(step.params) & set(COMMON_PARAMS)
     if clash:
         raise ValueError(f"step {step.name!r}: parameters {sorted(clash)} are common to every step")
-    missing = set(step.required) - set(step.params)
+    missing = (set(step.required) | set(step.side)) - set(step.params)
     if missing:
-        raise ValueError(f"step {step.name!r}: required parameters {sorted(missing)} are not declared")
+        raise ValueError(f"step {step.name!r}: parameters {sorted(missing)} are not declared")
+    if (step.fuse is None) == (step.emit is None):
+        raise ValueError(f"step {step.name!r}: give exactly one of `fuse` (per-element) or `emit`")
     _REGISTRY[step.name] = step
     return step
 
 
+def _load() -> None:
+    from . import steps  # noqa: F401  (registration happens at import)
+
+
 def get(name: str) -> StepDef:
     """The step called `name` (KeyError if none)."""
+    _load()
     return _REGISTRY[name]
+
+
+def all_steps() -> dict[str, StepDef]:
+    _load()
+    return dict(_REGISTRY)
 
 
 def names(stage: Stage) -> list[str]:
     """Names of the steps allowed in `stage`, sorted."""
+    _load()
     return sorted(n for n, s in _REGISTRY.items() if stage in s.stages)
 
 
 def params_schema(name: str) -> dict[str, Any]:
     """The JSON Schema of a step's parameter object (common parameters included)."""
-    step = _REGISTRY[name]
+    step = get(name)
     return {
         "type": "object",
         "description": step.summary,
@@ -75,29 +117,3 @@ def params_schema(name: str) -> dict[str, Any]:
         "required": list(step.required),
         "additionalProperties": False,
     }
-
-
-_number_list = {"type": "array", "items": {"type": "number"}, "minItems": 1}
-_positive_list = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1}
-_layout = {"type": "string", "pattern": "^[NCHWD]+$", "description": "axis letters, e.g. HWC"}
-
-register(StepDef("to_float", ("pre",), "cast to float32 and multiply by `scale`",
-                 {"scale": {"type": "number", "description": "factor, e.g. 0.00392156862745098 (1/255)"}},
-                 elementwise=True))
-register(StepDef("normalize", ("pre",), "(x - mean[c]) / std[c] along `axis` (the channel axis)",
-                 {"mean": _number_list, "std": _positive_list,
-                  "axis": {"type": "integer", "description": "channel axis of the request tensor, default -1"}},
-                 required=("mean", "std"), elementwise=True))
-register(StepDef("layout", ("pre",), "permute axes; letters in `to` but not in `from` become size-1 axes",
-                 {"from": _layout, "to": _layout}, required=("from", "to"), elementwise=True))
-register(StepDef("softmax", ("post",), "softmax over the last axis"))
-register(StepDef("topk", ("post",), "the k largest values of the last axis: `scores` and `indices`",
-                 {"k": {"type": "integer", "minimum": 1}}, required=("k",)))
-register(StepDef("labels", ("post",), "map class indices to names (BYTES output)",
-                 {"names": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
-                 required=("names",)))
-register(StepDef("mean_pool", ("post",), "mean over the sequence axis (-2) of the rows where `mask` is non-zero",
-                 {"mask": {"type": "string", "minLength": 1,
-                           "description": "tensor of weights [.., S], e.g. the request's attention_mask"}},
-                 required=("mask",)))
-register(StepDef("l2_normalize", ("post",), "divide by the L2 norm of the last axis (zero rows stay zero)"))
