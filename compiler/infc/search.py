@@ -31,6 +31,8 @@ from .spec import Spec
 
 __all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "choose", "time_candidate"]
 
+_SHARED = {"normalize", "fuse_transformer", "fuse_attention"}
+
 MIN_SPEEDUP = 1.05
 """An optimized candidate must beat fp32 by this much (p95 at batch 1) to be chosen."""
 
@@ -92,7 +94,8 @@ class Bench:
         for n in range(done, len(passes)):
             model, more = run_passes(model, passes[n:n + 1], self.ctx)
             records += more
-            self._prefixes[repr(passes[:n + 1])] = (model, list(records))
+            if passes[n][0] in _SHARED:  # only the common front is worth its memory
+                self._prefixes[repr(passes[:n + 1])] = (model, list(records))
         return model, records
 
     def feeds(self, rows: int = 64, batch: int = 16) -> Iterator[dict[str, Any]]:
@@ -135,7 +138,8 @@ def _quant_index(passes: PassList) -> int | None:
 
 
 MAX_MEASURED = 64
-"""Up to this many quantized nodes, each node's cost is measured (leave-one-out); above, estimated."""
+"""Up to this many quantized nodes of a dynamic int8 candidate, each node's cost is measured
+(leave-one-out); above that, and for static int8, it is estimated."""
 
 
 def _with_exclude(passes: PassList, q: int, exclude: list[str]) -> PassList:
@@ -161,7 +165,8 @@ def _rank(missed: Evaluation, source: onnx.ModelProto, bench: Bench, q: int) -> 
     from .passes._quant import COMPUTE_OPS
 
     nodes = [n.name for n in before.graph.node if n.op_type in COMPUTE_OPS and n.name]
-    if len(nodes) > MAX_MEASURED:
+    # static int8 recalibrates on every call: too slow to measure node by node, so estimate
+    if len(nodes) > MAX_MEASURED or passes[q][0] != "quantize_dynamic":
         after, _ = bench.run(source, passes[:q + 1])
         ranked = rank_nodes(before, after, list(bench.feeds()))
         return [n for n, _ in ranked], {"method": "activation error (estimate)", "scores": dict(ranked)}
