@@ -193,12 +193,18 @@ class Pipeline:
             results[i] = {k: v[start:stop] for k, v in out.items()}
 
     def example_request(self, batch: int = 1) -> Tensors:
-        """Zero-filled request tensors of the declared shapes (for warm-up)."""
+        """Zero-filled request tensors of the declared shapes (for warm-up).
+
+        A BYTES input is filled with the pre kernel module's `EXAMPLES[name]` when
+        it has one (a JSON row that parses, say), else with empty strings.
+        """
+        examples = getattr(sys.modules.get(getattr(self._pre, "__module__", "")), "EXAMPLES", {})
         req: Tensors = {}
         for spec in self.inputs:
             shape = (batch, *(1 if s < 0 else s for s in spec.shape))
             dtype = numpy_dtype(spec.dtype)
-            req[spec.name] = np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
+            fill = examples.get(spec.name, b"")
+            req[spec.name] = np.full(shape, fill, dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
         return req
 
     def warmup(self) -> None:

@@ -90,5 +90,6 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
         text.calls.append(f"    t[{new!r}] = t.pop({old!r})")
     title = {"pre": "Pre-processing", "post": "Post-processing"}[stage]
     return render("module.py.j2", stage_title=title, name=name, version=version, infc_version=__version__,
-                  step_lines=text.step_lines, constants=text.constants, functions=text.functions,
-                  calls=text.calls, results=[t.name for t in flow.end]) + "\n"
+                  step_lines=text.step_lines, imports=sorted(set(text.imports)),
+                  examples={k: repr(v) for k, v in text.examples.items()}, constants=text.constants,
+                  functions=text.functions, calls=text.calls, results=[t.name for t in flow.end]) + "\n"

@@ -68,10 +68,14 @@ class Dataflow:
 class ModuleText:
     """The pieces of a generated module before they are joined."""
 
+    imports: list[str] = field(default_factory=list)
+    """Extra import lines (e.g. a runtime helper that a non-Numba step calls)."""
     constants: list[str] = field(default_factory=list)
     functions: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     step_lines: list[str] = field(default_factory=list)
+    examples: dict[str, bytes] = field(default_factory=dict)
+    """One valid element per BYTES request input, for warm-up (the module's `EXAMPLES`)."""
 
 
 @dataclass
