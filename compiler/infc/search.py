@@ -34,7 +34,7 @@ __all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "choose", "time
 _SHARED = {"normalize", "fuse_transformer", "fuse_attention"}
 
 MIN_SPEEDUP = 1.05
-"""An optimized candidate must beat fp32 by this much (p95 at batch 1) to be chosen."""
+"""An optimized candidate must beat fp32 by this much (p50 at batch 1) to be chosen."""
 
 
 @dataclass
@@ -233,11 +233,11 @@ def choose(evaluations: Sequence[Evaluation], *, measurable: bool = True) -> Eva
         assert ev.latency is not None
         if baseline is not None and ev is not baseline:
             assert baseline.latency is not None
-            speedup = baseline.latency.p95_ms / ev.latency.p95_ms
+            speedup = baseline.latency.p50_ms / ev.latency.p50_ms
             if speedup < MIN_SPEEDUP:
-                ev.verdict = f"not faster than fp32 (p95 x{speedup:.2f})"
+                ev.verdict = f"not faster than fp32 (p50 x{speedup:.2f})"
                 continue
-        if best is None or ev.latency.p95_ms < (best.latency.p95_ms if best.latency else float("inf")):
+        if best is None or ev.latency.p50_ms < (best.latency.p50_ms if best.latency else float("inf")):
             best = ev
     if best is None:  # nothing inside the budget: ship nothing, report the closest
         best = max(evaluations, key=lambda e: (e.error is None, e.worst_margin))

@@ -56,7 +56,8 @@ def test_spec_error_exit_2_located(tmp_path: Path) -> None:
 
 def test_accuracy_budget_miss_exit_4_with_numbers(tmp_path: Path) -> None:
     spec = _example_copy(tmp_path, {"accuracy: {metric: top1_agreement, min: 0.99}":
-                                    "accuracy: {metric: max_abs_error, max: 0.0001}"})
+                                    "accuracy: {metric: max_abs_error, max: 0.0001}",
+                                    "quantize: auto": "quantize: static"})
     report = tmp_path / "report.md"
     done = infc("build", str(spec), "-o", str(tmp_path / "out"), "--iterations", "20", "--report", str(report),
                 cwd=tmp_path)
@@ -78,8 +79,8 @@ def test_schema_and_plan_print_json() -> None:
     schema = json.loads(infc("schema").stdout)
     assert schema["$schema"].endswith("2020-12/schema") and "budget" in schema["properties"]
     plan = json.loads(infc("plan", str(DIGITS_SPEC)).stdout)
-    assert [p["name"] for p in plan["passes"]] == ["normalize", "fuse_transformer", "fuse_attention",
-                                                   "quantize_static", "fuse_graph"]
+    assert [c["name"] for c in plan["candidates"]] == ["fp32", "dynamic", "static"]
+    assert [p["name"] for p in plan["passes"]] == ["normalize", "fuse_transformer", "fuse_attention", "fuse_graph"]
 
 
 @pytest.mark.parametrize("args", [["build"], ["nosuchcommand"], ["build", "missing.yaml"]])

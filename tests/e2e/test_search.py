@@ -37,7 +37,7 @@ def _spec(tmp_path: Path, edits: dict[str, str], model: Path | None = None) -> P
 
 def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path) -> None:
     # dynamic int8 of every MatMul moves a logit by ~0.17; keeping the first layer fp32 brings it to ~0.09
-    spec = _spec(tmp_path, {"quantize: static": "quantize: dynamic",
+    spec = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
                             "accuracy: {metric: top1_agreement, min: 0.99}":
                             "accuracy: {metric: max_abs_error, max: 0.12}"})
     result = build(spec, tmp_path / "out", iterations=30)
@@ -53,7 +53,7 @@ def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path)
 
 
 def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, {"quantize: static": "quantize: auto"}, model=MODELS / "digits_cnn.onnx")
+    spec = _spec(tmp_path, {}, model=MODELS / "digits_cnn.onnx")
     result = build(spec, tmp_path / "out", iterations=100)
     by_name = {e.candidate.name: e for e in result.evaluations}
     assert {"fp32", "dynamic", "static"} <= set(by_name)
@@ -86,7 +86,7 @@ def test_ml_domain_model_passes_through_with_a_note(tmp_path: Path) -> None:
 
 def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
-                                      "quantize: static": "quantize: auto"}))
+                                      }))
     plan = make_plan(spec)
     assert [c.name for c in plan.candidates] == ["fp32", "fp16"]
     fp16 = dict(plan.candidates[1].passes)
@@ -98,7 +98,7 @@ def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
 
 def test_cuda_fp16_build_keeps_io_fp32_and_is_checked_on_this_host(tmp_path: Path) -> None:
     spec = _spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
-                            "quantize: static": "quantize: fp16",
+                            "quantize: auto": "quantize: fp16",
                             "latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
     try:
         result = build(spec, tmp_path / "out", iterations=20)

@@ -105,7 +105,7 @@ def test_example_loads_typed_with_defaults() -> None:
     assert spec.inputs == (TensorSpec("image", "uint8", (8, 8)),)
     assert spec.budget == Budget(LatencyBudget(None, 5.0, 10.0), (AccuracyBudget("top1_agreement", 0.99, None),))
     assert spec.budget.accuracy[0].path == ("budget", "accuracy") and spec.budget.accuracy[0].output is None
-    assert spec.optimize == Optimize("static", True, DIGITS / "calib.npz", DIGITS / "val.npz")
+    assert spec.optimize == Optimize("auto", True, DIGITS / "calib.npz", DIGITS / "val.npz")
     assert [s.name for s in spec.preprocess] == ["to_float", "normalize", "layout"]
     assert spec.preprocess[1] == Step("normalize", {"mean": [0.5], "std": [0.5]}, ("preprocess", 1))
     assert spec.postprocess[1].params == {"k": 3} and spec.postprocess[1].path == ("postprocess", 1)
