@@ -20,7 +20,7 @@ import onnxruntime as ort
 from .passes._quant import COMPUTE_OPS
 from .passes.normalize_model import name_nodes
 
-__all__ = ["rank_nodes", "name_nodes"]
+__all__ = ["rank_nodes", "name_nodes", "float_outputs"]
 
 
 _FLOAT = onnx.TensorProto.FLOAT
@@ -85,3 +85,12 @@ def rank_nodes(reference: onnx.ModelProto, quantized: onnx.ModelProto,
         inherited = max((errors.get(t, 0.0) for t in node.input if t and t not in inits), default=0.0)
         ranked.append((node.name, max(errors[out] - inherited, 0.0)))
     return sorted(ranked, key=lambda item: -item[1])
+
+
+def float_outputs(model: onnx.ModelProto, feeds: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Largest absolute value of every float node output over the feeds (for fp16 overflow checks)."""
+    floats = _float_tensors(model)
+    names = sorted({o for n in model.graph.node for o in n.output if o in floats})
+    values = _run(model, feeds, names)
+    return {name: max((float(np.max(np.abs(v))) if np.size(v) else 0.0) for v in arrays)
+            for name, arrays in values.items() if arrays}

@@ -2,7 +2,9 @@
 
 Uses `onnxruntime.transformers.float16`; the graph's I/O stays fp32 (so the
 request and the kernels do not change) and the result is re-sorted
-topologically (the converter appends its Cast nodes at the end).
+topologically (the converter appends its Cast nodes at the end). With
+calibration data, nodes whose outputs reach beyond `limit` (default: half of
+fp16's largest finite value, 65504) on that data stay fp32: they would overflow.
 """
 
 from __future__ import annotations
@@ -35,20 +37,68 @@ def toposort(graph: onnx.GraphProto) -> None:
     graph.node.extend(ordered)
 
 
+def _drop_round_trips(graph: onnx.GraphProto) -> None:
+    """Cast(fp32->fp16) then Cast(fp16->fp32): the converter adds these around fp32 nodes that feed a
+    graph output; they would squeeze an fp32 value through fp16. The second becomes an Identity of
+    the first's input."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    dead = []
+    for node in graph.node:
+        first = producer.get(node.input[0]) if node.input else None
+        if (cast_to(node) == onnx.TensorProto.FLOAT and first is not None
+                and cast_to(first) == onnx.TensorProto.FLOAT16 and first.input[0] in producer):
+            source = producer[first.input[0]]
+            if source.op_type != "Cast" and consumers.get(first.output[0]) == 1:
+                node.op_type = "Identity"
+                del node.attribute[:]
+                node.input[0] = first.input[0]
+                dead.append(first)
+    for node in dead:
+        graph.node.remove(node)
+
+
 @register
 class ConvertFloat16Pass:
     """Convert float tensors to fp16, keeping graph inputs and outputs fp32."""
 
     name = "convert_fp16"
 
-    def __init__(self, block_ops: tuple[str, ...] = ()) -> None:
-        self.block_ops = list(block_ops)
+    def __init__(self, block_ops: tuple[str, ...] = (), limit: float = 32752.0) -> None:
+        self.block_ops, self.limit = list(block_ops), limit
+
+    def _overflowing(self, model: onnx.ModelProto, ctx: PassContext) -> dict[str, float]:
+        """Nodes whose float outputs exceed the limit on the calibration data: name -> largest |value|."""
+        if ctx.calibration is None:
+            return {}
+        from ..sensitivity import float_outputs  # late: sensitivity imports this package
+
+        peaks = float_outputs(model, list(ctx.calibration()))
+        hot = {t: v for t, v in peaks.items() if v > self.limit}
+        # a hot tensor must stay fp32 on both sides: its producer and every consumer
+        out: dict[str, float] = {}
+        for node in model.graph.node:
+            touched = [hot[t] for t in (*node.input, *node.output) if t in hot]
+            if touched:
+                out[node.name] = max(touched)
+        return out
 
     def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=self.block_ops or None)
+        hot = self._overflowing(model, ctx)
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=self.block_ops or None,
+                                             node_block_list=sorted(hot) or None)
+        _drop_round_trips(converted.graph)
         toposort(converted.graph)
         onnx.checker.check_model(converted)
         fp16 = sum(1 for t in converted.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
         return PassResult(converted, modified=True,
                           record={"ops_before": op_counts(model), "ops_after": op_counts(converted),
-                                  "fp16_initializers": fp16})
+                                  "fp16_initializers": fp16,
+                                  "kept_fp32": {name: round(peak, 1) for name, peak in sorted(hot.items())}})

@@ -125,3 +125,21 @@ def test_op_counts_qualify_contrib_domains() -> None:
     node = helper.make_node("FusedMatMul", ["a", "b"], ["c"], domain="com.microsoft")
     graph = helper.make_graph([node], "g", [], [])
     assert op_counts(helper.make_model(graph)) == {"com.microsoft.FusedMatMul": 1}
+
+
+def test_fp16_keeps_overflowing_nodes_fp32(tmp_path: Path) -> None:
+    # y = (x * 1000) * 1000 overflows fp16 in its second Mul for |x| >= 0.07; the first stays in range
+    nodes = [helper.make_node("Mul", ["x", "k"], ["a"], name="small"),
+             helper.make_node("Mul", ["a", "k"], ["y"], name="huge")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(np.array(1000.0, np.float32), "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(8, 4)
+    ctx = PassContext(workdir=tmp_path, calibration=lambda: iter([{"x": x}]))
+    out, records = run_passes(model, [("convert_fp16", {})], ctx)
+    onnx.checker.check_model(out)
+    assert list(records[0]["kept_fp32"]) == ["huge"]
+    got = ort.InferenceSession(out.SerializeToString()).run(None, {"x": x})[0]
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, x * 1e6, rtol=2e-3)
