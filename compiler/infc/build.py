@@ -157,7 +157,7 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, sources: dict[str, st
         "serve.py": render("serve.py.j2", **common).encode(),
         "requirements.txt": pinned_requirements(plan.target).encode(),
         "Dockerfile": render("Dockerfile.j2", base_image="python:3.11-slim", **common).encode(),
-        "k8s/deployment.yaml": render("k8s/deployment.yaml.j2", threads=plan.session["intra_op_num_threads"],
+        "k8s/deployment.yaml": render("k8s/deployment.yaml.j2", threads=plan.session["intra_op_num_threads"] or 2,
                                       **common).encode(),
         "k8s/inferenceservice.yaml": render("k8s/inferenceservice.yaml.j2", **common).encode(),
         **runtime_files(),

@@ -6,7 +6,6 @@ bundle's manifest, so a reader can see exactly what was done and why.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -118,7 +117,8 @@ def make_plan(spec: Spec) -> Plan:
         notes.append(f"{isa} has no VNNI/dot-product: int8 activations are S8 (U8S8 can saturate)")
     modes = _modes(spec.optimize.quantize, target, spec.target.fp16, isa)
     candidates = tuple(Candidate(name, (*front, *middle, *back)) for name, middle in modes.items())
-    threads = spec.target.threads or (os.cpu_count() or 1)
+    # 0: onnxruntime uses the physical cores of whatever machine the bundle runs on
+    threads = spec.target.threads or 0
     session = {
         "providers": [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else []),
         "graph_optimization_level": "all",
