@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from examples import DIGITS_DIR, DIGITS_SPEC, ROOT
@@ -112,3 +113,47 @@ def test_cuda_fp16_build_keeps_io_fp32_and_is_checked_on_this_host(tmp_path: Pat
     if not result.plan.host_matches_target:
         assert not result.latency.enforced, "a latency budget is never failed on a host that cannot run the target"
     assert "onnxruntime-gpu==" in (result.path / "requirements.txt").read_text()
+
+
+def _token_data(path: Path, rows: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, 33, rows)
+    mask = (np.arange(32)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, rng.integers(1, 1000, (rows, 32)), 0).astype(np.int64)
+    np.savez(path, input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids))
+
+
+def test_transformer_gets_fused_and_an_int8_candidate_inside_the_budget(tmp_path: Path) -> None:
+    shutil.copy(MODELS / "tiny_bert.onnx", tmp_path / "bert.onnx")
+    _token_data(tmp_path / "calib.npz", 32, 0)
+    _token_data(tmp_path / "val.npz", 64, 1)
+    (tmp_path / "spec.yaml").write_text("""\
+name: tiny-bert
+version: 0.1.0
+model: bert.onnx
+target: {hardware: x86, isa: native}
+inputs:
+  - {name: input_ids, dtype: int64, shape: [32]}
+  - {name: attention_mask, dtype: int64, shape: [32]}
+  - {name: token_type_ids, dtype: int64, shape: [32]}
+budget:
+  accuracy: {metric: cosine, output: embedding, min: 0.98}
+optimize: {quantize: auto, calibration: calib.npz, validation: val.npz}
+postprocess:
+  - mean_pool: {mask: attention_mask, output: embedding}
+  - l2_normalize
+""")
+    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=50)
+    by_name = {e.candidate.name: e for e in result.evaluations}
+    fused = next(r for r in by_name["fp32"].records if r["pass"] == "fuse_transformer")
+    assert fused["fused"].get("Attention") == 2 and fused["nodes_after"] < fused["nodes_before"] / 5
+    dynamic = by_name["dynamic"]
+    assert dynamic.accurate, dynamic.verdict  # int8 keeps the embedding within cosine 0.98
+    quant = next(r for r in dynamic.records if r["pass"] == "quantize_dynamic")
+    assert quant["quantized_ops"]
+    chosen, fp32 = result.chosen, by_name["fp32"]
+    assert chosen.accurate and chosen.latency is not None and fp32.latency is not None
+    if chosen is not fp32:
+        assert fp32.latency.p50_ms / chosen.latency.p50_ms >= MIN_SPEEDUP
+    elif dynamic.latency is not None:
+        assert fp32.latency.p50_ms / dynamic.latency.p50_ms < MIN_SPEEDUP or "slower" in dynamic.verdict
