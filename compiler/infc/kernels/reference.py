@@ -39,7 +39,8 @@ def run_reference(steps: list[tuple[str, Mapping[str, Any]]], tensors: dict[str,
         definition = get(step.name)
         readable = {**side, **live}
         extra = {param: readable[step.params[param]] for param in definition.side}
-        outs = definition.reference(live[step.input.name], step.params, **extra)
+        # references see the facts `infer` found (e.g. a tabular step's column indices) beside the params
+        outs = definition.reference(live[step.input.name], {**step.params, **step.extra}, **extra)
         if not step.keep:
             del live[step.input.name]
         live.update({spec.name: arr for spec, arr in zip(step.outputs, outs, strict=True)})

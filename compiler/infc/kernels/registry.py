@@ -21,7 +21,7 @@ from infc_runtime.types import TensorSpec
 
 from .types import FuseState, ModuleText, ResolvedStep
 
-__all__ = ["StepDef", "COMMON_PARAMS", "register", "get", "names", "params_schema", "all_steps"]
+__all__ = ["StepDef", "COMMON_PARAMS", "register", "get", "names", "params_schema", "all_steps", "needs_data"]
 
 Stage = Literal["pre", "post"]
 Rule = Callable[[TensorSpec, Mapping[str, Any], str, Mapping[str, TensorSpec]],
@@ -29,6 +29,7 @@ Rule = Callable[[TensorSpec, Mapping[str, Any], str, Mapping[str, TensorSpec]],
 Reference = Callable[..., tuple[npt.NDArray[Any], ...]]
 Fuse = Callable[[FuseState, ResolvedStep], None]
 Emit = Callable[[ModuleText, ResolvedStep, dict[str, Any]], None]
+Prepare = Callable[[Mapping[str, Any], npt.NDArray[Any]], dict[str, Any]]
 
 COMMON_PARAMS: dict[str, Any] = {
     "input": {"type": "string", "minLength": 1, "description": "tensor to read (default: the previous step's result)"},
@@ -59,6 +60,10 @@ class StepDef:
     """Name of the (first) result; None: the input's own name."""
     side: tuple[str, ...] = ()
     """Parameters that name another tensor the step reads (e.g. `mask`)."""
+    prepare: Prepare | None = None
+    """Build time, for parameters computed from data (`from: calibration`): (params, the step's
+    input computed over the calibration requests) -> params with those values filled in and
+    `from` removed. Called by `infc.kernels.prepare` before code generation."""
 
     @property
     def elementwise(self) -> bool:
@@ -80,6 +85,8 @@ def register(step: StepDef) -> StepDef:
     missing = (set(step.required) | set(step.side)) - set(step.params)
     if missing:
         raise ValueError(f"step {step.name!r}: parameters {sorted(missing)} are not declared")
+    if step.prepare is not None and "from" not in step.params:
+        raise ValueError(f"step {step.name!r}: a step with `prepare` needs a `from` parameter")
     if (step.fuse is None) == (step.emit is None):
         raise ValueError(f"step {step.name!r}: give exactly one of `fuse` (per-element) or `emit`")
     _REGISTRY[step.name] = step
@@ -94,6 +101,12 @@ def get(name: str) -> StepDef:
     """The step called `name` (KeyError if none)."""
     _load()
     return _REGISTRY[name]
+
+
+def needs_data(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether step `name` with `params` is computed from the calibration data at build time."""
+    step = get(name)
+    return step.prepare is not None and params.get("from") == "calibration"
 
 
 def all_steps() -> dict[str, StepDef]:
