@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .. import __version__
+from .fusion import REQUEST_ERROR, lay_out, start_state
 from .registry import get
-from .types import Dataflow, FuseState, ModuleText, ResolvedStep, render
+from .types import Dataflow, ModuleText, ResolvedStep, render
 
 __all__ = ["generate"]
 
@@ -47,24 +48,27 @@ def _groups(steps: tuple[ResolvedStep, ...]) -> list[list[ResolvedStep]]:
     return groups
 
 
-def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str) -> None:
-    """One njit loop for a chain of per-element steps."""
+def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str, ragged: bool = False) -> None:
+    """One njit loop over the output of a chain of fused steps (see kernels/fusion.py)."""
     first, last = group[0], group[-1]
-    rank = len(first.input.shape)
-    state = FuseState(group=g, axes=[f"i{i}" for i in range(rank)], src_axes=list(range(rank)))
+    state = start_state(g, first)
     for step in group:
         fuse = get(step.name).fuse
         assert fuse is not None
+        state.start_step()
         fuse(state, step)
-    text.constants.extend(state.constants)
+        state.dtype = step.outputs[0].dtype
     fn = f"{stage}_group{g}"
     doc = " + ".join(s.name for s in group) + f" ({_where(stage, first.index, last.index)})"
-    text.functions.append(render("fused.py.j2", fn=fn, args=state.args, rank=rank, body=state.body,
-                                 out_index=state.axes, doc=doc))
-    out_shape = [f"x.shape[{a + 1}]" if a is not None else "1" for a in state.src_axes]
-    text.calls.append(render("fused_call.py.j2", doc=doc, fn=fn, args=state.args, src=first.input.name,
-                             keep=first.keep, dst=last.outputs[0].name, out_shape=out_shape,
-                             out_dtype=last.outputs[0].dtype))
+    made = lay_out(state, fn, doc, last.outputs[0].dtype)
+    text.constants.extend(made.constants)
+    text.functions.extend(h for h in made.helpers.values() if h not in text.functions)
+    text.functions += [made.loop, made.driver]
+    if made.checks:
+        text.imports.append(REQUEST_ERROR)
+    src = f"t.{'get' if first.keep else 'pop'}({first.input.name!r})"
+    value = f"per_image({fn}, {src}, {first.input.name!r})" if ragged else f"{fn}({src})"
+    text.calls += [f"    # {doc}", f"    t[{last.outputs[0].name!r}] = {value}"]
 
 
 def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
@@ -12,8 +12,8 @@ import jinja2
 
 from infc_runtime.types import TensorSpec
 
-__all__ = ["StepIssue", "ResolvedStep", "Dataflow", "ModuleText", "FuseState", "render", "literal",
-           "NUMERIC", "INTEGER", "FLOAT", "check_axis", "require_numeric"]
+__all__ = ["StepIssue", "ResolvedStep", "Dataflow", "ModuleText", "FuseState", "Ix", "Line", "Stage", "Inner",
+           "render", "literal", "NUMERIC", "INTEGER", "FLOAT", "check_axis", "require_numeric"]
 
 NUMERIC = frozenset({"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                      "float16", "float32", "float64"})
@@ -78,18 +78,117 @@ class ModuleText:
     """One valid element per BYTES request input, for warm-up (the module's `EXAMPLES`)."""
 
 
+@dataclass(frozen=True)
+class Ix:
+    """An index expression inside a fused loop, and the loop variables it depends on."""
+
+    text: str
+    deps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Line:
+    """One statement of a fused loop. It is placed in the outermost loop where all of `deps`
+    are defined (so a table lookup per output row runs once per row); `deps` None: the
+    innermost loop (every per-element value statement)."""
+
+    text: str
+    deps: frozenset[str] | None = None
+
+
+Inner = Callable[[list[Ix]], list[Line]]
+"""Statements that leave in `v` the value of the previous stage at the given index."""
+Stage = Callable[[list[Ix], Inner], list[Line]]
+"""(index of this stage's output, the previous stage) -> statements leaving this stage's value in `v`."""
+
+
 @dataclass
 class FuseState:
-    """One fused per-element loop being built: the value flows through `body`, written at `axes`."""
+    """One fused loop being built, step by step; the loop runs over the group's OUTPUT indices.
+
+    Code is generated backward: for each output element the last stage says which
+    element(s) of its input it needs (a layout permutes the index, a crop offsets it,
+    a bilinear resize needs four source elements), and so on back to the group's
+    input array; the values then flow forward through every stage and are written
+    once. Per-element steps only append value statements to `body`, reading the
+    index of the current axes from `axes` (e.g. the channel for a per-channel
+    mean); steps that move or resample elements add a `stage` (or `reindex`) and
+    set `sizes` for their output. See `kernels/fusion.py` for how the loop is laid out.
+    """
 
     group: int
-    axes: list[str]
-    """Index expression of each current axis (loop variables, or "0" for an added axis)."""
-    src_axes: list[int | None]
-    """The input axis behind each current axis (None: an added size-1 axis)."""
+    dtype: str
+    """dtype of the current value."""
+    sizes: list[str]
+    """Size of each current axis: an integer literal, `x.shape[i]` or a size variable."""
+    order: list[float | None]
+    """Loop-nesting key of each current axis (the group input's axis it comes from; None: an added
+    size-1 axis, which gets no loop). Loops nest in the input's axis order, so reads stay local."""
+    axes: list[str] = field(default_factory=list)
+    """Index expression of each current axis, for the value statements of the step being fused."""
     body: list[str] = field(default_factory=list)
+    """Value statements (they read and replace `v`) of the step being fused."""
     args: list[str] = field(default_factory=list)
+    """Constant arrays the loop reads (lower-case names; the module constant is the upper-case name)."""
     constants: list[str] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    size_lines: list[str] = field(default_factory=list)
+    """Python statements of the group's driver, before the loop runs: size variables and checks of
+    the request's data (which raise RequestError)."""
+    size_args: list[str] = field(default_factory=list)
+    """Size variables the loop takes as arguments."""
+    prologue: list[str] = field(default_factory=list)
+    """Statements of the loop function before its loops (e.g. the sampling tables of a resize)."""
+    helpers: dict[str, str] = field(default_factory=dict)
+    """Module-level functions the loop calls, by name (each written once per module)."""
+    counter: int = 0
+
+    def fresh(self, prefix: str) -> str:
+        """A variable name not used elsewhere in this group."""
+        self.counter += 1
+        return f"{prefix}_{self.counter}"
+
+    def stage(self, stage: Stage) -> None:
+        """Add a stage that computes its output from its input (see `Stage`)."""
+        self.flush()
+        self.stages.append(stage)
+
+    def reindex(self, index: Callable[[list[Ix]], list[Ix]]) -> None:
+        """Add a stage that only moves elements: its input index, from its output index."""
+        self.stage(lambda idx, inner: inner(index(idx)))
+
+    def size_var(self, prefix: str, expr: str) -> str:
+        """A size computed by the driver from the input's shape, passed to the loop."""
+        name = self.fresh(prefix)
+        self.size_lines.append(f"{name} = {expr}")
+        self.size_args.append(name)
+        return name
+
+    def check(self, failed: str, message: str) -> None:
+        """Driver check of the request's data: when `failed` holds, raise RequestError(f`message`)."""
+        self.size_lines += [f"if {failed}:", f"    raise RequestError(f{message!r})"]
+
+    def start_step(self) -> None:
+        """Before each step's `fuse`: fresh index placeholders for the current axes."""
+        self.flush()
+        self.axes = [f"__axis{len(self.stages)}_{k}__" for k in range(len(self.sizes))]
+
+    def flush(self) -> None:
+        """Turn the value statements collected in `body` into a stage of their own."""
+        if not self.body:
+            return
+        lines, tokens = list(self.body), list(self.axes)
+        self.body = []
+
+        def values(idx: list[Ix], inner: Inner) -> list[Line]:
+            out = inner(idx)
+            for line in lines:
+                for token, ix in zip(tokens, idx, strict=True):
+                    line = line.replace(token, ix.text)
+                out.append(Line(line))
+            return out
+
+        self.stages.append(values)
 
 
 @cache

@@ -11,7 +11,7 @@ import numpy.typing as npt
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import FuseState, ResolvedStep, StepIssue, check_axis, literal, render, require_numeric
+from ..types import FuseState, Ix, ResolvedStep, StepIssue, check_axis, literal, render, require_numeric
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -114,9 +114,19 @@ def _layout_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 
 def _layout_fuse(state: FuseState, step: ResolvedStep) -> None:
-    perm = step.extra["perm"]
-    state.axes = [state.axes[a] if a is not None else "0" for a in perm]
-    state.src_axes = [state.src_axes[a] if a is not None else None for a in perm]
+    perm = step.extra["perm"]  # output axis j is input axis perm[j] (None: a new size-1 axis)
+    rank = len(state.sizes)
+
+    def source(idx: list[Ix]) -> list[Ix]:
+        src = [Ix("0")] * rank
+        for j, a in enumerate(perm):
+            if a is not None:
+                src[a] = idx[j]
+        return src
+
+    state.reindex(source)
+    state.sizes = ["1" if a is None else state.sizes[a] for a in perm]
+    state.order = [None if a is None else state.order[a] for a in perm]
 
 
 register(StepDef("layout", ("pre",), "permute axes; letters in `to` but not in `from` become size-1 axes",
