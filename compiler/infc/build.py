@@ -23,6 +23,7 @@ from .bundle import Bundle, compute_bundle, render, runtime_files, write_bundle
 from .errors import BudgetError, SpecErrors
 from .gates import AccuracyResult, LatencyResult
 from .kernels.codegen import generate
+from .kernels.prepare import prepare_spec
 from .kernels.signature import resolve_stages
 from .passes import PassContext
 from .pins import pinned_requirements, versions
@@ -73,6 +74,8 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     spec = load_spec(spec_path)
     # 2. plan: candidate pass lists and run-time settings for the target
     plan = make_plan(spec)
+    # 2b. prepare: step parameters computed from the calibration data (`from: calibration`)
+    spec, prepared = prepare_spec(spec, lambda path: load_requests(spec, path)[0])
     # 3. kernels: resolve pre/post dataflows and generate their Numba modules
     source = onnx.load(str(spec.model))
     pre_flow, post_flow, errors = resolve_stages(spec, source)
@@ -101,6 +104,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     files = _files(spec, plan, chosen.model, sources)
     manifest = _manifest(spec, plan, chosen, evaluations, list(post_flow.end), passed, serving)
     manifest["serving_tuning"] = {"reason": serving_why, "batches": [asdict(p) for p in batches]}
+    manifest["prepared"] = prepared
     draft = compute_bundle(name=spec.name, version=spec.version, files_=files, manifest=manifest,
                            spec_data=spec.data)
     report = build_report(spec, plan, draft, chosen, evaluations, pre_flow, post_flow, passed,

@@ -24,6 +24,7 @@ from . import spec_budget
 from .errors import PathPart, SpecError, SpecErrors
 from .isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
 from .kernels import registry
+from .kernels.prepare import steps_needing_data
 from .kernels.signature import check_pipeline, resolve_stages
 from .modelio import graph_outputs
 from .spec_files import check_arrays, compare_inputs, load_model, model_inputs, shown
@@ -251,6 +252,10 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
     if quantize in ("static", "auto") and "calibration" not in opt:
         out.append(Finding(q, f"quantize {quantize} needs optimize.calibration "
                               "(an .npz with an array per request input)"))
+    if "calibration" not in opt:
+        for i, step in steps_needing_data(raw.get("preprocess")):
+            out.append(Finding(("preprocess", i, step, "from"), f"{step} from: calibration needs "
+                               "optimize.calibration (an .npz with an array per request input)"))
     if quantize == "auto" and "accuracy" not in budget:
         out.append(Finding(q, "quantize auto needs budget.accuracy to choose between candidates"))
 

@@ -2,17 +2,20 @@
 
 Writes, next to this file:
   tabular.onnx  MLP (skl2onnx): features float32 [N, 30] (standardized) -> label int64 [N], probabilities [N, 2]
-  calib.npz     `features`: 200 raw training rows (float32)
-  val.npz       `features`: the held-out raw rows, `labels`: their classes
-  tabular.yaml  the spec, with the standardization (per-feature mean/std of the training rows) as a pre step
+  calib.npz     `rows`: the training rows, one JSON object each ({"mean radius": 17.99, ...})
+  val.npz       `rows`: the held-out rows as JSON, `labels`: their classes
+  tabular.yaml  the spec: `features` picks the 30 named measurements out of each JSON row,
+                `standardize: {from: calibration}` computes mean/std from calib.npz at build time
 
-Requests carry the 30 raw measurements; the spec's `normalize` step standardizes
-them server-side. No download: the data ships with scikit-learn. Run:
+Requests are JSON rows with the 30 raw measurements by name (a BYTES tensor
+`rows`, one object per row); the spec's pre steps turn them into the model's
+standardized vector server-side. No download: the data ships with scikit-learn. Run:
 `pip install ".[examples]" && python specs/tabular/make_model.py`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ version: 1.0.0
 model: tabular.onnx
 target: {{hardware: x86, isa: native}}   # native: the build host is the target (measured latency is enforced)
 inputs:
-  - {{name: features, dtype: float32, shape: [30]}}
+  - {{name: rows, dtype: bytes, shape: []}}   # one JSON object per row: {{"mean radius": 17.99, ...}}
 budget:
   latency_ms: {{p99: 5}}
   accuracy:
@@ -44,9 +47,9 @@ optimize:
   calibration: calib.npz
   validation: val.npz
 preprocess:
-  - normalize:
-      mean: {mean}
-      std: {std}
+  - features:         # the 30 measurements, by name, in the model's order; a missing one is a 400
+      fields: [{fields}]
+  - standardize: {{from: calibration}}   # mean/std of calib.npz (the training rows), computed at build time
 postprocess:
   - labels: {{input: label, names: [malignant, benign]}}
 """
@@ -67,14 +70,16 @@ def main() -> None:
         node.input[:] = ["features" if i == "X" else i for i in node.input]
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, HERE / "tabular.onnx")
-    rng = np.random.default_rng(SEED)
-    np.savez_compressed(HERE / "calib.npz", features=x_train[rng.choice(len(x_train), 200, replace=False)])
-    np.savez_compressed(HERE / "val.npz", features=x_val, labels=y_val)
+    names = [str(n) for n in data.feature_names]
+    raw_train, raw_val = train_test_split(data.data, test_size=0.3, random_state=SEED, stratify=y)
 
-    def fmt(values: np.ndarray) -> str:
-        return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+    def rows(values: np.ndarray) -> np.ndarray:
+        # the measurements as scikit-learn has them (float64), so float32(JSON value) is x exactly
+        return np.array([json.dumps(dict(zip(names, map(float, r), strict=True))).encode() for r in values])
 
-    (HERE / "tabular.yaml").write_text(SPEC.format(mean=fmt(mean), std=fmt(std)))
+    np.savez_compressed(HERE / "calib.npz", rows=rows(raw_train))
+    np.savez_compressed(HERE / "val.npz", rows=rows(raw_val), labels=y_val)
+    (HERE / "tabular.yaml").write_text(SPEC.format(fields=", ".join(names)))
     print(f"wrote tabular.onnx, calib.npz, val.npz ({len(x_val)} rows), tabular.yaml")
 
 
