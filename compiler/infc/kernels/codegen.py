@@ -11,13 +11,15 @@ How each step is written is the step's own business (`kernels/steps/`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import __version__
 from .fusion import REQUEST_ERROR, lay_out, start_state
 from .registry import get
 from .types import Dataflow, ModuleText, ResolvedStep, render
 
-__all__ = ["generate"]
+__all__ = ["GeneratedModule", "generate", "generate_module"]
 
 
 def _where(stage: str, first: int, last: int | None = None) -> str:
@@ -79,9 +81,42 @@ def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str) -> None:
     emit(text, step, {"fn": fn, "doc": doc, "src": step.input.name, "keep": step.keep, "group": g})
 
 
-def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Mapping[str, str] | None = None) -> str:
-    """The source of `kernels/<stage>.py` for a resolved stage."""
+@dataclass(frozen=True)
+class GeneratedModule:
+    """A generated kernel module: its source and the assets it reads (paths relative to it)."""
+
+    stage: str
+    source: str
+    assets: Mapping[str, bytes] = field(default_factory=dict)
+
+    def files(self) -> dict[str, str | bytes]:
+        """Its files, by path relative to the kernels folder: `<stage>.py` and `assets/...`."""
+        return {f"{self.stage}.py": self.source, **self.assets}
+
+    def write(self, folder: Path) -> Path:
+        """Write the module and its assets into `folder`; the module's path."""
+        for rel, data in self.files().items():
+            path = folder / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, str):
+                path.write_text(data)
+            else:
+                path.write_bytes(data)
+        return folder / f"{self.stage}.py"
+
+
+def generate_module(stage: str, flow: Dataflow, *, name: str, version: str,
+                    renames: Mapping[str, str] | None = None) -> GeneratedModule:
+    """`kernels/<stage>.py` for a resolved stage, with the assets its steps ship."""
     text = ModuleText()
+    source = generate(stage, flow, name=name, version=version, renames=renames, text=text)
+    return GeneratedModule(stage, source, dict(sorted(text.assets.items())))
+
+
+def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Mapping[str, str] | None = None,
+             text: ModuleText | None = None) -> str:
+    """The source of `kernels/<stage>.py` for a resolved stage (`text` collects its pieces, assets included)."""
+    text = ModuleText() if text is None else text
     for g, group in enumerate(_groups(flow.steps)):
         text.step_lines.extend(_describe(s, stage) for s in group)
         if get(group[0].name).elementwise:

@@ -57,6 +57,8 @@ def resolve(steps: Sequence[tuple[str, Mapping[str, Any]]], start: Sequence[Tens
         inp = live[src]
         if not keep:
             del live[src]
+            for param in step.consumes:  # e.g. the scores nms reads beside its boxes
+                live.pop(params[param], None)
         for t in outputs:
             live[t.name] = t
         if "classes" in extra:  # indices that later steps (labels) can check names against

@@ -43,5 +43,7 @@ def run_reference(steps: list[tuple[str, Mapping[str, Any]]], tensors: dict[str,
         outs = definition.reference(live[step.input.name], {**step.params, **step.extra}, **extra)
         if not step.keep:
             del live[step.input.name]
+            for param in definition.consumes:
+                live.pop(step.params[param], None)
         live.update({spec.name: arr for spec, arr in zip(step.outputs, outs, strict=True)})
     return live

@@ -60,6 +60,12 @@ class StepDef:
     """Name of the (first) result; None: the input's own name."""
     side: tuple[str, ...] = ()
     """Parameters that name another tensor the step reads (e.g. `mask`)."""
+    consumes: tuple[str, ...] = ()
+    """Those of `side` whose tensor the step uses up, as it does its input (unless `keep`): e.g. the
+    `scores` beside the boxes that `nms` reads. The others stay available to later steps."""
+    files: tuple[str, ...] = ()
+    """Parameters that name a file, relative to the spec (the spec makes them absolute when it loads;
+    a step ships what the generated code needs at run time with `ModuleText.asset`)."""
     prepare: Prepare | None = None
     """Build time, for parameters computed from data (`from: calibration`): (params, the step's
     input computed over the calibration requests) -> params with those values filled in and
@@ -87,6 +93,10 @@ def register(step: StepDef) -> StepDef:
         raise ValueError(f"step {step.name!r}: parameters {sorted(missing)} are not declared")
     if step.prepare is not None and "from" not in step.params:
         raise ValueError(f"step {step.name!r}: a step with `prepare` needs a `from` parameter")
+    loose = (set(step.consumes) - set(step.side)) | (set(step.files) - set(step.params))
+    if loose:
+        raise ValueError(f"step {step.name!r}: `consumes` must name `side` parameters and `files` declared ones, "
+                         f"got {sorted(loose)}")
     if (step.fuse is None) == (step.emit is None):
         raise ValueError(f"step {step.name!r}: give exactly one of `fuse` (per-element) or `emit`")
     _REGISTRY[step.name] = step

@@ -76,6 +76,21 @@ class ModuleText:
     step_lines: list[str] = field(default_factory=list)
     examples: dict[str, bytes] = field(default_factory=dict)
     """One valid element per BYTES request input, for warm-up (the module's `EXAMPLES`)."""
+    assets: dict[str, bytes] = field(default_factory=dict)
+    """Files the module reads at run time, by path relative to it (`assets/...`): shipped beside it."""
+
+    def asset(self, name: str, data: bytes) -> str:
+        """Ship `data` as `assets/<name>` beside the module; the expression of its path in the module.
+
+        The module finds it relative to its own file, so the bundle can be copied anywhere.
+        """
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"asset names are plain file names, got {name!r}")
+        if not self.assets:
+            self.imports.append("from pathlib import Path")
+            self.constants.insert(0, 'ASSETS = Path(__file__).resolve().parent / "assets"  # shipped beside this file')
+        self.assets[f"assets/{name}"] = data
+        return f"ASSETS / {name!r}"
 
 
 @dataclass(frozen=True)
