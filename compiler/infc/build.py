@@ -22,7 +22,8 @@ from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 from .bundle import Bundle, compute_bundle, render, runtime_files, write_bundle
 from .errors import BudgetError, SpecErrors
 from .gates import AccuracyResult, LatencyResult
-from .kernels.codegen import generate
+from .kernels import registry
+from .kernels.codegen import GeneratedModule, generate_module
 from .kernels.prepare import prepare_spec
 from .kernels.signature import resolve_stages
 from .passes import PassContext
@@ -81,14 +82,12 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     pre_flow, post_flow, errors = resolve_stages(spec, source)
     if errors:
         raise SpecErrors(errors)
-    sources = {stage: generate(stage, flow, name=spec.name, version=spec.version)
+    modules = {stage: generate_module(stage, flow, name=spec.name, version=spec.version)
                for stage, flow in (("pre", pre_flow), ("post", post_flow))}
     with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp:
         work = Path(tmp)
-        kernels = {}
-        for stage, text in sources.items():
-            (work / f"{stage}.py").write_text(text)
-            kernels[stage] = load_kernel_module(work / f"{stage}.py")
+        # the modules run from a kernels/ folder laid out as the bundle's (their assets beside them)
+        kernels = {stage: load_kernel_module(module.write(work / "kernels")) for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
         bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations)
         # 5. passes and gates, for every candidate plan (and sensitivity variants)
@@ -101,7 +100,9 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         # 7. serving: the latency budget sets the batch size and the batch window
         batches, serving, serving_why = _tune_serving(spec, plan, bench, chosen)
     # 8. bundle: files, manifest, report; written only when every budget holds
-    files = _files(spec, plan, chosen.model, sources)
+    requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
+                       for r in registry.get(step.name).requires})  # e.g. tokenizers
+    files = _files(spec, plan, chosen.model, modules, requires)
     manifest = _manifest(spec, plan, chosen, evaluations, list(post_flow.end), passed, serving)
     manifest["serving_tuning"] = {"reason": serving_why, "batches": [asdict(p) for p in batches]}
     manifest["prepared"] = prepared
@@ -152,14 +153,16 @@ def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list
     return bench
 
 
-def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, sources: dict[str, str]) -> dict[str, bytes]:
+def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, GeneratedModule],
+           requires: list[str]) -> dict[str, bytes]:
     common = {"name": spec.name, "version": spec.version, "target": plan.target}
+    kernels = {f"kernels/{rel}": data.encode() if isinstance(data, str) else data
+               for module in modules.values() for rel, data in module.files().items()}
     return {
         "model.onnx": model.SerializeToString(),
-        "kernels/pre.py": sources["pre"].encode(),
-        "kernels/post.py": sources["post"].encode(),
+        **kernels,  # pre.py, post.py and the assets they read (kernels/assets/)
         "serve.py": render("serve.py.j2", **common).encode(),
-        "requirements.txt": pinned_requirements(plan.target).encode(),
+        "requirements.txt": pinned_requirements(plan.target, requires).encode(),
         "Dockerfile": render("Dockerfile.j2", base_image="python:3.11-slim", **common).encode(),
         "k8s/deployment.yaml": render("k8s/deployment.yaml.j2", threads=plan.session["intra_op_num_threads"] or 2,
                                       **common).encode(),

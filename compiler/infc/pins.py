@@ -7,15 +7,18 @@ bundle runs with the exact code its report describes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import metadata
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["RUNTIME_REQUIREMENTS", "pinned_requirements", "versions"]
+__all__ = ["RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements", "versions"]
 
 RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client")
+STEP_REQUIREMENTS = ("tokenizers",)
+"""Run-time dependencies of some steps only (`StepDef.requires`), pinned into the bundles that use them."""
 
 
 def _closure(roots: tuple[str, ...]) -> dict[str, str]:
@@ -39,9 +42,13 @@ def _closure(roots: tuple[str, ...]) -> dict[str, str]:
     return seen
 
 
-def pinned_requirements(target: str) -> str:
-    """requirements.txt text: every run-time distribution, pinned, sorted."""
-    pins = _closure(RUNTIME_REQUIREMENTS)
+def pinned_requirements(target: str, extra: Sequence[str] = ()) -> str:
+    """requirements.txt text: every run-time distribution (the runtime's, and `extra`: what the bundle's
+    steps need, from STEP_REQUIREMENTS), pinned, sorted."""
+    unknown = set(extra) - set(STEP_REQUIREMENTS)
+    if unknown:
+        raise ValueError(f"not step requirements: {sorted(unknown)}")
+    pins = _closure((*RUNTIME_REQUIREMENTS, *extra))
     lines = []
     for name, version in sorted(pins.items()):
         if name == "onnxruntime" and target == "cuda":
@@ -56,7 +63,8 @@ def versions() -> dict[str, str]:
     import platform
 
     out = {"python": platform.python_version()}
-    for name in ("infc", "onnx", "onnxruntime", "numpy", "numba", "jinja2", *RUNTIME_REQUIREMENTS[3:]):
+    for name in ("infc", "onnx", "onnxruntime", "numpy", "numba", "jinja2", *RUNTIME_REQUIREMENTS[3:],
+                 *STEP_REQUIREMENTS):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

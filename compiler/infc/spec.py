@@ -356,8 +356,12 @@ def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
         return None if value is None else float(value)
 
     def steps(section: str) -> tuple[Step, ...]:
-        return tuple(Step(name, MappingProxyType(params), (section, i))
+        return tuple(Step(name, MappingProxyType(with_paths(name, params)), (section, i))
                      for i, item in enumerate(data[section]) for name, params in item.items())
+
+    def with_paths(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A step's file parameters made absolute (`data` keeps them as written)."""
+        return {k: str(path(v)) if k in registry.get(name).files else v for k, v in params.items()}
 
     order = list(schema()["properties"])
     data = {key: data[key] for key in order if key in data}

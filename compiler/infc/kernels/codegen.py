@@ -29,7 +29,9 @@ def _where(stage: str, first: int, last: int | None = None) -> str:
 
 
 def _describe(step: ResolvedStep, stage: str) -> str:
-    params = {k: v for k, v in step.params.items() if k not in ("input", "output", "keep")}
+    files = get(step.name).files  # by name only: the build machine's paths stay out of the bundle
+    params = {k: Path(v).name if k in files else v
+              for k, v in step.params.items() if k not in ("input", "output", "keep")}
     args = ", ".join(f"{k}={v}" for k, v in params.items())
     outs = ", ".join(o.name for o in step.outputs)
     return f"{_where(stage, step.index)} {step.name}({args}): {step.input.name} -> {outs}"

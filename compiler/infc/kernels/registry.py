@@ -63,6 +63,9 @@ class StepDef:
     consumes: tuple[str, ...] = ()
     """Those of `side` whose tensor the step uses up, as it does its input (unless `keep`): e.g. the
     `scores` beside the boxes that `nms` reads. The others stay available to later steps."""
+    requires: tuple[str, ...] = ()
+    """Run-time distributions the generated code imports beyond the runtime's (from pins.STEP_REQUIREMENTS):
+    pinned into the requirements of bundles that use the step."""
     files: tuple[str, ...] = ()
     """Parameters that name a file, relative to the spec (the spec makes them absolute when it loads;
     a step ships what the generated code needs at run time with `ModuleText.asset`)."""
