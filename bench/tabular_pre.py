@@ -12,7 +12,7 @@ mean/std (the example's `standardize: {from: calibration}`, resolved):
   its two stages;
 - numpy: a hand-written pipeline (json.loads per row, a list of the fields in
   order per row, np.array, (x - mean) / std);
-- pandas (when installed; not a dependency of infc): DataFrame.from_records of
+- pandas (when installed: `pip install ".[bench]"`; not a dependency of infc): DataFrame.from_records of
   the parsed rows, and read_json over the rows as JSON lines.
 
 infc also checks every value (a string where a number belongs, a missing
