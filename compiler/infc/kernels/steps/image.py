@@ -1,4 +1,5 @@
-"""Per-element image steps: to_float, normalize, layout. They fuse into one loop."""
+"""Per-element image steps: to_float, scale, normalize, layout, channel_order. They fuse into one loop
+(with resize, center_crop and pad: see resize.py, crop.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,30 @@ def _to_float_fuse(state: FuseState, step: ResolvedStep) -> None:
 register(StepDef("to_float", ("pre",), "cast to float32 and multiply by `scale`", _to_float_infer, _to_float_ref,
                  fuse=_to_float_fuse,
                  params={"scale": {"type": "number", "description": "factor, e.g. 0.00392156862745098 (1/255)"}}))
+
+
+# -- scale ------------------------------------------------------------------
+def _scale_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping[str, TensorSpec]) -> Out:
+    require_numeric(t)
+    return (TensorSpec(out, "float32", t.shape),), {}
+
+
+def _scale_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
+    y = x.astype(np.float32) * np.float32(p["factor"])
+    return (y + np.float32(p["offset"]) if p.get("offset") else y,)
+
+
+def _scale_fuse(state: FuseState, step: ResolvedStep) -> None:
+    offset = step.params.get("offset")
+    state.body.append(render("steps/scale.j2", factor=literal(step.params["factor"]),
+                             offset=literal(offset) if offset else None))
+
+
+register(StepDef("scale", ("pre",), "float32 `x * factor + offset` (e.g. factor 1/127.5, offset -1 for [-1, 1])",
+                 _scale_infer, _scale_ref, fuse=_scale_fuse,
+                 params={"factor": {"type": "number", "description": "multiplier"},
+                         "offset": {"type": "number", "description": "added after the multiplication, default 0"}},
+                 required=("factor",)))
 
 
 # -- normalize --------------------------------------------------------------
@@ -106,7 +131,7 @@ def _layout_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping
 
 
 def _layout_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
-    src, dst = "N" + str(p["from"]), "N" + str(p["to"])
+    src, dst = "*" + str(p["from"]), "*" + str(p["to"])  # "*": the batch axis (no letter it could clash with)
     for c in dst:
         if c not in src:
             x, src = x[..., None], src + c
@@ -131,4 +156,59 @@ def _layout_fuse(state: FuseState, step: ResolvedStep) -> None:
 
 register(StepDef("layout", ("pre",), "permute axes; letters in `to` but not in `from` become size-1 axes",
                  _layout_infer, _layout_ref, fuse=_layout_fuse, params={"from": _layout, "to": _layout},
+                 required=("from", "to")))
+
+
+# -- channel_order ----------------------------------------------------------
+def _channel_order_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping[str, TensorSpec]) -> Out:
+    src, dst = str(p["from"]), str(p["to"])
+    for key, letters in (("from", src), ("to", dst)):
+        if len(set(letters)) != len(letters):
+            raise StepIssue(f"channel letters must be unique, got {letters!r}", key)
+    missing = sorted(set(dst) - set(src))
+    if missing:
+        raise StepIssue(f"channels {''.join(missing)!r} of 'to' are not in 'from' {src!r}", "to")
+    if not t.shape:
+        raise StepIssue(f"tensor {t.name!r} is a scalar; channel_order needs a channel axis")
+    axis = check_axis(int(p.get("axis", -1)), len(t.shape))
+    if t.shape[axis] != len(src):
+        size = "known only at run time" if t.shape[axis] < 0 else str(t.shape[axis])
+        raise StepIssue(f"{src!r} names {len(src)} channels, but axis {axis} of {t.name!r} (shape "
+                        f"{list(t.shape)}) has {size}", "from")
+    shape = list(t.shape)
+    shape[axis] = len(dst)
+    return (TensorSpec(out, t.dtype, tuple(shape)),), {"axis": axis, "order": [src.index(c) for c in dst]}
+
+
+def _channel_order_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
+    src, dst = str(p["from"]), str(p["to"])
+    axis = int(p.get("axis", -1)) % (x.ndim - 1) + 1
+    return (np.ascontiguousarray(np.take(x, [src.index(c) for c in dst], axis=axis)),)
+
+
+def _channel_order_fuse(state: FuseState, step: ResolvedStep) -> None:
+    axis, order = int(step.extra["axis"]), list(step.extra["order"])
+    count = int(state.sizes[axis])  # known: the shape rule asks for it
+    if order == list(range(count - 1, -1, -1)):  # RGB <-> BGR: arithmetic, no table
+        def channel(c: Ix) -> Ix:
+            return Ix(f"({count - 1} - {c.text})", c.deps)
+    else:
+        table = f"order_{state.group}_{step.index}"
+        state.constants.append(f"{table.upper()} = np.array({order!r}, dtype=np.intp)")
+        state.args.append(table)
+
+        def channel(c: Ix) -> Ix:
+            return Ix(f"{table}[{c.text}]", c.deps)
+
+    state.reindex(lambda idx: [channel(ix) if k == axis else ix for k, ix in enumerate(idx)])
+    state.sizes[axis] = str(len(order))
+
+
+register(StepDef("channel_order", ("pre",), "reorder (or drop) channels by letters: `from: RGB, to: BGR`; "
+                 "`axis`: the channel axis, default -1", _channel_order_infer, _channel_order_ref,
+                 fuse=_channel_order_fuse,
+                 params={"from": {"type": "string", "pattern": "^[A-Z]+$", "description": "channel letters, e.g. RGB"},
+                         "to": {"type": "string", "pattern": "^[A-Z]+$",
+                                "description": "the channels wanted, in order (letters of `from`), e.g. BGR"},
+                         "axis": {"type": "integer", "description": "channel axis of the request tensor, default -1"}},
                  required=("from", "to")))
