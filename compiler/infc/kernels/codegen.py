@@ -10,7 +10,7 @@ How each step is written is the step's own business (`kernels/steps/`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,12 +75,21 @@ def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str, ragg
     text.calls += [f"    # {doc}", f"    t[{last.outputs[0].name!r}] = {value}"]
 
 
-def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str) -> None:
+def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str, ragged: Set[str] = frozenset()) -> None:
     emit = get(step.name).emit
     assert emit is not None
     fn = f"{stage}_{step.name}{g}"
     doc = f"{step.name} ({_where(stage, step.index)})"
-    emit(text, step, {"fn": fn, "doc": doc, "src": step.input.name, "keep": step.keep, "group": g})
+    emit(text, step, {"fn": fn, "doc": doc, "src": step.input.name, "keep": step.keep, "group": g,
+                      "ragged_ok": step.outputs[0].name in ragged})
+
+
+def _ragged(groups: list[list[ResolvedStep]]) -> set[str]:
+    """Tensors that may hold images of different sizes (a list: `decode`'s `ragged` fact) and that
+    go straight into a fused group, whose driver then runs image by image."""
+    made = {s.outputs[0].name for group in groups for s in group if s.extra.get("ragged")}
+    return {group[0].input.name for group in groups
+            if group[0].input.name in made and get(group[0].name).elementwise}
 
 
 @dataclass(frozen=True)
@@ -119,12 +128,14 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
              text: ModuleText | None = None) -> str:
     """The source of `kernels/<stage>.py` for a resolved stage (`text` collects its pieces, assets included)."""
     text = ModuleText() if text is None else text
-    for g, group in enumerate(_groups(flow.steps)):
+    groups = _groups(flow.steps)
+    ragged = _ragged(groups)
+    for g, group in enumerate(groups):
         text.step_lines.extend(_describe(s, stage) for s in group)
         if get(group[0].name).elementwise:
-            _fused(group, g, text, stage)
+            _fused(group, g, text, stage, ragged=group[0].input.name in ragged)
         else:
-            _single(group[0], g, text, stage)
+            _single(group[0], g, text, stage, ragged)
     if not flow.steps:
         text.step_lines.append("(none: tensors pass through unchanged)")
     for old, new in (renames or {}).items():
