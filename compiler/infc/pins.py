@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 __all__ = ["RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements", "versions"]
 
 RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client")
-STEP_REQUIREMENTS = ("tokenizers",)
+STEP_REQUIREMENTS = ("tokenizers", "pillow")
 """Run-time dependencies of some steps only (`StepDef.requires`), pinned into the bundles that use them."""
 
 

@@ -73,7 +73,7 @@ def _emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
 register(StepDef(
     "decode", ("pre",), "encoded images (BYTES, one per row) -> uint8 [H, W, C] pixels with Pillow; "
     "`mode` RGB (default), RGBA or L (grayscale, [H, W])", _infer, _reference, emit=_emit,
-    default_output="image",
+    default_output="image", requires=("pillow",),
     params={"mode": {"enum": list(_MODES), "description": "pixel format of the result, default RGB"},
             "formats": {"type": "array", "items": {"enum": _FORMATS}, "minItems": 1, "uniqueItems": True,
                         "description": "encodings accepted, default [PNG, JPEG]"},
