@@ -68,7 +68,7 @@ def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
     return requests, labels
 
 
-def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300,
+def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300, latency_gate: bool = True,
           report_path: str | Path | None = None, write: bool = True) -> BuildResult:
     """Build the bundle a spec describes; raises BudgetError (after writing the report) on a miss."""
     # 1. spec: parse, validate against the schema, resolve paths, check files and steps
@@ -89,7 +89,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         # the modules run from a kernels/ folder laid out as the bundle's (their assets beside them)
         kernels = {stage: load_kernel_module(module.write(work / "kernels")) for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
-        bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations)
+        bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations, latency_gate)
         # 5. passes and gates, for every candidate plan (and sensitivity variants)
         evaluations = evaluate_all(source, bench)
         # 6. choice: the fastest candidate inside every accuracy budget
@@ -134,7 +134,8 @@ def _tune_serving(spec: Spec, plan: Plan, bench: Bench,
 
 
 def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list[TensorSpec],
-           source: onnx.ModelProto, work: Path, iterations: int) -> Bench:
+           source: onnx.ModelProto, work: Path, iterations: int,
+           latency_gate: bool = True) -> Bench:
     calibration = load_requests(spec, spec.optimize.calibration)[0] if spec.optimize.calibration else None
 
     def feeds() -> Iterator[dict[str, Any]]:
@@ -145,6 +146,7 @@ def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list
 
     ctx = PassContext(workdir=work, target=plan.target, calibration=feeds if calibration is not None else None)
     bench = Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations)
+    bench.enforce_latency = plan.host_matches_target and latency_gate
     if spec.optimize.validation:
         requests, labels = load_requests(spec, spec.optimize.validation)
         bench.reference, bench.requests, bench.labels = bench.pipeline(source), requests, labels

@@ -35,11 +35,14 @@ def cli() -> None:
               help="Also write the build report (markdown) here, pass or fail.")
 @click.option("--iterations", type=click.IntRange(20, 100_000), default=300, show_default=True,
               help="Timed requests for the latency gate.")
-def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int) -> None:
+@click.option("--latency-gate/--no-latency-gate", default=True, show_default=True,
+              help="Fail the build when the latency budget is missed (only ever on a host that is the target); "
+                   "--no-latency-gate measures and reports it without failing (e.g. on shared, noisy CI runners).")
+def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, latency_gate: bool) -> None:
     """Validate SPEC, optimize its model, check its budgets and write the bundle."""
     from .build import build as run_build
 
-    result = run_build(spec, outdir, iterations=iterations, report_path=report_path)
+    result = run_build(spec, outdir, iterations=iterations, report_path=report_path, latency_gate=latency_gate)
     assert result.path is not None
     lat, acc = result.latency, result.accuracy
     click.echo(f"built {result.path}  ({result.bundle.size() / 1e6:.2f} MB)")

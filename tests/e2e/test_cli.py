@@ -31,7 +31,7 @@ def _example_copy(tmp_path: Path, edit: dict[str, str]) -> Path:
 
 
 def test_build_succeeds_and_says_how_to_serve(tmp_path: Path) -> None:
-    done = infc("build", str(DIGITS_SPEC), "-o", str(tmp_path / "out"), "--iterations", "50")
+    done = infc("build", str(DIGITS_SPEC), "-o", str(tmp_path / "out"), "--iterations", "50", "--no-latency-gate")
     assert done.returncode == 0, done.stderr
     assert "built" in done.stdout and "serve.py --host 127.0.0.1 --port 8000" in done.stdout
     assert "top1_agreement" in done.stdout and "p99" in done.stdout

@@ -41,7 +41,7 @@ def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path)
     spec = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
                             "accuracy: {metric: top1_agreement, min: 0.99}":
                             "accuracy: {metric: max_abs_error, max: 0.12}"})
-    result = build(spec, tmp_path / "out", iterations=30)
+    result = build(spec, tmp_path / "out", iterations=30, latency_gate=False)
     names = [e.candidate.name for e in result.evaluations]
     assert names[0] == "dynamic" and not result.evaluations[0].accurate
     assert result.chosen.candidate.name.startswith("dynamic+fp32x")
@@ -55,7 +55,7 @@ def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path)
 
 def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
     spec = _spec(tmp_path, {}, model=MODELS / "digits_cnn.onnx")
-    result = build(spec, tmp_path / "out", iterations=100)
+    result = build(spec, tmp_path / "out", iterations=100, latency_gate=False)
     by_name = {e.candidate.name: e for e in result.evaluations}
     assert {"fp32", "dynamic", "static"} <= set(by_name)
     fp32 = by_name["fp32"]
@@ -77,7 +77,7 @@ def test_ml_domain_model_passes_through_with_a_note(tmp_path: Path) -> None:
     shutil.copy(tree, tmp_path / "tree.onnx")
     (tmp_path / "spec.yaml").write_text("name: tree\nversion: 0.1.0\nmodel: tree.onnx\ntarget: x86\n"
                                         "optimize: {quantize: dynamic}\n")
-    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=20)
+    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=20, latency_gate=False)
     quant = next(r for r in result.chosen.records if r["pass"] == "quantize_dynamic")
     assert quant["modified"] is False and "ai.onnx.ml operators (TreeEnsembleClassifier)" in quant["skipped"]
     assert "skipped: nothing to quantize" in (result.path / "report.md").read_text()
@@ -102,7 +102,7 @@ def test_cuda_fp16_build_keeps_io_fp32_and_is_checked_on_this_host(tmp_path: Pat
                             "quantize: auto": "quantize: fp16",
                             "latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
     try:
-        result = build(spec, tmp_path / "out", iterations=20)
+        result = build(spec, tmp_path / "out", iterations=20, latency_gate=False)
     except BudgetError as exc:  # only possible where a GPU runs the target (then latency is enforced)
         pytest.fail(f"fp16 build failed: {exc}")
     model = onnx.load(str(result.path / "model.onnx"))
@@ -143,7 +143,7 @@ postprocess:
   - mean_pool: {mask: attention_mask, output: embedding}
   - l2_normalize
 """)
-    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=50)
+    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=50, latency_gate=False)
     by_name = {e.candidate.name: e for e in result.evaluations}
     fused = next(r for r in by_name["fp32"].records if r["pass"] == "fuse_transformer")
     assert fused["fused"].get("Attention") == 2 and fused["nodes_after"] < fused["nodes_before"] / 5
