@@ -29,11 +29,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from infc.kernels.reference import run_reference
 from infc.passes import PassContext, run_passes
+from infc.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "specs" / "minilm" / "minilm.onnx"
 VAL = ROOT / "specs" / "minilm" / "val.npz"
+SPEC = ROOT / "specs" / "minilm" / "minilm.yaml"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PLANS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "fp32": [],
@@ -88,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     source = onnx.load(str(MODEL))
     with np.load(VAL) as data:
-        val = {k: data[k].astype(np.int64) for k in INPUTS}
+        texts = data["text"].astype(object)
+    # token ids as the bundle makes them: the spec's own pre-processing (its tokenize step)
+    steps = [(s.name, dict(s.params)) for s in load_spec(SPEC).preprocess]
+    val = {k: v.astype(np.int64) for k, v in run_reference(steps, {"text": texts}).items() if k in INPUTS}
     seq = val["input_ids"].shape[1]
     one = {k: v[:1] for k, v in val.items()}
     full = {k: v[:32] for k, v in val.items()}

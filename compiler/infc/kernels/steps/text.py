@@ -32,14 +32,19 @@ KINDS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @functools.lru_cache(maxsize=16)
-def _read(path: str, mtime_ns: int, size: int) -> Any:
+def _read(path: str, mtime_ns: int, size: int) -> tuple[Any, int | None]:
     from tokenizers import Tokenizer  # a run-time dependency only of bundles that tokenize
 
-    return Tokenizer.from_file(path)
+    tok = Tokenizer.from_file(path)
+    pad_id = None if tok.padding is None else int(tok.padding["pad_id"])
+    tok.no_padding()  # the step pads and truncates by its own parameters, whatever the file says
+    tok.no_truncation()
+    return tok, pad_id
 
 
-def load_tokenizer(path: str | Path) -> Any:
-    """The `tokenizers.Tokenizer` in a tokenizer.json; a StepIssue about `tokenizer` if there is none."""
+def load_tokenizer(path: str | Path) -> tuple[Any, int | None]:
+    """The `tokenizers.Tokenizer` in a tokenizer.json, without its padding and truncation, and the pad id
+    it configured (None: none); a StepIssue about `tokenizer` if there is none."""
     file = Path(path)
     if not file.is_file():
         raise StepIssue(f"file not found: {file}" if not file.exists() else f"not a file: {file}", "tokenizer")
@@ -52,14 +57,14 @@ def load_tokenizer(path: str | Path) -> Any:
                         "tokenizer") from None
 
 
-def _pad_id(tok: Any, p: Mapping[str, Any]) -> int:
+def _pad_id(tok: Any, configured: int | None, p: Mapping[str, Any]) -> int:
     if "pad_token" in p:
         pad = tok.token_to_id(p["pad_token"])
         if pad is None:
             raise StepIssue(f"the tokenizer has no token {p['pad_token']!r}", "pad_token")
         return int(pad)
-    if tok.padding is not None:
-        return int(tok.padding["pad_id"])
+    if configured is not None:
+        return configured
     for token in ("[PAD]", "<pad>"):
         if tok.token_to_id(token) is not None:
             return int(tok.token_to_id(token))
@@ -77,8 +82,8 @@ def _tokenize_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mappi
                         f"of shape {list(t.shape)}")
     if "output" in p:
         raise StepIssue("tokenize makes several tensors: name them with `outputs`", "output")
-    tok = load_tokenizer(p["tokenizer"])
-    pad_id = _pad_id(tok, p)
+    tok, configured = load_tokenizer(p["tokenizer"])
+    pad_id = _pad_id(tok, configured, p)
     length = int(p["max_length"])
     special = tok.num_special_tokens_to_add(False) if p.get("add_special_tokens", True) else 0
     if length <= special:
@@ -102,8 +107,8 @@ def _text(value: Any, field: str, row: int) -> str:
 
 def _tokenize_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     """Row by row: encode without special tokens, truncate, add them (`post_process`), pad."""
-    tok = load_tokenizer(p["tokenizer"])
-    pad_id, length, mode = _pad_id(tok, p), int(p["max_length"]), p.get("truncation", "right")
+    tok, configured = load_tokenizer(p["tokenizer"])
+    pad_id, length, mode = _pad_id(tok, configured, p), int(p["max_length"]), p.get("truncation", "right")
     special = bool(p.get("add_special_tokens", True))
     room = length - (tok.num_special_tokens_to_add(False) if special else 0)
     arrays = {k: np.zeros((len(x), length), dtype=p.get("dtype", "int64")) for k in KINDS}
