@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from .fusion import REQUEST_ERROR, lay_out, start_state
+from .fusion import lay_out, start_state
 from .registry import get
 from .types import Dataflow, ModuleText, ResolvedStep, render
 
@@ -65,11 +65,10 @@ def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str, ragg
     fn = f"{stage}_group{g}"
     doc = " + ".join(s.name for s in group) + f" ({_where(stage, first.index, last.index)})"
     made = lay_out(state, fn, doc, last.outputs[0].dtype)
-    text.constants.extend(made.constants)
+    text.constants.extend(c for c in made.constants if c not in text.constants)
     text.functions.extend(h for h in made.helpers.values() if h not in text.functions)
     text.functions += [made.loop, made.driver]
-    if made.checks:
-        text.imports.append(REQUEST_ERROR)
+    text.imports += made.imports
     src = f"t.{'get' if first.keep else 'pop'}({first.input.name!r})"
     value = f"per_image({fn}, {src}, {first.input.name!r})" if ragged else f"{fn}({src})"
     text.calls += [f"    # {doc}", f"    t[{last.outputs[0].name!r}] = {value}"]

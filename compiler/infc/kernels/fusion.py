@@ -18,10 +18,20 @@ Layout of the loop:
   computed by the driver, a plain Python function that also checks the request
   (an image smaller than a crop fails that request with RequestError) and
   allocates the output; the loop takes them as arguments;
-- `parallel`: when a row's output is large (at least `PARALLEL_MIN_ELEMENTS`
-  elements, or of a size known only at run time), the loop over images and
-  their outermost axis is one `numba.prange`, shared by all cores; below that,
-  starting threads costs more than it saves. Measured in bench/image_pre.py.
+- `parallel`: a loop that reads its input at positions it looks up (a resize's
+  tables, a pad's clamped index: `FuseState.gathers`) is a `numba.prange` over
+  images and their outermost axis (`parallel=True`) when its output per row has
+  at least `PARALLEL_MIN_ELEMENTS` elements or a size known only at run time.
+  Numba compiles a prange body knowing that its arrays do not overlap, and only
+  then can LLVM vectorize reads at looked-up positions: on one core a 224x224
+  resize chain runs twice as fast; below 4,096 elements the prange's fixed cost
+  (about 3 us) eats the gain. A loop that reads in order vectorizes as a plain
+  loop and stays one. A prange loop uses the module's `THREADS` threads, from
+  the environment variable INFC_KERNEL_THREADS, default 1: on a small machine
+  the server's other threads need the cores, and a parallel loop that waits for
+  a descheduled thread stalls for a scheduler quantum (2 busy cores, 2 threads:
+  the median halved, 1 call in 100 took 8 ms; bench/RESULTS.md). Give it more
+  threads where cores are to spare.
 """
 
 from __future__ import annotations
@@ -32,11 +42,15 @@ from .types import FuseState, Inner, Ix, Line, ResolvedStep, render
 
 __all__ = ["FusedGroup", "PARALLEL_MIN_ELEMENTS", "REQUEST_ERROR", "start_state", "lay_out", "use_parallel"]
 
-PARALLEL_MIN_ELEMENTS = 1 << 15
-"""Output elements per row from which a fused loop runs in parallel (prange over rows)."""
+PARALLEL_MIN_ELEMENTS = 1 << 12
+"""Output elements per row from which a gathering loop is a prange loop (see `parallel` above)."""
 
 REQUEST_ERROR = "from infc_runtime.pipeline import RequestError"
 """The import a module needs when a driver checks the request's data."""
+
+THREADS = ('THREADS = max(1, min(int(os.environ.get("INFC_KERNEL_THREADS", "1")), numba.config.NUMBA_NUM_THREADS))'
+           "  # threads of each parallel loop")
+"""The module constant parallel loops take their thread count from (see `parallel` above)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +61,7 @@ class FusedGroup:
     driver: str
     constants: list[str]
     helpers: dict[str, str]
-    checks: bool
-    """Whether the driver raises RequestError (the module must import it)."""
+    imports: list[str]
 
 
 def start_state(group: int, first: ResolvedStep) -> FuseState:
@@ -60,7 +73,9 @@ def start_state(group: int, first: ResolvedStep) -> FuseState:
 
 
 def use_parallel(state: FuseState) -> bool:
-    """Whether the loop pays for threads: a large output per row, or one of unknown size."""
+    """Whether a prange loop pays: it gathers, and its output per row is large or of unknown size."""
+    if not state.gathers:
+        return False
     total = 1
     for size in state.sizes:
         if not size.isdigit():
@@ -116,6 +131,9 @@ def lay_out(state: FuseState, fn: str, doc: str, out_dtype: str, parallel: bool 
                   args=[*state.size_args, *state.args], prologue=state.prologue,
                   levels=_levels(state, lines, loops, parallel), write=f"out[n{write}] = v")
     driver = render("fused_call.py.j2", fn=fn, doc=doc, size_lines=state.size_lines, out_shape=state.sizes,
-                    out_dtype=out_dtype, size_args=state.size_args, args=[a.upper() for a in state.args])
-    return FusedGroup(loop, driver, list(state.constants), dict(state.helpers),
-                      checks=any("RequestError" in line for line in state.size_lines))
+                    out_dtype=out_dtype, parallel=parallel, args=[*state.size_args, *(a.upper() for a in state.args)])
+    imports = ["import os"] if parallel else []
+    if any("RequestError" in line for line in state.size_lines):
+        imports.append(REQUEST_ERROR)
+    return FusedGroup(loop, driver, [*state.constants, *([THREADS] if parallel else [])], dict(state.helpers),
+                      imports)

@@ -156,6 +156,9 @@ class FuseState:
     """Statements of the loop function before its loops (e.g. the sampling tables of a resize)."""
     helpers: dict[str, str] = field(default_factory=dict)
     """Module-level functions the loop calls, by name (each written once per module)."""
+    gathers: bool = False
+    """Whether the loop reads its input at positions it looks up (a resize's tables): such a loop
+    vectorizes only as a prange loop (see kernels/fusion.py, `parallel`)."""
     counter: int = 0
 
     def fresh(self, prefix: str) -> str:

@@ -62,16 +62,37 @@ def test_row_and_column_tables_are_read_outside_the_innermost_loop() -> None:
 @pytest.mark.parametrize(
     ("steps", "shape", "parallel"),
     [
-        (PRE, (-1, -1, 3), True),  # 224x224x3 out
-        ([("to_float", {})], (8, 8), False),  # 64 elements: threads cost more than they save
-        ([("to_float", {})], (-1, -1), True),  # size known only at run time: images are usually large
-        ([("resize", {"size": [8, 8]}), ("to_float", {})], (-1, -1), False),  # small output, any input
+        (PRE, (-1, -1, 3), True),  # 224x224x3 out, read at looked-up positions: vectorizes only as a prange
+        ([("resize", {"shorter": 8})], (-1, -1), True),  # a size known only at run time
+        ([("resize", {"size": [8, 8]}), ("to_float", {})], (-1, -1), False),  # 64 elements: the prange costs more
+        ([("resize", {"size": [40, 40], "method": "nearest"})], (-1, -1, 3), True),  # 4,800 elements
+        ([("resize", {"fit": [40, 40]}), ("pad", {"size": [40, 40]})], (80, 60, 3), True),
+        ([("to_float", {}), ("layout", {"from": "HWC", "to": "CHW"})], (-1, -1, 3), False),  # in-order reads
+        ([("center_crop", {"size": [200, 200]}), ("channel_order", {"from": "RGB", "to": "BGR"})], (-1, -1, 3),
+         False),  # offsets and arithmetic: in order too
+        ([("channel_order", {"from": "RGB", "to": "GBR"})], (-1, -1, 3), True),  # a channel table
     ],
 )
-def test_parallel_when_the_output_is_large(steps: Steps, shape: tuple[int, ...], parallel: bool) -> None:
+def test_prange_where_it_pays(steps: Steps, shape: tuple[int, ...], parallel: bool) -> None:
     source = _source(steps, TensorSpec("image", "uint8", shape))
     assert ("parallel=True" in source) == parallel
     assert ("numba.prange" in source) == parallel
+    # threads: the module's THREADS (INFC_KERNEL_THREADS, default 1), set around the loop only
+    assert ("numba.set_num_threads(THREADS)" in source) == parallel
+
+
+def test_threads_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numba
+
+    most = numba.config.NUMBA_NUM_THREADS
+    for value, threads in (("1", 1), ("2", min(2, most)), ("999", most), ("0", 1)):
+        monkeypatch.setenv("INFC_KERNEL_THREADS", value)
+        module = compile_steps(tmp_path / value, "pre", PRE, [TensorSpec("image", "uint8", (-1, -1, 3))])
+        got = module.THREADS
+        assert got == threads, value
+    before = numba.get_num_threads()
+    module.run({"image": np.zeros((1, 5, 5, 3), np.uint8)})
+    assert numba.get_num_threads() == before, "the caller's setting is put back"
 
 
 def test_serial_and_parallel_loops_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,6 +133,7 @@ def _pad_fuse(state: FuseState, step: ResolvedStep) -> None:
         return lines + [Line(text) for text in code.splitlines()]
 
     state.stage(pad)
+    state.gathers = True  # clamped reads
     state.sizes = [str(window[0]), str(window[1]), *state.sizes[2:]]
 
 

@@ -200,6 +200,8 @@ def _channel_order_fuse(state: FuseState, step: ResolvedStep) -> None:
         def channel(c: Ix) -> Ix:
             return Ix(f"{table}[{c.text}]", c.deps)
 
+        state.gathers = True
+
     state.reindex(lambda idx: [channel(ix) if k == axis else ix for k, ix in enumerate(idx)])
     state.sizes[axis] = str(len(order))
 

@@ -146,6 +146,7 @@ _X = [("x0", "i0"), ("x1", "i1"), ("wx0", "w0"), ("wx1", "w1")]
 def _fuse(state: FuseState, step: ResolvedStep) -> None:
     p = step.params
     guard_size(state, "resize", step.input.name)
+    state.gathers = True
     h, w = state.sizes[0], state.sizes[1]
     oh, ow = _driver_sizes(state, p, str(step.extra["mode"]))
     ty, tx = state.fresh("rows"), state.fresh("cols")
