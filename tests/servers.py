@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -25,13 +25,14 @@ def free_port() -> int:
 class Server:
     """`command` (with `{port}` filled in) as a subprocess, its log in a file."""
 
-    def __init__(self, command: Sequence[str], log: Path, cwd: Path | None = None) -> None:
+    def __init__(self, command: Sequence[str], log: Path, cwd: Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.log = log
         with log.open("wb") as out:
             argv = [part.format(port=self.port) for part in command]
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 from .bundle import Bundle, compute_bundle, render, runtime_files, write_bundle
+from .coldstart import KernelCache, make_kernel_cache
 from .errors import BudgetError, SpecErrors
 from .gates import AccuracyResult, LatencyResult
 from .kernels import registry
@@ -106,6 +107,11 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     manifest = _manifest(spec, plan, chosen, evaluations, list(post_flow.end), passed, serving)
     manifest["serving_tuning"] = {"reason": serving_why, "batches": [asdict(p) for p in batches]}
     manifest["prepared"] = prepared
+    #    cold start: the server's warm-up in a fresh interpreter leaves Numba's cache, shipped for this CPU
+    cache = (make_kernel_cache(files, manifest, host_is_target=plan.host_matches_target) if write and passed
+             else KernelCache(False, "no bundle is written"))
+    files.update(cache.files)
+    manifest["kernel_cache"] = cache.to_dict()
     draft = compute_bundle(name=spec.name, version=spec.version, files_=files, manifest=manifest,
                            spec_data=spec.data)
     report = build_report(spec, plan, draft, chosen, evaluations, pre_flow, post_flow, passed,

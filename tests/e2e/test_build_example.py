@@ -29,9 +29,11 @@ def test_bundle_has_every_file_and_the_manifest_hashes_them(digits_bundle: Path)
              and "__pycache__" not in p.parts}
     assert files >= EXPECTED
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
-    assert set(manifest["files"]) == files - {"manifest.json"}
+    # Numba's cache is shipped (kernels/__pycache__, see test_cold_start) but grows when the bundle runs
+    assert {f for f in manifest["files"] if "__pycache__" not in f} == files - {"manifest.json"}
     for rel, digest in manifest["files"].items():
-        assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
+        if "__pycache__" not in rel:
+            assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
     assert manifest["name"] == "digits" and manifest["version"] == "1.0.0"
     names = [c["name"] for c in manifest["candidates"]]
     assert names[:3] == ["fp32", "dynamic", "static"] and manifest["plan"]["chosen"] in names
@@ -92,7 +94,8 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     second = build(spec, tmp_path / "b", iterations=20, latency_gate=False).bundle.files
     assert set(first) == set(second)
     differ = {name for name in first if first[name] != second[name]}
-    assert differ <= {"report.md"}, differ  # only the measured numbers may differ
+    # only the measured numbers may differ, and the machine code in Numba's cache (see infc.coldstart)
+    assert {n for n in differ if not n.endswith(".nbc")} <= {"report.md"}, differ
 
 
 def test_kubernetes_manifests_validate_against_the_api_schema(digits_bundle: Path) -> None:

@@ -1,0 +1,106 @@
+"""Cold start: the bundle ships Numba's compile cache of its kernels, so a fresh server does not JIT.
+
+The generated kernels are `@numba.njit(cache=True)`: Numba keeps their machine
+code in `__pycache__/` beside the source, one index (`pre.<function>-<line>.py311.nbi`)
+and data files (`.nbc`) per function. A later process finds an entry when
+  - the source file has the same name and the function the same line (the file names),
+  - the index's source stamp matches: a hash of the file's contents (in recent
+    Numba, 0.68 here; older ones used its mtime and size, which a copy changes),
+  - the key matches: the argument types, the target machine (LLVM's CPU name and
+    features) and a hash of the function's bytecode;
+and it imports the module by the name the runtime gives it, a hash of its content
+(`infc_runtime.pipeline.load_kernel_module`). None of this depends on where the
+bundle lies, so a cache made from the bundle's own files is valid wherever the
+bundle is copied, on a machine with the same CPU: the build ships it when the
+build host is the target. Otherwise the server compiles during its warm-up,
+before it reports ready.
+
+The cache is made in a fresh interpreter that runs the server's own warm-up
+(`Pipeline.warmup`, so it holds every signature the server compiles) with the
+bundle's own runtime, on the bundle's files staged in a scratch folder. The
+index files (`.nbi`) are the same for the same inputs; the machine code (`.nbc`)
+is not byte for byte: Numba records the source's path, numbers each compile of
+a function within a process and names some objects by their address.
+
+The in-tree cache needs `kernels/__pycache__` writable at run time (Numba
+checks); where it is not, Numba falls back to its user-wide cache and compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numba
+
+__all__ = ["KernelCache", "make_kernel_cache"]
+
+# run in the staged bundle's folder: its own runtime, kernels by relative path, the server's warm-up
+_WARM_UP = """\
+import sys
+sys.path.insert(0, ".")
+from infc_runtime.pipeline import Pipeline
+Pipeline.load(".").warmup()
+"""
+
+
+@dataclass(frozen=True)
+class KernelCache:
+    """Numba cache files to ship (bundle path -> bytes), or why there are none."""
+
+    shipped: bool
+    reason: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shipped": self.shipped, "reason": self.reason, "files": sorted(self.files),
+                "numba": numba.__version__, "cpu": _cpu()}
+
+
+def _cpu() -> str:
+    from llvmlite import binding
+
+    return str(binding.get_host_cpu_name())
+
+
+def _content_stamped() -> bool:
+    """Whether this Numba stamps cache entries by the source's content (so a copied file still hits)."""
+    from numba.core import caching
+
+    return hasattr(caching, "_hash_source_file")
+
+
+def make_kernel_cache(files: Mapping[str, bytes], manifest: Mapping[str, Any], *,
+                      host_is_target: bool) -> KernelCache:
+    """The Numba cache of a bundle's kernels (`files`: the bundle's files by path; `manifest`: what
+    `Pipeline.load` reads), made by the server's warm-up in a fresh interpreter; none when not worth shipping."""
+    if not host_is_target:
+        return KernelCache(False, "the build host is not the target: the server compiles the kernels during "
+                                  "its warm-up, before it reports ready")
+    if not _content_stamped():
+        return KernelCache(False, f"Numba {numba.__version__} stamps its cache with file times, which copying "
+                                  "the bundle changes: the server compiles during its warm-up")
+    with tempfile.TemporaryDirectory(prefix="infc-cache-") as tmp:
+        stage = Path(tmp)
+        for rel, data in {**files, "manifest.json": json.dumps(dict(manifest)).encode()}.items():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            (stage / rel).write_bytes(data)
+        # the cache in kernels/__pycache__ (where the bundle keeps it), compiled as the server compiles
+        env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT")}
+        done = subprocess.run([sys.executable, "-c", _WARM_UP], cwd=stage, env=env, capture_output=True, text=True,
+                              timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"the bundle's warm-up failed in a fresh interpreter:\n{done.stderr.strip()}")
+        found = sorted(p for p in (stage / "kernels" / "__pycache__").glob("*") if p.suffix in (".nbi", ".nbc"))
+        cache = {f"kernels/__pycache__/{p.name}": p.read_bytes() for p in found}
+    if not cache:
+        return KernelCache(False, "the kernels have no Numba functions: nothing to compile")
+    return KernelCache(True, f"Numba's cache of the kernels for CPU {_cpu()}: a server on this CPU does not "
+                             "compile them", cache)
