@@ -10,7 +10,7 @@ How each step is written is the step's own business (`kernels/steps/`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,21 +74,22 @@ def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str, ragg
     text.calls += [f"    # {doc}", f"    t[{last.outputs[0].name!r}] = {value}"]
 
 
-def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str, ragged: Set[str] = frozenset()) -> None:
+def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str,
+            reader: list[ResolvedStep] | None = None) -> None:
     emit = get(step.name).emit
     assert emit is not None
     fn = f"{stage}_{step.name}{g}"
     doc = f"{step.name} ({_where(stage, step.index)})"
     emit(text, step, {"fn": fn, "doc": doc, "src": step.input.name, "keep": step.keep, "group": g,
-                      "ragged_ok": step.outputs[0].name in ragged})
+                      "reader": reader})
 
 
-def _ragged(groups: list[list[ResolvedStep]]) -> set[str]:
-    """Tensors that may hold images of different sizes (a list: `decode`'s `ragged` fact) and that
-    go straight into a fused group, whose driver then runs image by image."""
-    made = {s.outputs[0].name for group in groups for s in group if s.extra.get("ragged")}
-    return {group[0].input.name for group in groups
-            if group[0].input.name in made and get(group[0].name).elementwise}
+def _reader(step: ResolvedStep, groups: list[list[ResolvedStep]]) -> list[ResolvedStep] | None:
+    """The fused group that reads `step`'s result next, if it is one (`decode` then hands it
+    images of different sizes as a list, and makes its warm-up example fit it)."""
+    name = step.outputs[0].name
+    later = [group for group in groups if group[0].index > step.index and group[0].input.name == name]
+    return later[0] if later and get(later[0][0].name).elementwise else None
 
 
 @dataclass(frozen=True)
@@ -128,13 +129,13 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
     """The source of `kernels/<stage>.py` for a resolved stage (`text` collects its pieces, assets included)."""
     text = ModuleText() if text is None else text
     groups = _groups(flow.steps)
-    ragged = _ragged(groups)
+    ragged = {s.outputs[0].name for s in flow.steps if s.extra.get("ragged")}  # decoded images, maybe a list
     for g, group in enumerate(groups):
         text.step_lines.extend(_describe(s, stage) for s in group)
         if get(group[0].name).elementwise:
             _fused(group, g, text, stage, ragged=group[0].input.name in ragged)
         else:
-            _single(group[0], g, text, stage, ragged)
+            _single(group[0], g, text, stage, _reader(group[0], groups))
     if not flow.steps:
         text.step_lines.append("(none: tensors pass through unchanged)")
     for old, new in (renames or {}).items():

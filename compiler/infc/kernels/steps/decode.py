@@ -52,22 +52,34 @@ def _reference(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return (np.stack(images) if len({i.shape for i in images}) == 1 else cast(Array, images),)
 
 
-def example_image(mode: str, formats: list[str]) -> bytes:
-    """A small valid image in the first allowed format (the server warms up with it)."""
+def example_image(mode: str, formats: list[str], size: tuple[int, int] = (2, 2)) -> bytes:
+    """A small valid image [h, w] in the first allowed format (the server warms up with it)."""
     out = io.BytesIO()
-    Image.new(mode, (2, 2)).save(out, format=formats[0])
+    Image.new(mode, (size[1], size[0])).save(out, format=formats[0])
     return out.getvalue()
+
+
+def _example_size(reader: list[ResolvedStep] | None) -> tuple[int, int]:
+    """The warm-up image's size: as large as the crops before the first resize ask (a pad fits it)."""
+    h, w = 2, 2
+    for step in reader or ():
+        if step.name == "resize":
+            break
+        if step.name == "center_crop":
+            h, w = max(h, step.params["size"][0]), max(w, step.params["size"][1])
+    return h, w
 
 
 def _emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
     mode, formats, max_pixels = _options(step.params)
+    reader = common.pop("reader")
     text.imports += ["import io", "import PIL.Image", REQUEST_ERROR]
     for helper in (render("decode.py.j2"), render("per_image.py.j2")):
         if helper not in text.functions:
             text.functions.append(helper)
-    text.examples[step.input.name] = example_image(mode, formats)
+    text.examples[step.input.name] = example_image(mode, formats, _example_size(reader))
     text.calls.append(render("decode_call.py.j2", dst=step.outputs[0].name, mode=mode, formats=repr(formats),
-                             max_pixels=max_pixels, **common))
+                             max_pixels=max_pixels, ragged_ok=reader is not None, **common))
 
 
 register(StepDef(

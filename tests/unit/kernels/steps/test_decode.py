@@ -116,6 +116,12 @@ def test_the_module_names_a_valid_example_for_warm_up(tmp_path_factory: pytest.T
     assert got["image"].shape == (1, 3, 6, 6)
 
 
+def test_the_warm_up_example_is_as_large_as_a_crop_needs(tmp_path: Path) -> None:
+    steps: Steps = [("decode", {"mode": "L"}), ("center_crop", {"size": [40, 30]}), ("to_float", {})]
+    module = compile_steps(tmp_path, "pre", steps, [PNG])
+    assert module.run({"png": _batch(module.EXAMPLES["png"])})["image"].shape == (1, 40, 30)
+
+
 @pytest.mark.parametrize(
     ("start", "reason"),
     [
