@@ -57,17 +57,23 @@ def _round_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping[
 
 
 def _round_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
-    return (np.round(x.astype(np.float32), int(p.get("decimals", 0))),)
+    x, decimals = x.astype(np.float32), int(p.get("decimals", 0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = np.round(x, decimals)
+    if decimals >= 0:  # from 2^23 on, float32 holds whole numbers only: numpy's x * 10^d would overflow to inf
+        rounded = np.where(np.abs(x) < np.float32(2**23), rounded, x)
+    return (rounded,)
 
 
 def _round_fuse(state: FuseState, step: ResolvedStep) -> None:
     # numpy's own recipe, in float32: rint(x * 10^d) / 10^d (or rint(x / 10^-d) * 10^-d for d < 0)
     decimals = int(step.params.get("decimals", 0))
     factor = literal(10.0 ** abs(decimals))
-    state.body.append(render("steps/round.j2", factor=factor, negative=decimals < 0))
+    state.body.extend(render("steps/round.j2", factor=factor, negative=decimals < 0).splitlines())
 
 
-register(StepDef("round", ("post",), "round half to even to `decimals` places, in float32 (numpy's rule)",
+register(StepDef("round", ("post",), "round half to even to `decimals` places, in float32 (numpy's rule; "
+                 "values from 2^23 on, already whole, stay as they are)",
                  _round_infer, _round_ref, fuse=_round_fuse,
                  params={"decimals": {"type": "integer", "minimum": -15, "maximum": 15,
                                       "description": "decimal places (negative: tens, hundreds, ...); default 0"}}))

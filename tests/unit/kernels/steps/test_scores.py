@@ -74,6 +74,20 @@ def test_round_is_numpy_round_half_to_even(tmp_path: Path, decimals: int) -> Non
         assert got["v"][0, :4].tolist() == [0.0, 2.0, 2.0, -0.0]
 
 
+@pytest.mark.parametrize("decimals", [-3, 0, 2])
+@settings(max_examples=40, deadline=None)
+@given(x=_batches())
+def test_round_matches_exactly_on_any_float32(tmp_path_factory: pytest.TempPathFactory, decimals: int,
+                                              x: np.ndarray) -> None:
+    steps: Steps = [("round", {"decimals": decimals})]
+    module = _module(tmp_path_factory, f"round{decimals}", steps, TensorSpec("v", "float32", (-1,)))
+    got = module.run({"v": x})
+    assert_same(got, run_reference(steps, {"v": x}))
+    if decimals >= 0:  # numpy would give inf here (x * 10^d overflows); whole numbers stay
+        big = np.isfinite(x) & (np.abs(x) >= 2**23)
+        np.testing.assert_array_equal(got["v"][big], x[big])
+
+
 @settings(max_examples=80, deadline=None)
 @given(x=_batches(min_cols=1), ints=st.booleans())
 def test_argmax_matches_numpy_with_ties_and_nan(tmp_path_factory: pytest.TempPathFactory, x: np.ndarray,
