@@ -5,14 +5,16 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-__all__ = ["Server", "free_port"]
+__all__ = ["Server", "free_port", "serving"]
 
 
 def free_port() -> int:
@@ -57,3 +59,14 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+
+@contextmanager
+def serving(bundle: Path, log: Path) -> Iterator[Server]:
+    """The bundle's own `serve.py` on a free loopback port, ready; stopped on exit."""
+    server = Server([sys.executable, str(bundle / "serve.py"), "--host", "127.0.0.1", "--port", "{port}"], log)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -15,29 +15,21 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 
 from . import __version__
+from .templating import environment
 
 __all__ = ["Bundle", "compute_bundle", "write_bundle", "runtime_files", "render"]
 
 
-@cache
-def _env() -> jinja2.Environment:
-    root = files("infc.templates").joinpath("bundle")
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
-
-
 def render(template: str, **values: Any) -> str:
     """Render one of templates/bundle/."""
-    return _env().get_template(template).render(infc_version=__version__, **values)
+    return environment("bundle").get_template(template).render(infc_version=__version__, **values)
 
 
 def runtime_files() -> dict[str, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,20 +11,15 @@ import pytest
 import tritonclient.http as httpclient
 from examples import DIGITS_DIR
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Server
+from servers import Server, serving
 
 from infc_runtime.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
 def server(digits_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    srv = Server([sys.executable, str(digits_bundle / "serve.py"), "--host", "127.0.0.1", "--port", "{port}"], log)
-    try:
-        srv.wait_ready()
+    with serving(digits_bundle, tmp_path_factory.mktemp("serve") / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _images(n: int, start: int = 0) -> np.ndarray:

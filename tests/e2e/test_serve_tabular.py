@@ -9,7 +9,6 @@ field while the other requests go on.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 from examples import ROOT
-from servers import Server
+from servers import Server, serving
 
 from infc.build import build
 from infc_runtime.pipeline import Pipeline, RequestError
@@ -38,13 +37,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("tabular-serve") / "server.log"
-    srv = Server([sys.executable, str(bundle / "serve.py"), "--host", "127.0.0.1", "--port", "{port}"], log)
-    try:
-        srv.wait_ready()
+    with serving(bundle, tmp_path_factory.mktemp("tabular-serve") / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _rows(n: int, start: int = 0) -> np.ndarray:

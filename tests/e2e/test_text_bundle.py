@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from servers import Server
+from servers import Server, serving
 
 from infc.build import build
 from infc.errors import SpecErrors
@@ -68,13 +67,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("serve") / "server.log"
-    srv = Server([sys.executable, str(bundle / "serve.py"), "--host", "127.0.0.1", "--port", "{port}"], log)
-    try:
-        srv.wait_ready()
+    with serving(bundle, tmp_path_factory.mktemp("serve") / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_the_tokenizer_ships_in_the_bundle_and_is_hashed(bundle: Path) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
-import jinja2
-
 from infc_runtime.types import TensorSpec
+
+from ..templating import environment
 
 __all__ = ["StepIssue", "ResolvedStep", "Dataflow", "ModuleText", "FuseState", "Ix", "Line", "Stage", "Inner",
            "render", "literal", "NUMERIC", "INTEGER", "FLOAT", "check_axis", "require_numeric"]
@@ -209,16 +207,9 @@ class FuseState:
         self.stages.append(values)
 
 
-@cache
-def _env() -> jinja2.Environment:
-    root = files("infc.templates").joinpath("kernels")
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(root)), trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=False, undefined=jinja2.StrictUndefined, autoescape=False)
-
-
 def render(template: str, **values: Any) -> str:
-    """Render one of templates/kernels/."""
-    return _env().get_template(template).render(**values).rstrip("\n")
+    """Render one of templates/kernels/ (without its trailing newlines: snippets are joined by the caller)."""
+    return environment("kernels").get_template(template).render(**values).rstrip("\n")
 
 
 def literal(x: float) -> str:
