@@ -179,3 +179,17 @@ def test_mean_pool_mask_must_fit() -> None:
     resolve([("mean_pool", {"mask": "attention_mask"})], [TensorSpec("h", "float32", (6, 8))],
             lambda i, issue: issues.append(str(issue)), side=[TensorSpec("attention_mask", "int64", (5,))])
     assert issues == ["mask 'attention_mask' has shape [5], expected [6] (the shape of 'h' without its last axis)"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 4), classes=st.integers(1, 12), data=st.data())
+def test_topk_matches_a_stable_sort_with_ties_inf_and_nan(tmp_path_factory: pytest.TempPathFactory, rows: int,
+                                                         classes: int, data: st.DataObject) -> None:
+    k = data.draw(st.integers(1, classes))
+    values = data.draw(st.lists(st.sampled_from([0.0, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan]),
+                                min_size=rows * classes, max_size=rows * classes))
+    x = {"s": np.array(values, dtype=np.float32).reshape(rows, classes)}
+    module = _compile(tmp_path_factory.mktemp("topk"), "post", [("topk", {"k": k})], x, tag=f"k{k}")
+    got, want = module.run(x), run_reference([("topk", {"k": k})], x)
+    np.testing.assert_array_equal(got["indices"], want["indices"])
+    np.testing.assert_array_equal(got["scores"], want["scores"])
