@@ -31,7 +31,7 @@ from .passes import PassContext
 from .pins import pinned_requirements, versions
 from .plan import Plan, make_plan
 from .report import build_report
-from .search import Bench, Evaluation, choose, evaluate_all, time_candidate
+from .search import Bench, Evaluation, choose, confirm, evaluate_all, time_candidate
 from .serving_tune import BatchPoint, choose_serving, measure_batches
 from .spec import Spec, load_spec
 
@@ -95,6 +95,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         evaluations = evaluate_all(source, bench)
         # 6. choice: the fastest candidate inside every accuracy budget
         chosen = choose(evaluations, measurable=plan.host_matches_target)
+        chosen = confirm(chosen, evaluations, bench)
         time_candidate(chosen, bench)
         assert chosen.model is not None and chosen.latency is not None
         passed = chosen.accurate and chosen.latency.passed

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,7 +30,7 @@ from .plan import Candidate, PassList, Plan
 from .sensitivity import rank_nodes
 from .spec import Spec
 
-__all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "choose", "time_candidate"]
+__all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "choose", "confirm", "time_candidate"]
 
 _SHARED = {"normalize", "fuse_transformer", "fuse_attention"}
 
@@ -250,3 +251,47 @@ def choose(evaluations: Sequence[Evaluation], *, measurable: bool = True) -> Eva
             ev.verdict = "slower than the chosen candidate"
     best.verdict = "chosen: fastest inside the accuracy budget"
     return best
+
+
+def _p50_ms(pipeline: Pipeline, requests: Tensors, count: int) -> float:
+    rows = len(next(iter(requests.values())))
+    times = []
+    for i in range(count):
+        one = {k: v[i % rows:i % rows + 1] for k, v in requests.items()}
+        t0 = time.perf_counter()
+        pipeline.run(one)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
+
+
+def confirm(chosen: Evaluation, evaluations: Sequence[Evaluation], bench: Bench, rounds: int = 7) -> Evaluation:
+    """Re-measure a non-fp32 winner against fp32 interleaved (A, B, A, B, ...) before trusting it.
+
+    The candidates were timed one after another, so a passing load spike can make
+    a plan look faster than it is; alternating rounds expose both to the same load.
+    The winner stays only if its median p50 still beats fp32 by MIN_SPEEDUP.
+    """
+    baseline = next((e for e in evaluations if e.candidate.name == "fp32" and e.accurate), None)
+    if baseline is None or chosen is baseline or not chosen.accurate:
+        return chosen
+    assert baseline.model is not None and chosen.model is not None
+    fast, base = bench.pipeline(chosen.model), bench.pipeline(baseline.model)
+    fast.warmup()
+    base.warmup()
+    # rounds of at least ~0.1 s each, with a pause before each so the other session's
+    # onnxruntime threads stop spinning (two live sessions would otherwise share the cores)
+    assert baseline.latency is not None
+    per_round = max(30, int(0.1 / max(baseline.latency.p50_ms / 1000, 1e-6)))
+    a, b = [], []
+    for _ in range(rounds):
+        time.sleep(0.05)
+        a.append(_p50_ms(base, bench.requests, per_round))
+        time.sleep(0.05)
+        b.append(_p50_ms(fast, bench.requests, per_round))
+    speedup = float(np.median(a) / np.median(b))
+    if speedup >= MIN_SPEEDUP:
+        chosen.verdict += f" (confirmed side by side: x{speedup:.2f} fp32 at p50)"
+        return chosen
+    chosen.verdict = f"not faster than fp32 when re-measured side by side (p50 x{speedup:.2f})"
+    baseline.verdict = "chosen: the only candidate inside the budgets that is not slower than fp32"
+    return baseline
