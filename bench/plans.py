@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from infc.build import build, load_requests
+from infc.gates import measure_latency
 from infc.spec import load_spec
 from infc_runtime.pipeline import Pipeline
 
@@ -45,29 +46,14 @@ def _fp32_copy(spec_path: Path, tmp: Path) -> Path:
     return out
 
 
-def _measure(bundle: Path, requests: dict[str, np.ndarray], batch: int, n: int) -> dict[str, float]:
+def _measure(bundle: Path, requests: dict[str, np.ndarray], n: int) -> dict[str, float]:
+    """Session creation, then the build's own latency measurement (batch: the bundle's serving batch)."""
     t0 = time.perf_counter()
     pipeline = Pipeline.load(bundle)
     created = time.perf_counter() - t0
-    pipeline.warmup()
-    rows = len(next(iter(requests.values())))
-    single = []
-    for i in range(n):
-        one = {k: v[i % rows:i % rows + 1] for k, v in requests.items()}
-        t0 = time.perf_counter()
-        pipeline.run(one)
-        single.append(time.perf_counter() - t0)
-    idx = np.arange(batch) % rows
-    big = {k: v[idx] for k, v in requests.items()}
-    pipeline.run(big)
-    times = []
-    for _ in range(max(5, n // 20)):
-        t0 = time.perf_counter()
-        pipeline.run(big)
-        times.append(time.perf_counter() - t0)
-    ms = np.array(single) * 1000
-    return {"session_s": created, "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-            "p99": float(np.percentile(ms, 99)), "rows_per_s": batch / float(np.median(times))}
+    lat = measure_latency(pipeline, requests, None, enforce=False, iterations=n)
+    return {"session_s": created, "p50": lat.p50_ms, "p95": lat.p95_ms, "p99": lat.p99_ms,
+            "rows_per_s": lat.throughput_rps}
 
 
 def bench_spec(spec_path: Path, rounds: int, n: int) -> str:
@@ -84,7 +70,7 @@ def bench_spec(spec_path: Path, rounds: int, n: int) -> str:
         for _ in range(rounds):
             for name, result in (("fp32", fp32), ("chosen", chosen)):
                 assert result.path is not None
-                runs[name].append(_measure(result.path, requests, batch, n))
+                runs[name].append(_measure(result.path, requests, n))
         lines = [f"### {spec.name} (chosen plan: {chosen.chosen.candidate.name}; serving batch {batch})", "",
                  "| plan | p50 ms | p95 ms | p99 ms | rows/s at batch | session s | model | accuracy |",
                  "|---|---|---|---|---|---|---|---|"]

@@ -117,8 +117,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
                            spec_data=spec.data)
     report = build_report(spec, plan, draft, chosen, evaluations, pre_flow, post_flow, passed,
                           serving=serving, serving_why=serving_why, batches=batches)
-    bundle = compute_bundle(name=spec.name, version=spec.version, files_={**files, "report.md": report.encode()},
-                            manifest=manifest, spec_data=spec.data)
+    bundle = draft.with_file("report.md", report.encode())
     if report_path:
         Path(report_path).write_text(report)
     path = write_bundle(bundle, Path(outdir)) if (write and passed) else None

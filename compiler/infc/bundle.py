@@ -64,6 +64,12 @@ class Bundle:
         text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
         return {**self.files, "manifest.json": text.encode()}
 
+    def with_file(self, path: str, data: bytes) -> Bundle:
+        """This bundle plus one file, hashed into the manifest (the others are not hashed again)."""
+        files = dict(sorted({**self.files, path: data}.items()))
+        hashes = dict(sorted({**self.manifest["files"], path: _sha256(data)}.items()))
+        return Bundle(self.name, self.version, files, {**self.manifest, "files": hashes})
+
     def size(self) -> int:
         return sum(len(b) for b in self.all_files().values())
 

@@ -25,7 +25,7 @@ from .metrics import METRICS, MetricError, Param
 from .metrics import PARAMS as METRIC_PARAMS
 from .spec import AccuracyBudget, LatencyBudget
 
-__all__ = ["AccuracyResult", "LatencyResult", "measure_accuracy", "measure_latency", "METRICS",
+__all__ = ["AccuracyResult", "LatencyResult", "Outputs", "measure_accuracy", "measure_latency", "timed", "METRICS",
            "METRIC_PARAMS", "MetricError", "Param"]
 
 Array = npt.NDArray[Any]
@@ -67,7 +67,7 @@ class AccuracyResult:
         return self.value - self.bound if self.op == ">=" else self.bound - self.value
 
 
-class _Outputs:
+class Outputs:
     """The tensors one pipeline gives for every validation row: model outputs, and the
     response tensors when a budget names one."""
 
@@ -131,18 +131,23 @@ def _details(ref: Array, cand: Array, labels: Array | None) -> dict[str, float]:
     return details
 
 
-def measure_accuracy(reference: Pipeline, candidate: Pipeline, requests: Tensors, labels: Array | None,
+def measure_accuracy(reference: Pipeline | Outputs, candidate: Pipeline, requests: Tensors, labels: Array | None,
                      budgets: Sequence[AccuracyBudget] = ()) -> list[AccuracyResult]:
     """Compare candidate to reference on the validation requests: one result per budget,
     in the spec's order; without budgets one informational result (top1_agreement, or
     cosine for an output of one value per sample) that passes.
 
+    `reference` may be the reference's `Outputs`, computed once (with `response=True`)
+    and reused for every candidate of a build.
+
     Raises MetricError (naming the budget) when a budget's metric cannot apply to the
     data, which the spec loader rules out wherever the model's shapes are static.
     """
-    model_names = [o.name for o in reference.session.get_outputs()]
+    model_names = (reference.model_names if isinstance(reference, Outputs)
+                   else [o.name for o in reference.session.get_outputs()])
     response = _needs_response(budgets, model_names)
-    ref, cand = _Outputs(reference, requests, response), _Outputs(candidate, requests, response)
+    ref = reference if isinstance(reference, Outputs) else Outputs(reference, requests, response)
+    cand = Outputs(candidate, requests, response)
     first_ref, first_cand = ref.get(None), cand.get(None)
     details = _details(first_ref, first_cand, labels)
     samples = len(first_ref)
@@ -183,7 +188,8 @@ class LatencyResult:
     misses: tuple[str, ...] = ()
 
 
-def _timed(fn: Callable[[], object], iterations: int) -> Array:
+def timed(fn: Callable[[], object], iterations: int) -> Array:
+    """Milliseconds of each of `iterations` calls of `fn`."""
     times = np.empty(iterations)
     for i in range(iterations):
         t0 = time.perf_counter()
@@ -203,11 +209,11 @@ def measure_latency(pipeline: Pipeline, requests: Tensors, budget: LatencyBudget
     def one() -> None:
         pipeline.run(rows[next(it)])
 
-    single = _timed(one, iterations)
+    single = timed(one, iterations)
     bs = pipeline.serving.max_batch_size
     idx = np.arange(bs) % n
     big = {k: v[idx] for k, v in requests.items()}
-    batched = _timed(lambda: pipeline.run(big), max(10, iterations // 10))
+    batched = timed(lambda: pipeline.run(big), max(10, iterations // 10))
     p50, p95, p99 = (float(np.percentile(single, q)) for q in (50, 95, 99))
     misses = []
     if budget is not None:

@@ -24,7 +24,7 @@ from infc_runtime.pipeline import Pipeline, make_session
 from infc_runtime.types import Tensors, TensorSpec
 
 from .errors import InfcError
-from .gates import AccuracyResult, LatencyResult, measure_accuracy, measure_latency
+from .gates import AccuracyResult, LatencyResult, Outputs, measure_accuracy, measure_latency, timed
 from .passes import PassContext, run_passes
 from .plan import Candidate, PassList, Plan
 from .sensitivity import rank_nodes
@@ -79,6 +79,14 @@ class Bench:
     enforce_latency: bool = True
     """Fail candidates over the latency budget (only where the build host is the target)."""
     _prefixes: dict[str, tuple[onnx.ModelProto, list[dict[str, Any]]]] = field(default_factory=dict)
+    _reference_outputs: Outputs | None = None
+
+    def reference_outputs(self) -> Outputs:
+        """The fp32 reference's outputs on the validation data, computed once for all candidates."""
+        assert self.reference is not None
+        if self._reference_outputs is None:
+            self._reference_outputs = Outputs(self.reference, self.requests, response=True)
+        return self._reference_outputs
 
     def pipeline(self, model: onnx.ModelProto) -> Pipeline:
         return Pipeline(name=self.spec.name, version=self.spec.version, inputs=self.spec.inputs,
@@ -109,7 +117,7 @@ class Bench:
 
 
 def _evaluate(candidate: Candidate, source: onnx.ModelProto, bench: Bench, *, single: bool,
-              timed: bool = True) -> Evaluation:
+              with_latency: bool = True) -> Evaluation:
     """Run a candidate's passes, then its gates. With several candidates a failing one is recorded, not fatal."""
     ev = Evaluation(candidate)
     try:
@@ -121,19 +129,19 @@ def _evaluate(candidate: Candidate, source: onnx.ModelProto, bench: Bench, *, si
         return ev
     pipeline = bench.pipeline(ev.model)
     if bench.reference is not None:
-        ev.accuracy = measure_accuracy(bench.reference, pipeline, bench.requests, bench.labels,
+        ev.accuracy = measure_accuracy(bench.reference_outputs(), pipeline, bench.requests, bench.labels,
                                        bench.spec.budget.accuracy)
-    if timed or ev.accurate:
-        ev.latency = measure_latency(pipeline, bench.requests, bench.spec.budget.latency_ms,
-                                     enforce=bench.enforce_latency, iterations=bench.iterations)
+    if with_latency or ev.accurate:
+        time_candidate(ev, bench, pipeline)
     return ev
 
 
-def time_candidate(ev: Evaluation, bench: Bench) -> None:
-    """Measure latency for a candidate that was only checked for accuracy."""
+def time_candidate(ev: Evaluation, bench: Bench, pipeline: Pipeline | None = None) -> None:
+    """Measure latency for a candidate that was not timed yet."""
     if ev.latency is None and ev.model is not None:
-        ev.latency = measure_latency(bench.pipeline(ev.model), bench.requests, bench.spec.budget.latency_ms,
-                                     enforce=bench.enforce_latency, iterations=bench.iterations)
+        ev.latency = measure_latency(pipeline or bench.pipeline(ev.model), bench.requests,
+                                     bench.spec.budget.latency_ms, enforce=bench.enforce_latency,
+                                     iterations=bench.iterations)
 
 
 def _quant_index(passes: PassList) -> int | None:
@@ -176,7 +184,7 @@ def _rank(missed: Evaluation, source: onnx.ModelProto, bench: Bench, q: int) -> 
     scored = []
     for node in nodes:
         ev = _evaluate(Candidate(f"{missed.candidate.name}-{node}", _with_exclude(passes, q, [node])), source,
-                       bench, single=False, timed=False)
+                       bench, single=False, with_latency=False)
         scored.append((_score(ev), node))
     scored.sort(key=lambda item: item[0], reverse=True)
     return [n for _, n in scored], {"method": "leave-one-out (measured)",
@@ -195,7 +203,7 @@ def _exclusions(missed: Evaluation, source: onnx.ModelProto, bench: Bench) -> li
     k = 1
     while k < len(ranked):  # keeping every node in fp32 would be fp32 with extra work
         ev = _evaluate(Candidate(f"{missed.candidate.name}+fp32x{k}", _with_exclude(passes, q, ranked[:k])),
-                       source, bench, single=False, timed=False)
+                       source, bench, single=False, with_latency=False)
         tried.append(ev)
         if ev.accurate:
             break
@@ -255,13 +263,8 @@ def choose(evaluations: Sequence[Evaluation], *, measurable: bool = True) -> Eva
 
 def _p50_ms(pipeline: Pipeline, requests: Tensors, count: int) -> float:
     rows = len(next(iter(requests.values())))
-    times = []
-    for i in range(count):
-        one = {k: v[i % rows:i % rows + 1] for k, v in requests.items()}
-        t0 = time.perf_counter()
-        pipeline.run(one)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000
+    singles = iter([{k: v[i % rows:i % rows + 1] for k, v in requests.items()} for i in range(count)])
+    return float(np.median(timed(lambda: pipeline.run(next(singles)), count)))
 
 
 def confirm(chosen: Evaluation, evaluations: Sequence[Evaluation], bench: Bench, rounds: int = 7) -> Evaluation:

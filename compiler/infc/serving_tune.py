@@ -8,7 +8,6 @@ budget (p99, else p95, else p50) is chosen, unless the spec pins the setting.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -17,6 +16,7 @@ import numpy as np
 from infc_runtime.pipeline import Pipeline
 from infc_runtime.types import ServingConfig, Tensors
 
+from .gates import timed
 from .spec import LatencyBudget
 
 __all__ = ["BatchPoint", "measure_batches", "choose_serving", "SIZES"]
@@ -47,17 +47,11 @@ def measure_batches(pipeline: Pipeline, requests: Tensors, sizes: Sequence[int] 
     for size in sizes:
         idx = np.arange(size) % n
         batch = {k: v[idx] for k, v in requests.items()}
-        t0 = time.perf_counter()
-        pipeline.run(batch)  # warm this shape
-        first = time.perf_counter() - t0
+        first = timed(lambda: pipeline.run(batch), 1)[0] / 1000  # noqa: B023  (warms this shape)
         runs = max(5, min(iterations, int(seconds_per_size / max(first, 1e-6))))
-        times = np.empty(runs)
-        for i in range(runs):
-            t0 = time.perf_counter()
-            pipeline.run(batch)
-            times[i] = time.perf_counter() - t0
-        p50 = float(np.percentile(times, 50)) * 1000
-        points.append(BatchPoint(size, p50, float(np.percentile(times, 99)) * 1000, size / (p50 / 1000)))
+        times = timed(lambda: pipeline.run(batch), runs)  # noqa: B023  (called right here)
+        p50 = float(np.percentile(times, 50))
+        points.append(BatchPoint(size, p50, float(np.percentile(times, 99)), size / (p50 / 1000)))
         if stop_above_ms is not None and points[-1].p99_ms > stop_above_ms:
             break
     return points
