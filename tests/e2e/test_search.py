@@ -155,5 +155,6 @@ postprocess:
     assert chosen.accurate and chosen.latency is not None and fp32.latency is not None
     if chosen is not fp32:
         assert fp32.latency.p50_ms / chosen.latency.p50_ms >= MIN_SPEEDUP
-    elif dynamic.latency is not None:
-        assert fp32.latency.p50_ms / dynamic.latency.p50_ms < MIN_SPEEDUP or "slower" in dynamic.verdict
+    elif dynamic.latency is not None:  # not faster in the first pass, or not when re-measured side by side
+        assert (fp32.latency.p50_ms / dynamic.latency.p50_ms < MIN_SPEEDUP or "slower" in dynamic.verdict
+                or "not faster than fp32" in dynamic.verdict)
