@@ -4,6 +4,7 @@ ai.onnx.ml models passed through, CUDA plans checked structurally."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -37,20 +38,29 @@ def _spec(tmp_path: Path, edits: dict[str, str], model: Path | None = None) -> P
 
 
 def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path) -> None:
-    # dynamic int8 of every MatMul moves a logit by ~0.17; keeping the first layer fp32 brings it to ~0.09
+    # dynamic int8 of every MatMul moves a logit by ~0.17; keeping some layers fp32 brings it under 0.12.
+    # Which layers, and how many, depends on the host's int8 kernels (AVX2, AVX-512, VNNI round differently):
+    # asserted here is the behaviour, not one host's exclusion list.
     spec = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
                             "accuracy: {metric: top1_agreement, min: 0.99}":
                             "accuracy: {metric: max_abs_error, max: 0.12}"})
     result = build(spec, tmp_path / "out", iterations=30, latency_gate=False)
     names = [e.candidate.name for e in result.evaluations]
     assert names[0] == "dynamic" and not result.evaluations[0].accurate
-    assert result.chosen.candidate.name.startswith("dynamic+fp32x")
+    quantizable = [n.name for n in onnx.load(str(tmp_path / "digits.onnx")).graph.node if n.op_type == "MatMul"]
     quant = next(r for r in result.chosen.records if r["pass"] == "quantize_dynamic")
-    assert quant["excluded"] == ["matmul0"], "the first layer adds the most error"
+    excluded = quant["excluded"]
+    assert 0 < len(excluded) < len(quantizable) and set(excluded) <= set(quantizable), excluded
+    assert len(set(excluded)) == len(excluded)
+    assert result.chosen.candidate.name == f"dynamic+fp32x{len(excluded)}"
+    assert result.chosen.accurate
     assert result.accuracy[0].passed and result.accuracy[0].value <= 0.12
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert [c["name"] for c in manifest["candidates"]] == names
-    assert "kept in fp32: matmul0" in (result.path / "report.md").read_text()
+    report = (result.path / "report.md").read_text()
+    kept = [re.split(r"\s*[|;]", line.split("kept in fp32: ", 1)[1])[0].split(", ")
+            for line in report.splitlines() if "kept in fp32: " in line]
+    assert kept and all(nodes == excluded for nodes in kept), kept
 
 
 def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
