@@ -6,6 +6,10 @@ Every metric is a function `(ref, cand, labels, **params) -> float` over the
 outputs of the reference and the candidate for the same N validation samples
 (axis 0), each sample's values taken flat. Sums and products run in float64;
 a metric that cannot apply to its data raises `MetricError` saying why.
+
+An output of one integer per sample is a class label (a scikit-learn
+classifier converted by skl2onnx gives `label` first): for `top1_agreement`
+and `accuracy` the label is the class itself, compared as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .errors import InfcError
 __all__ = [
     "Metric", "MetricError", "Param", "METRICS", "PARAMS", "register",
     "top1_agreement", "accuracy", "cosines", "cosine", "cosine_min", "max_abs_error",
-    "neighbour_agreement", "decision_agreement", "auc", "roc_auc", "scores",
+    "neighbour_agreement", "decision_agreement", "auc", "roc_auc", "scores", "is_label",
 ]
 
 Array = npt.NDArray[Any]
@@ -58,11 +62,28 @@ def _finite(x: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
     return np.asarray(np.isfinite(x).all(axis=1))
 
 
+def is_label(x: Array) -> bool:
+    """Whether `x` ([N] or [N, 1, ...]) holds one integer per sample: a class label, not a score."""
+    x = np.asarray(x)
+    return x.dtype.kind in "iu" and x.ndim >= 1 and len(x) > 0 and x.size == len(x)
+
+
+def _label_rows(ref: Array, cand: Array) -> tuple[Array, Array] | None:
+    """Both outputs as [N] labels when both are label outputs (None: compare scores)."""
+    if not (is_label(ref) and is_label(cand)):
+        return None
+    a, b = np.asarray(ref).reshape(-1), np.asarray(cand).reshape(-1)
+    if a.shape != b.shape:
+        raise MetricError(f"reference and candidate outputs differ in shape: {np.shape(ref)} vs {np.shape(cand)}")
+    return a, b
+
+
 def _classes(x: npt.NDArray[np.float64], metric: str) -> Array:
     """The highest-scoring class of each row; -1 for a row that is not finite."""
     if x.shape[1] < 2:
         raise MetricError(f"{metric} compares the highest-scoring class, but the output has one value per "
-                          "sample (use decision_agreement or auc for a single score)")
+                          "sample (use decision_agreement or auc for a single score; an output of one "
+                          "integer per sample is compared as a class label)")
     return np.where(_finite(x), x.argmax(axis=1), -1)
 
 
@@ -136,14 +157,22 @@ def roc_auc(score: Array, labels: Array) -> float:
 
 
 def top1_agreement(ref: Array, cand: Array, labels: Array | None = None) -> float:
-    """Fraction of samples whose highest-scoring class is the same under both models."""
+    """Fraction of samples whose highest-scoring class is the same under both models
+    (for a label output, see `is_label`: whose label is the same)."""
+    as_labels = _label_rows(ref, cand)
+    if as_labels is not None:
+        return float(np.mean(as_labels[0] == as_labels[1]))
     a, b = _pair(ref, cand)
     top_a, top_b = _classes(a, "top1_agreement"), _classes(b, "top1_agreement")
     return float(np.mean((top_a == top_b) & (top_b >= 0)))
 
 
 def accuracy(ref: Array, cand: Array, labels: Array | None = None) -> float:
-    """Fraction of samples whose highest-scoring class under the candidate is the label."""
+    """Fraction of samples whose highest-scoring class under the candidate (for a label
+    output, see `is_label`: whose predicted label) is the label."""
+    if is_label(cand):
+        predicted = np.asarray(cand).reshape(-1)
+        return float(np.mean(predicted == _labels(labels, len(predicted), "accuracy")))
     b = _rows(cand)
     return float(np.mean(_classes(b, "accuracy") == _labels(labels, len(b), "accuracy")))
 
@@ -301,9 +330,9 @@ def register(metric: Metric) -> Metric:
 
 for _metric in (
     Metric("top1_agreement", top1_agreement, "min", 0.0, 1.0,
-           "fraction of samples whose top class is the reference's"),
+           "fraction of samples whose top class (or integer label) is the reference's"),
     Metric("accuracy", accuracy, "min", 0.0, 1.0,
-           "fraction of samples whose top class is their label (needs labels)", labels=True),
+           "fraction of samples whose top class (or integer label) is their label (needs labels)", labels=True),
     Metric("cosine", cosine, "min", -1.0, 1.0, "mean cosine similarity to the reference's outputs"),
     Metric("cosine_min", cosine_min, "min", -1.0, 1.0, "cosine similarity of the worst sample"),
     Metric("neighbour_agreement", neighbour_agreement, "min", 0.0, 1.0,

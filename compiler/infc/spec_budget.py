@@ -18,6 +18,7 @@ import numpy as np
 from infc_runtime.types import TensorSpec
 
 from .errors import format_path
+from .kernels.types import INTEGER
 from .metrics import METRICS, PARAMS
 from .spec_validate import Finding, suggest
 from .spec_yaml import KeyPath
@@ -157,10 +158,11 @@ def output_findings(accuracy: Any, model: Sequence[TensorSpec], response: Sequen
         width = _width(tensor.shape)
         if width is None:
             continue
-        if metric.name in ("top1_agreement", "accuracy") and width < 2:
-            out.append(Finding(where, f"{what} has one value per sample; {metric.name} compares the "
-                                      f"highest-scoring class (for a single score use decision_agreement or auc)"
-                                      f"{hint}"))
+        # one integer per sample is a class label (skl2onnx's `label`): compared as it is
+        if metric.name in ("top1_agreement", "accuracy") and width < 2 and tensor.dtype not in INTEGER:
+            out.append(Finding(where, f"{what} has one {tensor.dtype} value per sample; {metric.name} compares "
+                                      "the highest-scoring class (for a single score use decision_agreement "
+                                      f"or auc){hint}"))
         if "column" in metric.params:
             column = entry.get("column")
             if column is None and width > 2:

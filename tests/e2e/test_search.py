@@ -95,6 +95,24 @@ def test_ml_domain_model_passes_through_with_a_note(tmp_path: Path) -> None:
     assert any(n.op_type == "TreeEnsembleClassifier" for n in shipped.graph.node)
 
 
+def test_top1_agreement_on_a_classifiers_label_output(tmp_path: Path) -> None:
+    # skl2onnx puts `label` (int64, one per sample) first: top-1 agreement is label agreement there
+    from sklearn.datasets import load_breast_cancer
+
+    shutil.copy(MODELS / "tree.onnx", tmp_path / "tree.onnx")
+    data = load_breast_cancer()
+    np.savez(tmp_path / "val.npz", X=data.data[:200].astype(np.float32), labels=data.target[:200])
+    (tmp_path / "spec.yaml").write_text("name: tree\nversion: 0.1.0\nmodel: tree.onnx\ntarget: x86\n"
+                                        "budget:\n  accuracy:\n    - {metric: top1_agreement, min: 0.95}\n"
+                                        "    - {metric: accuracy, min: 0.9}\n"
+                                        "optimize: {validation: val.npz}\n")
+    result = build(tmp_path / "spec.yaml", tmp_path / "out", iterations=20, latency_gate=False)
+    assert result.chosen.candidate.name == "fp32"
+    top1, acc = result.accuracy
+    assert (top1.metric, top1.value, top1.passed) == ("top1_agreement", 1.0, True)
+    assert acc.metric == "accuracy" and acc.passed and acc.value >= 0.9
+
+
 def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
     spec = load_spec(_spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
                                       }))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -521,6 +522,43 @@ def test_pipeline_check_runs_last_and_its_errors_are_raised(
     assert where(e) == ("17:28", "preprocess[2].layout.to") and len(calls) == 1
     errors_of(write(workdir, BASE, ("target: x86", "target: x68")))
     assert len(calls) == 1  # not reached when the spec itself is wrong
+
+
+# ---------------------------------------------------------------- a classifier's label output
+
+TREE_SPEC = """\
+name: tree
+version: 0.1.0
+model: tree.onnx
+target: x86
+budget:
+  accuracy: {metric: top1_agreement, min: 0.95}
+optimize: {validation: val.npz}
+"""
+
+
+def test_top1_agreement_on_an_integer_label_output_loads(tmp_path: Path) -> None:
+    # skl2onnx's classifier: `label` (int64, one per sample) first, `probabilities` second
+    shutil.copy(ROOT / "tests" / "models" / "tree.onnx", tmp_path / "tree.onnx")
+    np.savez(tmp_path / "val.npz", X=np.zeros((8, 30), np.float32), labels=np.zeros(8, np.int64))
+    spec = load_spec(write(tmp_path, TREE_SPEC))
+    assert spec.budget.accuracy == (AccuracyBudget("top1_agreement", 0.95, None),)
+    assert load_spec(write(tmp_path, TREE_SPEC, ("min: 0.95}", "min: 0.95, output: label}")))
+    assert load_spec(write(tmp_path, TREE_SPEC, ("metric: top1_agreement", "metric: accuracy")))
+
+
+def test_top1_agreement_on_a_float_value_per_sample_is_refused(tmp_path: Path) -> None:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 1])
+    y = onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, ["n", 1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["score"])], "g", [x], [y])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]),
+              tmp_path / "tree.onnx")
+    np.savez(tmp_path / "val.npz", x=np.zeros((8, 1), np.float32))
+    (e,) = errors_of(write(tmp_path, TREE_SPEC))
+    assert where(e) == ("6:22", "budget.accuracy.metric")
+    assert e.message == ("the model's first output 'score' has one float32 value per sample; top1_agreement "
+                         "compares the highest-scoring class (for a single score use decision_agreement or auc); "
+                         "name another with `output`")
 
 
 # ---------------------------------------------------------------- no user mistake escapes as a traceback
