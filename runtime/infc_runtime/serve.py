@@ -1,6 +1,22 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
     python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--log-level info]
+    python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
+        [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
+        [--no-gc-freeze] [--no-single]
+
+`measure` times the bundle where it runs, as the server runs it (see
+`infc_runtime.measure_cli`): it loads the bundle as `serve` does, warms it up,
+freezes the heap as the server does after warm-up (unless `--no-gc-freeze`),
+times batches of the `--batches` sizes, then single requests (row `i % n` of
+`--requests`, else zeros) until each `--budget` has a verdict: `pass` (the
+percentile's 95% confidence interval is wholly within it), `fail` (wholly
+above) or `inconclusive` (at `--max-samples` / `--max-seconds`). It prints one
+JSON document on stdout: `latency.Measurement.to_dict()` plus `"format": 1`
+(verdict, stopped, samples, rounds, seconds, confidence, percentiles with
+value/low/high/bound/verdict, noise, gc, batches). Exit codes: 0 measured
+(whatever the verdict), 1 a request failed, 2 usage error or an unusable bundle
+or requests file (one line on stderr).
 
 Entry points for other code:
 
@@ -13,7 +29,7 @@ Entry points for other code:
 One process, one event loop (uvicorn). SIGTERM or SIGINT stops taking new
 connections, finishes every accepted request, then exits 0.
 
-Exit codes: 0 stopped cleanly; 1 the server could not start (e.g. the port is
+Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g. the port is
 in use); 2 usage error, or the bundle does not load (one line on stderr).
 """
 
@@ -27,6 +43,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import measure_cli
 from .pipeline import Pipeline
 
 __all__ = ["BundleError", "load_bundle", "main", "serve_bundle"]
@@ -59,11 +76,13 @@ def load_bundle(bundle_dir: str | Path) -> Pipeline:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m infc_runtime", description="Serve an infc bundle.")
+    parser = argparse.ArgumentParser(prog="python -m infc_runtime", description="Serve or measure an infc bundle.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a bundle over HTTP (KServe V2)")
     serve.add_argument("bundle_dir", metavar="BUNDLE_DIR", help="the bundle directory (holds manifest.json)")
     _add_options(serve)
+    measure = commands.add_parser("measure", help="measure a bundle's latency here; one JSON document on stdout")
+    measure_cli.add_options(measure)
     return parser
 
 
@@ -85,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage error
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    return _serve(args)
+    return measure_cli.run(args) if args.command == "measure" else _serve(args)
 
 
 def serve_bundle(bundle_dir: str | Path, argv: Sequence[str] | None = None) -> int:
