@@ -15,7 +15,10 @@ the field), 404 unknown model or path, 429 queue full (with Retry-After), 503
 not ready or shutting down, 504 deadline passed while queued, 500 a failure of
 the pipeline itself. Warm-up runs on the worker thread after startup, so the
 server answers health checks while it warms up (infer requests queue behind
-it; if it fails, they get 503); shutdown drains the batcher.
+it; if it fails, they get 503); once it succeeds the heap is settled
+(`latency.settle_heap`: collect, `gc.freeze()`, rare gen-0 collections) so
+garbage collection on the request path never rescans the warmed-up heap;
+shutdown drains the batcher.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from starlette.routing import Route
 
 from . import __version__
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
+from .latency import settle_heap
 from .metrics import CONTENT_TYPE, Metrics
 from .pipeline import Pipeline, RequestError
 from .protocol import HEADER_LENGTH, ProtocolError, decode_request, encode_response, tensor_metadata
@@ -122,8 +126,11 @@ class _Server:
             self.broken, self.not_ready_reason = True, f"warm-up failed: {exc}"
             log.exception("warm-up of model %r failed; the server stays not ready", self.pipeline.name)
             return
+        # long-lived objects (model, kernels, modules) are never rescanned on the request path from here on
+        settled = settle_heap()
         self.is_ready = True
-        log.info("model %r ready (warm-up took %.2f s)", self.pipeline.name, time.perf_counter() - started)
+        log.info("model %r ready (warm-up took %.2f s; heap settled: %d objects frozen, gc thresholds %s)",
+                 self.pipeline.name, time.perf_counter() - started, settled["frozen"], tuple(settled["threshold"]))
 
     # -- health and metadata ------------------------------------------------
     async def live(self, request: Request) -> Response:
