@@ -9,14 +9,15 @@ budget (p99, else p95, else p50) is chosen, unless the spec pins the setting.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
+from infc_runtime.latency import BatchPoint
+from infc_runtime.latency import measure_batches as measure_batch_sizes
 from infc_runtime.pipeline import Pipeline
 from infc_runtime.types import ServingConfig, Tensors
 
-from .gates import timed
 from .spec import LatencyBudget
 
 __all__ = ["BatchPoint", "measure_batches", "choose_serving", "SIZES"]
@@ -24,37 +25,19 @@ __all__ = ["BatchPoint", "measure_batches", "choose_serving", "SIZES"]
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-@dataclass(frozen=True)
-class BatchPoint:
-    """Latency of one whole batch (pre + model + post) and the rows per second it gives."""
-
-    batch: int
-    p50_ms: float
-    p99_ms: float
-    rows_per_s: float
-
-
 def measure_batches(pipeline: Pipeline, requests: Tensors, sizes: Sequence[int] = SIZES, iterations: int = 30,
                     seconds_per_size: float = 1.0, stop_above_ms: float | None = None) -> list[BatchPoint]:
-    """Time batches of each size, built from the validation requests.
+    """Time batches of each size, built from the validation requests, in this process.
 
-    Each size gets up to `iterations` runs or about `seconds_per_size`, whichever
-    is fewer (at least 5); sizes stop growing once a batch's p99 passes
-    `stop_above_ms` (larger ones cannot fit the budget either).
+    `infc_runtime.latency.measure_batches` over `pipeline.run` (the runtime's
+    `measure` command runs the same sweep in the bundle's own process): each
+    size gets up to `iterations` runs or about `seconds_per_size` (at least 5);
+    sizes stop growing once a batch's p99 passes `stop_above_ms`.
     """
     n = len(next(iter(requests.values())))
-    points: list[BatchPoint] = []
-    for size in sizes:
-        idx = np.arange(size) % n
-        batch = {k: v[idx] for k, v in requests.items()}
-        first = timed(lambda: pipeline.run(batch), 1)[0] / 1000  # noqa: B023  (warms this shape)
-        runs = max(5, min(iterations, int(seconds_per_size / max(first, 1e-6))))
-        times = timed(lambda: pipeline.run(batch), runs)  # noqa: B023  (called right here)
-        p50 = float(np.percentile(times, 50))
-        points.append(BatchPoint(size, p50, float(np.percentile(times, 99)), size / (p50 / 1000)))
-        if stop_above_ms is not None and points[-1].p99_ms > stop_above_ms:
-            break
-    return points
+    batches = {size: {k: v[np.arange(size) % n] for k, v in requests.items()} for size in sizes}
+    return measure_batch_sizes(lambda size: pipeline.run(batches[size]), sizes, iterations=iterations,
+                               seconds_per_size=seconds_per_size, stop_above_ms=stop_above_ms)
 
 
 def choose_serving(points: Sequence[BatchPoint], budget: LatencyBudget | None, pinned: frozenset[str],
