@@ -37,8 +37,9 @@ def main(out: Path) -> None:
         text = (ROOT / "specs/digits/digits.yaml").read_text()
         text = text.replace("target: {hardware: x86, isa: native}", "target: {hardware: cuda, fp16: true}")
         (work / "spec.yaml").write_text(text)
-        result = build(work / "spec.yaml", work / "build", iterations=200, report_path=work / "report.md")
-        print(f"\n== {label}: chosen {result.chosen.candidate.name}, latency enforced: {result.latency.enforced}")
+        result = build(work / "spec.yaml", work / "build", iterations=200, report_path=work / "report.md",
+                       lock="ignore")
+        print(f"\n== {label}: chosen {result.chosen.candidate.name}, latency on the target: {result.latency.on_target}")
         for ev in result.evaluations:
             lat = "-"
             if ev.latency:

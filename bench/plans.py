@@ -59,8 +59,8 @@ def _measure(bundle: Path, requests: dict[str, np.ndarray], n: int) -> dict[str,
 def bench_spec(spec_path: Path, rounds: int, n: int) -> str:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        chosen = build(spec_path, tmp / "chosen", iterations=100)
-        fp32 = build(_fp32_copy(spec_path, tmp), tmp / "fp32", iterations=100)
+        chosen = build(spec_path, tmp / "chosen", iterations=100, lock="ignore")
+        fp32 = build(_fp32_copy(spec_path, tmp), tmp / "fp32", iterations=100, lock="ignore")
         assert chosen.path is not None and fp32.path is not None
         spec = load_spec(spec_path)
         assert spec.optimize.validation is not None

@@ -1,14 +1,16 @@
 """`infc build`: the whole compiler as one straight line of named steps.
 
-spec -> plan -> kernels -> passes + gates (per candidate) -> choice -> bundle.
+spec -> plan -> lock -> kernels -> passes + gates (per candidate, or the locked one) -> choice
+-> the bundle staged and measured in a fresh process -> serving -> bundle + lock.
 Each step is a call; the data between them is plain objects (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,28 +21,61 @@ import onnx
 from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
-from .bundle import Bundle, compute_bundle, render, runtime_files, write_bundle
-from .coldstart import KernelCache, make_kernel_cache
-from .errors import BudgetError, SpecErrors
-from .gates import AccuracyResult, LatencyResult
+from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
+from .coldstart import KernelCache, collect_kernel_cache
+from .errors import BudgetError, InfcError, SpecErrors
+from .gates import AccuracyResult
+from .isa import host_cpu
 from .kernels import registry
 from .kernels.codegen import GeneratedModule, generate_module
 from .kernels.prepare import prepare_spec
 from .kernels.signature import resolve_stages
+from .latency_gate import GATE_MODES, LatencyGate, gate, measure_bundle
+from .lock import MODES as LOCK_MODES
+from .lock import (
+    Choices,
+    Lock,
+    LockError,
+    LockInputs,
+    LockStatus,
+    changes,
+    current_inputs,
+    find_lock,
+    read_lock,
+    write_lock,
+)
 from .passes import PassContext
 from .pins import pinned_requirements, versions
 from .plan import Plan, make_plan
 from .report import build_report
-from .search import Bench, Evaluation, choose, confirm, evaluate_all, time_candidate
-from .serving_tune import BatchPoint, choose_serving, measure_batches
+from .search import (
+    Bench,
+    Evaluation,
+    choices_of,
+    choose,
+    confirm,
+    evaluate_all,
+    evaluate_locked,
+    locked_candidate,
+    time_candidate,
+)
+from .serving_tune import SIZES, BatchPoint, choose_serving
 from .spec import Spec, load_spec
 
-__all__ = ["BuildResult", "Evaluation", "build", "load_requests"]
+__all__ = ["BuildResult", "Evaluation", "OutputError", "build", "load_requests"]
+
+Progress = Callable[[str], None]
+
+
+class OutputError(InfcError):
+    """Where the build was asked to write cannot be written (exit 2, before any work)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build produced and measured."""
+    """What a build produced and measured (also carried by the BudgetError of a failed build)."""
 
     spec: Spec
     plan: Plan
@@ -50,15 +85,19 @@ class BuildResult:
     report: str
     path: Path | None
     passed: bool
+    latency: LatencyGate
+    lock: LockStatus
+    serving: ServingConfig
 
     @property
     def accuracy(self) -> list[AccuracyResult]:
         return self.chosen.accuracy
 
     @property
-    def latency(self) -> LatencyResult:
-        assert self.chosen.latency is not None
-        return self.chosen.latency
+    def warnings(self) -> list[str]:
+        """What a passing build must still say (an inconclusive or unenforced latency budget)."""
+        warning = self.latency.warning()
+        return [warning] if warning else []
 
 
 def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
@@ -69,13 +108,38 @@ def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
     return requests, labels
 
 
-def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300, latency_gate: bool = True,
-          report_path: str | Path | None = None, write: bool = True) -> BuildResult:
-    """Build the bundle a spec describes; raises BudgetError (after writing the report) on a miss."""
+def check_writable(folder: Path, what: str) -> None:
+    """Create `folder` if needed and prove a file can be written there, or raise OutputError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".infc-write-check-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"{what} {folder}: cannot write there ({e.strerror or e})") from None
+
+
+def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300,
+          latency_gate: str = "lenient", lock: str = "auto", report_path: str | Path | None = None,
+          write: bool = True, progress: Progress | None = None) -> BuildResult:
+    """Build the bundle a spec describes; raises BudgetError (carrying the result, after writing the
+    report) on a miss. `latency_gate`: strict | lenient | off (see infc.latency_gate); `lock`: auto |
+    relock | locked | ignore (see infc.lock)."""
+    say = progress or (lambda message: None)
+    if latency_gate not in GATE_MODES or lock not in LOCK_MODES:
+        raise ValueError(f"latency_gate {latency_gate!r} / lock {lock!r}")
+    # 0. the output folders are writable: found before any work
+    if write:
+        check_writable(Path(outdir), "-o/--outdir")
+    if report_path:
+        check_writable(Path(report_path).absolute().parent, "--report folder")
     # 1. spec: parse, validate against the schema, resolve paths, check files and steps
+    say("checking the spec")
     spec = load_spec(spec_path)
     # 2. plan: candidate pass lists and run-time settings for the target
     plan = make_plan(spec)
+    # 2a. lock: the measured choices of an earlier build, reused while their inputs are unchanged
+    inputs = current_inputs(spec, {"hardware": plan.target, "isa": plan.isa})
+    status, locked = _open_lock(spec, inputs, lock)
     # 2b. prepare: step parameters computed from the calibration data (`from: calibration`)
     spec, prepared = prepare_spec(spec, lambda path: load_requests(spec, path)[0])
     # 3. kernels: resolve pre/post dataflows and generate their Numba modules
@@ -85,63 +149,165 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         raise SpecErrors(errors)
     modules = {stage: generate_module(stage, flow, name=spec.name, version=spec.version)
                for stage, flow in (("pre", pre_flow), ("post", post_flow))}
+    requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
+                       for r in registry.get(step.name).requires})  # e.g. tokenizers
     with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp:
         work = Path(tmp)
         # the modules run from a kernels/ folder laid out as the bundle's (their assets beside them)
         kernels = {stage: load_kernel_module(module.write(work / "kernels")) for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
-        bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations, latency_gate)
-        # 5. passes and gates, for every candidate plan (and sensitivity variants)
-        evaluations = evaluate_all(source, bench)
-        # 6. choice: the fastest candidate inside every accuracy budget
-        chosen = choose(evaluations, measurable=plan.host_matches_target)
-        chosen = confirm(chosen, evaluations, bench)
-        time_candidate(chosen, bench)
-        assert chosen.model is not None and chosen.latency is not None
-        passed = chosen.accurate and chosen.latency.passed
-        # 7. serving: the latency budget sets the batch size and the batch window
-        batches, serving, serving_why = _tune_serving(spec, plan, bench, chosen)
-    # 8. bundle: files, manifest, report; written only when every budget holds
-    requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
-                       for r in registry.get(step.name).requires})  # e.g. tokenizers
-    files = _files(spec, plan, chosen.model, modules, requires)
-    manifest = _manifest(spec, plan, chosen, evaluations, list(post_flow.end), passed, serving)
-    manifest["serving_tuning"] = {"reason": serving_why, "batches": [asdict(p) for p in batches]}
-    manifest["prepared"] = prepared
-    #    cold start: the server's warm-up in a fresh interpreter leaves Numba's cache, shipped for this CPU
-    cache = (make_kernel_cache(files, manifest, host_is_target=plan.host_matches_target) if write and passed
-             else KernelCache(False, "no bundle is written"))
-    files.update(cache.files)
-    manifest["kernel_cache"] = cache.to_dict()
-    draft = compute_bundle(name=spec.name, version=spec.version, files_=files, manifest=manifest,
-                           spec_data=spec.data)
-    report = build_report(spec, plan, draft, chosen, evaluations, pre_flow, post_flow, passed,
-                          serving=serving, serving_why=serving_why, batches=batches)
-    bundle = draft.with_file("report.md", report.encode())
+        say("loading calibration and validation data")
+        bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations, say)
+        # 5-6. passes and gates: the locked candidate, or every candidate and the fastest accurate one
+        candidate = locked_candidate(plan, locked.choices.base, locked.choices.candidate,
+                                     locked.choices.exclude) if locked else None
+        if locked and candidate is None:
+            status = LockStatus(status.path, "invalidated", (f"this plan has no candidate {locked.choices.base}",))
+        if candidate is not None:
+            evaluations = [evaluate_locked(candidate, source, bench)]
+            chosen = evaluations[0]
+        else:
+            evaluations = evaluate_all(source, bench)
+            chosen = choose(evaluations, measurable=plan.host_matches_target)
+            if chosen.candidate.name != "fp32":
+                say(f"confirming {chosen.candidate.name} against fp32, side by side")
+            chosen = confirm(chosen, evaluations, bench)
+            time_candidate(chosen, bench)
+        assert chosen.model is not None
+        # 7. the bundle about to ship, staged and measured in a fresh process (its own runtime)
+        first = _initial_serving(spec, locked if candidate is not None else None)
+        files = _files(spec, plan, chosen.model, modules, requires)
+        tune = candidate is None and plan.host_matches_target and not _pinned(spec)
+        limit = _limit(spec)
+        outputs = list(post_flow.end)
+        stage = stage_bundle(_compute(spec, plan, chosen, files, first, prepared, outputs), work / "stage")
+        say("measuring the bundle in a fresh process" + (" (batch sizes, then latency)" if tune else ""))
+        quick = latency_gate == "off"  # reported only: a shorter measurement is enough
+        measured = measure_bundle(stage, requests=spec.optimize.validation, budget=spec.budget.latency_ms,
+                                  batches=SIZES if tune else (first.max_batch_size,),
+                                  stop_above_ms=limit if tune else None, min_samples=iterations,
+                                  min_seconds=0.3 if quick else 1.0, max_seconds=2.0 if quick else 10.0)
+        latency = gate(measured, mode=latency_gate, on_target=plan.host_matches_target)
+        # 8. serving: the latency budget sets the batch size and the batch window
+        serving, serving_why, batches = _serving(spec, plan, locked if candidate is not None else None,
+                                                 latency, tune, first)
+        passed = chosen.accurate and not latency.fails_build
+        #    cold start: the warm-up in the fresh process left Numba's cache, shipped for this CPU
+        cache = (collect_kernel_cache(stage, host_is_target=plan.host_matches_target) if passed
+                 else KernelCache(False, "no bundle is written"))
+    # 9. bundle: files, manifest (content + measurements), report
+    if passed and status.state in ("written", "relocked", "invalidated"):
+        say(f"writing the lock {status.path}")
+    status = _save_lock(status, passed, spec, inputs, chosen, serving, evaluations, serving_why, batches, plan)
+    bundle = _compute(spec, plan, chosen, files, serving, prepared, outputs).with_files(cache.files)
+    bundle = bundle.with_measurements(
+        results={"passed": passed, "accuracy": [asdict(a) for a in chosen.accuracy], "latency": latency.to_dict()},
+        candidates=[_candidate_record(e) for e in evaluations],
+        serving_tuning={"reason": serving_why, "batches": [asdict(p) for p in batches]},
+        kernel_cache=cache.to_dict(), lock=status.to_dict(),
+        host={"cpu": host_cpu(), "hardware": plan.host, "isa": plan.host_isa, "cpus": os.cpu_count()})
+    report = build_report(spec, plan, bundle, chosen, evaluations, pre_flow, post_flow, passed, latency=latency,
+                          lock=status, serving=serving, serving_why=serving_why, batches=batches)
+    bundle = bundle.with_files({"report.md": report.encode()})
     if report_path:
         Path(report_path).write_text(report)
-    path = write_bundle(bundle, Path(outdir)) if (write and passed) else None
-    result = BuildResult(spec, plan, chosen, evaluations, bundle, report, path, passed)
+    path = None
+    if write and passed:
+        say(f"writing {Path(outdir) / bundle.dirname}")
+        path = write_bundle(bundle, Path(outdir))
+    result = BuildResult(spec, plan, chosen, evaluations, bundle, report, path, passed, latency, status, serving)
     if not passed:
-        raise BudgetError(_miss_message(result))
+        raise BudgetError(_miss_message(result), result)
     return result
 
 
-def _tune_serving(spec: Spec, plan: Plan, bench: Bench,
-                  chosen: Evaluation) -> tuple[list[BatchPoint], ServingConfig, str]:
-    if not plan.host_matches_target:
-        return [], spec.serving, "the build host is not the target: serving settings from the spec"
-    assert chosen.model is not None
+def _open_lock(spec: Spec, inputs: LockInputs, mode: str) -> tuple[LockStatus, Lock | None]:
+    """What to do with the spec's lock: reuse it (returned), or search (and why)."""
+    if mode == "ignore":
+        return LockStatus(None, "ignored"), None
+    path = find_lock(spec.file)
+    if mode == "relock":
+        return LockStatus(path, "relocked"), None
+    if not path.exists():
+        if mode == "locked":
+            raise LockError(f"{path}: no lock file (--locked reuses one: build once without --locked and commit "
+                            "the lock it writes)")
+        return LockStatus(path, "written"), None
+    lock = read_lock(path)
+    changed = changes(lock.inputs, inputs)
+    if changed:
+        if mode == "locked":
+            raise LockError(f"{path} is out of date: {'; '.join(changed)} (run `infc build --relock` and commit "
+                            "the lock)")
+        return LockStatus(path, "invalidated", tuple(changed)), None
+    return LockStatus(path, "reused"), lock
+
+
+def _save_lock(status: LockStatus, passed: bool, spec: Spec, inputs: LockInputs, chosen: Evaluation,
+               serving: ServingConfig, evaluations: list[Evaluation], serving_why: str,
+               batches: list[BatchPoint], plan: Plan) -> LockStatus:
+    """Write the lock when the build searched and passed; the status says what happened."""
+    if status.state not in ("written", "relocked", "invalidated") or status.path is None:
+        return status
+    if not passed:
+        return LockStatus(status.path, "not written", ("the build missed a budget", *status.reasons))
+    base, exclude = choices_of(chosen)
+    choices = Choices(chosen.candidate.name, base, exclude,
+                      {"max_batch_size": serving.max_batch_size, "max_queue_delay_ms": serving.max_queue_delay_ms})
+    evidence = {
+        "measured_on": {"cpu": host_cpu(), "hardware": plan.host, "isa": plan.host_isa, "cpus": os.cpu_count()},
+        "candidates": [{"name": e.candidate.name, "verdict": e.verdict,
+                        "accuracy": {a.name: _round(a.value) for a in e.accuracy},
+                        "p50_ms": _round(e.latency.p50_ms) if e.latency else None} for e in evaluations],
+        "serving": {"reason": serving_why, "batches": [{k: _round(v) for k, v in asdict(p).items()}
+                                                       for p in batches]},
+    }
+    try:
+        write_lock(status.path, Lock(spec.file.name, inputs, choices, evidence))
+    except OSError as e:
+        return LockStatus(status.path, "not written", (f"cannot write it: {e.strerror or e}",))
+    return status
+
+
+def _round(x: float) -> float:
+    """Four significant digits: enough for a reviewer, stable enough not to churn a diff (ints stay)."""
+    return x if isinstance(x, int) else float(f"{x:.4g}")
+
+
+def _pinned(spec: Spec) -> bool:
+    return {"max_batch_size", "max_queue_delay_ms"} <= spec.serving_pinned
+
+
+def _limit(spec: Spec) -> float | None:
     lb = spec.budget.latency_ms
-    limit = (lb.p99 or lb.p95 or lb.p50) if lb else None
-    points = measure_batches(bench.pipeline(chosen.model), bench.requests, stop_above_ms=limit)
-    serving, why = choose_serving(points, spec.budget.latency_ms, spec.serving_pinned, spec.serving)
-    return points, serving, why
+    return (lb.p99 or lb.p95 or lb.p50) if lb else None
+
+
+def _initial_serving(spec: Spec, locked: Lock | None) -> ServingConfig:
+    """The serving settings to stage: the lock's, else the spec's."""
+    if locked is None:
+        return spec.serving
+    chosen = locked.choices.serving
+    return replace(spec.serving, max_batch_size=int(chosen["max_batch_size"]),
+                   max_queue_delay_ms=float(chosen["max_queue_delay_ms"]))
+
+
+def _serving(spec: Spec, plan: Plan, locked: Lock | None, latency: LatencyGate, tuned: bool,
+             first: ServingConfig) -> tuple[ServingConfig, str, list[BatchPoint]]:
+    """The serving settings to ship, why, and the batch sweep behind them."""
+    batches = list(latency.batches)
+    if tuned:
+        serving, why = choose_serving(batches, spec.budget.latency_ms, spec.serving_pinned, spec.serving)
+        return serving, why, batches
+    if locked is not None:
+        return first, "from the lock (measured when it was written)", batches
+    if _pinned(spec):
+        return first, "max_batch_size and max_queue_delay_ms pinned by the spec", batches
+    return first, "the build host is not the target: serving settings from the spec", batches
 
 
 def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list[TensorSpec],
-           source: onnx.ModelProto, work: Path, iterations: int,
-           latency_gate: bool = True) -> Bench:
+           source: onnx.ModelProto, work: Path, iterations: int, progress: Progress) -> Bench:
     calibration = load_requests(spec, spec.optimize.calibration)[0] if spec.optimize.calibration else None
 
     def feeds() -> Iterator[dict[str, Any]]:
@@ -151,8 +317,7 @@ def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list
             yield kernels["pre"].run({k: v[start:start + 16] for k, v in calibration.items()})
 
     ctx = PassContext(workdir=work, target=plan.target, calibration=feeds if calibration is not None else None)
-    bench = Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations)
-    bench.enforce_latency = plan.host_matches_target and latency_gate
+    bench = Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations, progress)
     if spec.optimize.validation:
         requests, labels = load_requests(spec, spec.optimize.validation)
         bench.reference, bench.requests, bench.labels = bench.pipeline(source), requests, labels
@@ -179,10 +344,11 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, Ge
     }
 
 
-def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Evaluation],
-              outputs: list[TensorSpec], passed: bool, serving: ServingConfig) -> dict[str, Any]:
-    assert chosen.latency is not None
-    return {
+def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes], serving: ServingConfig,
+             prepared: list[dict[str, Any]], outputs: list[TensorSpec]) -> Bundle:
+    """The bundle's files and the content part of its manifest (measurements are added after)."""
+    base, exclude = choices_of(chosen)
+    manifest = {
         "format": 1,
         "name": spec.name,
         "version": spec.version,
@@ -194,15 +360,19 @@ def _manifest(spec: Spec, plan: Plan, chosen: Evaluation, evaluations: list[Eval
         "serving": serving.to_dict(),
         "plan": {**plan.to_dict(), "chosen": chosen.candidate.name,
                  "passes": [{"name": n, "params": p} for n, p in chosen.candidate.passes]},
+        "choice": {"candidate": chosen.candidate.name, "base": base, "exclude": list(exclude)},
         "passes": chosen.records,
-        "candidates": [{"name": e.candidate.name, "verdict": e.verdict, "error": e.error,
-                        "sensitivity": e.sensitivity,
-                        "accuracy": [asdict(a) for a in e.accuracy],
-                        "latency": asdict(e.latency) if e.latency else None} for e in evaluations],
-        "results": {"passed": passed, "accuracy": [asdict(a) for a in chosen.accuracy],
-                    "latency": asdict(chosen.latency)},
+        "prepared": prepared,
         "versions": versions(),
     }
+    # the bundle's spec.yaml shows what the server uses: the chosen batching, the prepared parameters
+    shipped = {**spec.data, "serving": serving.to_dict()}
+    return compute_bundle(name=spec.name, version=spec.version, files_=files, manifest=manifest, spec_data=shipped)
+
+
+def _candidate_record(e: Evaluation) -> dict[str, Any]:
+    return {"name": e.candidate.name, "verdict": e.verdict, "error": e.error, "sensitivity": e.sensitivity,
+            "accuracy": [asdict(a) for a in e.accuracy], "latency": asdict(e.latency) if e.latency else None}
 
 
 def _miss_message(result: BuildResult) -> str:
@@ -211,8 +381,9 @@ def _miss_message(result: BuildResult) -> str:
         if not acc.passed:
             lines.append(f"  accuracy: {acc.name} = {acc.value:.4f}, budget {acc.op} {acc.bound:g} "
                          f"(off by {abs(acc.margin or 0.0):.4f}; candidate {result.chosen.candidate.name})")
-    for miss in result.latency.misses if result.latency.enforced else ():
-        lines.append(f"  latency: {miss} (candidate {result.chosen.candidate.name})")
+    if result.latency.fails_build:
+        for finding in result.latency.findings():
+            lines.append(f"  latency: {finding} (candidate {result.chosen.candidate.name})")
     if len(result.evaluations) > 1:
         lines.append("  candidates: " + "; ".join(f"{e.candidate.name}: {e.verdict}" for e in result.evaluations))
     return "\n".join(lines)

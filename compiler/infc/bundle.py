@@ -1,9 +1,16 @@
 """Compute a bundle (files + manifest, in memory), then write it.
 
-Computing is separate from writing, so `--dry-run`, tests and the report can
-look at a bundle without touching disk. Files are sorted and carry no
-timestamps: the same inputs give the same bytes (the manifest's measured
-numbers aside).
+Computing is separate from writing, so tests and the report can look at a
+bundle without touching disk. Same inputs (spec, model, data, lock, versions)
+give the same bytes: files are sorted, carry no timestamps and get fixed modes.
+What a build measures or what depends on the build machine lives apart:
+
+- `manifest["measurements"]`: every measured figure (accuracy, latency with its
+  intervals, candidates, batch sweep, host noise), plus `files`, the sha256 of
+  the measured files: `report.md` and Numba's cache (`kernels/__pycache__/`,
+  whose machine code embeds the build machine).
+- `manifest["files"]`: the sha256 of every other file, and `content_hash`: one
+  sha256 over those files and the rest of the manifest, equal across rebuilds.
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ import yaml
 from . import __version__
 from .templating import environment
 
-__all__ = ["Bundle", "compute_bundle", "write_bundle", "runtime_files", "render"]
+__all__ = ["Bundle", "compute_bundle", "content_hash", "is_measured", "write_bundle", "stage_bundle",
+           "runtime_files", "render"]
+
+_MEASURED_PREFIXES = ("kernels/__pycache__/",)
+_MEASURED_FILES = ("report.md",)
 
 
 def render(template: str, **values: Any) -> str:
@@ -42,8 +53,19 @@ def runtime_files() -> dict[str, bytes]:
     return out
 
 
+def is_measured(path: str) -> bool:
+    """Whether a bundle file holds measurements or build-machine code (kept out of the content hash)."""
+    return path in _MEASURED_FILES or path.startswith(_MEASURED_PREFIXES)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(manifest: Mapping[str, Any]) -> str:
+    """sha256 over the manifest without its measurements (its `files` hashes included): the bundle's identity."""
+    content = {k: v for k, v in manifest.items() if k not in ("measurements", "content_hash")}
+    return _sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode())
 
 
 @dataclass(frozen=True)
@@ -59,16 +81,30 @@ class Bundle:
     def dirname(self) -> str:
         return f"{self.name}-{self.version}"
 
+    @property
+    def content_hash(self) -> str:
+        return str(self.manifest["content_hash"])
+
     def all_files(self) -> dict[str, bytes]:
         """The files with `manifest.json` added."""
         text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
         return {**self.files, "manifest.json": text.encode()}
 
-    def with_file(self, path: str, data: bytes) -> Bundle:
-        """This bundle plus one file, hashed into the manifest (the others are not hashed again)."""
-        files = dict(sorted({**self.files, path: data}.items()))
-        hashes = dict(sorted({**self.manifest["files"], path: _sha256(data)}.items()))
-        return Bundle(self.name, self.version, files, {**self.manifest, "files": hashes})
+    def with_files(self, added: Mapping[str, bytes]) -> Bundle:
+        """This bundle plus measured files (report, Numba cache), hashed into `measurements.files`."""
+        unmeasured = [p for p in added if not is_measured(p)]
+        if unmeasured:
+            raise ValueError(f"only measured files can be added to a computed bundle, not {unmeasured}")
+        contents = dict(sorted({**self.files, **added}.items()))
+        measurements = dict(self.manifest.get("measurements", {}))
+        hashes = {**measurements.get("files", {}), **{p: _sha256(d) for p, d in added.items()}}
+        measurements["files"] = dict(sorted(hashes.items()))
+        return Bundle(self.name, self.version, contents, {**self.manifest, "measurements": measurements})
+
+    def with_measurements(self, **sections: Any) -> Bundle:
+        """This bundle with sections of `measurements` set (the content hash does not change)."""
+        measurements = {**self.manifest.get("measurements", {}), **sections}
+        return Bundle(self.name, self.version, self.files, {**self.manifest, "measurements": measurements})
 
     def size(self) -> int:
         return sum(len(b) for b in self.all_files().values())
@@ -76,12 +112,43 @@ class Bundle:
 
 def compute_bundle(*, name: str, version: str, files_: Mapping[str, bytes], manifest: Mapping[str, Any],
                    spec_data: Mapping[str, Any]) -> Bundle:
-    """Add the resolved spec and the hash of every file to the manifest."""
+    """Add the resolved spec, the hash of every file and the content hash to the manifest."""
     contents = dict(files_)
     contents["spec.yaml"] = yaml.safe_dump(dict(spec_data), sort_keys=False).encode()
-    full = dict(manifest)
-    full["files"] = {path: _sha256(data) for path, data in sorted(contents.items())}
-    return Bundle(name, version, dict(sorted(contents.items())), full)
+    full = {k: v for k, v in manifest.items() if k != "measurements"}
+    full["files"] = {path: _sha256(data) for path, data in sorted(contents.items()) if not is_measured(path)}
+    full["content_hash"] = content_hash(full)
+    measured = {p: d for p, d in contents.items() if is_measured(p)}
+    bundle = Bundle(name, version, dict(sorted((p, d) for p, d in contents.items() if not is_measured(p))),
+                    {**full, "measurements": dict(manifest.get("measurements", {}))})
+    return bundle.with_files(measured) if measured else bundle
+
+
+def _epoch() -> float | None:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org), when set: the time every written file gets."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+def _write_tree(bundle: Bundle, root: Path) -> None:
+    """Every file under `root`, files 0644 and folders 0755 whatever the umask, times from SOURCE_DATE_EPOCH."""
+    epoch = _epoch()
+    for rel, data in bundle.all_files().items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        os.chmod(folder, 0o755)
+    if epoch is not None:
+        for path in [*root.rglob("*"), root]:
+            os.utime(path, (epoch, epoch))
+
+
+def stage_bundle(bundle: Bundle, root: Path) -> Path:
+    """Write the bundle's files into an existing scratch folder `root` (for measuring it before it ships)."""
+    _write_tree(bundle, root)
+    return root
 
 
 def write_bundle(bundle: Bundle, outdir: Path) -> Path:
@@ -90,11 +157,7 @@ def write_bundle(bundle: Bundle, outdir: Path) -> Path:
     final = outdir / bundle.dirname
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle.dirname}.", dir=outdir))
     try:
-        for rel, data in bundle.all_files().items():
-            path = staging / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        os.chmod(staging, 0o755)
+        _write_tree(bundle, staging)
         if final.exists():
             old = final.with_name(f".{bundle.dirname}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 Domain errors are turned into a message on stderr and a documented exit code
 in ONE place (`main`), never a traceback (set INFC_DEBUG=1 to see one for an
-internal error). Exit codes: see `infc.errors`.
+internal error). Exit codes: see `infc.errors`. With `--json`, stdout holds
+exactly one JSON document (see `infc.results`), whatever happens; progress and
+messages go to stderr.
 """
 
 from __future__ import annotations
@@ -12,13 +14,30 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
-from .errors import InfcError, SpecErrors
+from .errors import InfcError, SpecError, SpecErrors
 
 __all__ = ["main", "cli"]
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout (nothing else there).")
+
+
+class _Done(Exception):
+    """A command printed its own output (a JSON document) and ends with this exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=False, default=str))
+    if doc["exit_code"]:
+        raise _Done(int(doc["exit_code"]))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,24 +51,63 @@ def cli() -> None:
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("build"),
               show_default=True, help="Folder the bundle directory is written into.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the build report (markdown) here, pass or fail.")
+              help="Also write the build report (markdown) here, pass or fail (e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--iterations", type=click.IntRange(20, 100_000), default=300, show_default=True,
-              help="Timed requests for the latency gate.")
-@click.option("--latency-gate/--no-latency-gate", default=True, show_default=True,
-              help="Fail the build when the latency budget is missed (only ever on a host that is the target); "
-                   "--no-latency-gate measures and reports it without failing (e.g. on shared, noisy CI runners).")
-def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, latency_gate: bool) -> None:
+              help="At least this many timed requests for the latency gate (more while a percentile is "
+                   "undecided).")
+@click.option("--latency-gate", "latency_gate", type=click.Choice(["strict", "lenient", "off"]), default="lenient",
+              show_default=True,
+              help="When a latency percentile's confidence interval straddles its budget: strict fails the build, "
+                   "lenient warns and passes; off never fails on latency. A wholly-over interval fails under "
+                   "strict and lenient; latency is enforced only on a build host that is the target.")
+@click.option("--no-latency-gate", "no_gate", is_flag=True, hidden=True, help="Same as --latency-gate=off.")
+@click.option("--relock", is_flag=True, help="Search again and rewrite the lock even when it is valid.")
+@click.option("--locked", is_flag=True, help="Fail (exit 2) instead of searching when the lock is missing or "
+                                             "out of date (CI).")
+@click.option("--no-lock", is_flag=True, help="Neither read nor write a lock (search every time).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@_JSON
+def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, latency_gate: str, no_gate: bool,
+          relock: bool, locked: bool, no_lock: bool, quiet: bool, as_json: bool) -> None:
     """Validate SPEC, optimize its model, check its budgets and write the bundle."""
     from .build import build as run_build
+    from .progress import Progress
+    from .results import build_document
 
-    result = run_build(spec, outdir, iterations=iterations, report_path=report_path, latency_gate=latency_gate)
-    assert result.path is not None
-    lat, acc = result.latency, result.accuracy
-    click.echo(f"built {result.path}  ({result.bundle.size() / 1e6:.2f} MB)")
-    for a in acc:
+    if sum((relock, locked, no_lock)) > 1:
+        raise click.UsageError("--relock, --locked and --no-lock exclude each other")
+    lock = "relock" if relock else "locked" if locked else "ignore" if no_lock else "auto"
+    progress = Progress(quiet=quiet)
+    result, error = None, None
+    try:
+        result = run_build(spec, outdir, iterations=iterations, report_path=report_path, progress=progress,
+                           latency_gate="off" if no_gate else latency_gate, lock=lock)
+    except Exception as exc:  # with --json, every outcome is a document (internal errors: exit 1)
+        if not as_json:
+            raise
+        error = exc
+        result = getattr(exc, "result", None)
+    finally:
+        progress.close()
+    if as_json:
+        _emit(build_document(spec, result, error))
+        return
+    assert result is not None and result.path is not None
+    lat = result.latency
+    click.echo(f"built {result.path}  ({result.bundle.size() / 1e6:.2f} MB, content {result.bundle.content_hash[:16]})")
+    for a in result.accuracy:
         budget = f" (budget {a.op} {a.bound:g})" if a.bound is not None else ""
         click.echo(f"  accuracy  {a.name} = {a.value:.4f}{budget}")
-    click.echo(f"  latency   p50 {lat.p50_ms:.3f} ms  p95 {lat.p95_ms:.3f} ms  p99 {lat.p99_ms:.3f} ms (batch 1)")
+    shown = "  ".join(f"{p.name} {p.value_ms:.3f} ms {p.interval()}" for p in lat.percentiles)
+    click.echo(f"  latency   {shown} (batch 1, {lat.samples} requests): {lat.state}")
+    if lat.noise:
+        click.echo(f"  host      {'quiet' if lat.noise.get('quiet') else 'busy'}: reference workload "
+                   f"p99/p50 {lat.noise.get('spread', float('nan')):.2f}, load {lat.noise.get('loadavg')}")
+    click.echo(f"  serving   max_batch_size {result.serving.max_batch_size}, "
+               f"max_queue_delay_ms {result.serving.max_queue_delay_ms:g}")
+    click.echo(f"  {result.lock.describe()}")
+    for warning in result.warnings:
+        click.echo(f"infc: warning: {warning}", err=True)
     click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(result.path / 'serve.py')} "
                "--host 127.0.0.1 --port 8000")
 
@@ -64,24 +122,48 @@ def _shown(path: Path) -> str:
 
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def validate(specs: tuple[Path, ...]) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "github"]), default="text", show_default=True,
+              help="github: one `::error file=,line=,col=::` workflow command per problem (annotations on the "
+                   "pull request's diff).")
+@_JSON
+def validate(specs: tuple[Path, ...], fmt: str, as_json: bool) -> None:
     """Check specs (schema, files, steps against the model) without building."""
+    from .annotations import github_annotation
+    from .results import validate_document
     from .spec import load_spec
 
-    errors = []
+    outcomes: list[tuple[Path, BaseException | None]] = []
     for path in specs:
         try:
             load_spec(path)
-            click.echo(f"{path}: ok")
+            outcomes.append((path, None))
         except SpecErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
+            outcomes.append((path, exc))
+    if as_json:
+        _emit(validate_document(outcomes))
+        return
+    errors: list[SpecError] = [e for _, exc in outcomes if isinstance(exc, SpecErrors) for e in exc.errors]
+    for path, failure in outcomes:
+        if failure is None:
+            click.echo(f"{path}: ok")
+    if fmt == "github":
+        for e in errors:
+            click.echo(github_annotation(e))
+        if errors:
+            raise _Done(2)
+    elif errors:
         raise SpecErrors(errors)
 
 
 @cli.command()
-def schema() -> None:
-    """Print the spec's JSON Schema."""
+@click.option("--results", is_flag=True, help="The schema of the --json documents instead of the spec's.")
+def schema(results: bool) -> None:
+    """Print the spec's JSON Schema (for editors: see the README), or with --results that of --json output."""
+    if results:
+        from .results import results_schema
+
+        click.echo(json.dumps(results_schema(), indent=2))
+        return
     from .spec import schema as spec_schema
 
     click.echo(json.dumps(spec_schema(), indent=2))
@@ -89,12 +171,100 @@ def schema() -> None:
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-def plan(spec: Path) -> None:
-    """Print the plan (passes, settings) for SPEC's target without building."""
-    from .plan import make_plan
+@_JSON
+def plan(spec: Path, as_json: bool) -> None:
+    """Print the plan for SPEC's target without building: passes, candidates, batching and why."""
+    from .plan import make_plan, render_plan
+    from .results import plan_document
     from .spec import load_spec
 
-    click.echo(json.dumps(make_plan(load_spec(spec)).to_dict(), indent=2))
+    loaded = load_spec(spec)
+    the_plan = make_plan(loaded)
+    batching = _batching(loaded, the_plan)
+    if as_json:
+        _emit(plan_document(the_plan, batching))
+        return
+    click.echo(render_plan(loaded, the_plan, batching))
+
+
+def _batching(spec: Any, the_plan: Any) -> dict[str, Any]:
+    """How the build will set max_batch_size and max_queue_delay_ms (and the lock it would reuse)."""
+    from .lock import LockError, changes, current_inputs, find_lock, read_lock
+
+    path = find_lock(spec.file)
+    inputs = current_inputs(spec, {"hardware": the_plan.target, "isa": the_plan.isa})
+    out: dict[str, Any] = {"lock": str(path), "lock_state": "none", "lock_changes": []}
+    if path.is_file():
+        try:
+            lock = read_lock(path)
+            changed = changes(lock.inputs, inputs)
+            out["lock_state"] = "out of date" if changed else "valid"
+            out["lock_changes"] = changed
+            if not changed:
+                out.update(lock.choices.serving, candidate=lock.choices.candidate, exclude=list(lock.choices.exclude),
+                           why="from the lock (measured when it was written)")
+                return out
+        except LockError as exc:
+            out["lock_state"], out["lock_changes"] = "unreadable", [str(exc)]
+    pinned = {"max_batch_size", "max_queue_delay_ms"} <= spec.serving_pinned
+    if pinned:
+        why = "pinned by the spec"
+    elif not the_plan.host_matches_target:
+        why = "the spec's values: the build host is not the target, so batching cannot be measured here"
+    else:
+        lb = spec.budget.latency_ms
+        limit = (lb.p99 or lb.p95 or lb.p50) if lb else None
+        why = ("measured at build: the largest batch whose worst case (window + 2 x batch p99) fits the "
+               f"{limit:g} ms budget" if limit is not None else "measured at build: the batch with the most rows/s")
+    out.update(max_batch_size=spec.serving.max_batch_size, max_queue_delay_ms=spec.serving.max_queue_delay_ms,
+               why=why)
+    return out
+
+
+@cli.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Build cache for specs (default: $INFC_CACHE_DIR or ~/.cache/infc); safe to share between jobs.")
+@click.option("--latency-gate", "latency_gate", type=click.Choice(["strict", "lenient", "off"]), default="lenient",
+              show_default=True, help="Gate mode for specs that are built.")
+@click.option("--all", "all_rows", is_flag=True, help="Show unchanged rows too.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+@_JSON
+def diff(old: Path, new: Path, cache_dir: Path | None, latency_gate: str, all_rows: bool, quiet: bool,
+         as_json: bool) -> None:
+    """Compare two specs (built, reusing locks and the build cache), two bundles or two lock files:
+    a markdown table for a pull request, each change marked better, worse or changed."""
+    from .build_cache import cached_build, default_cache_dir
+    from .diff import DiffError, Side, compare, load_side, render_markdown
+    from .progress import Progress
+    from .results import diff_document
+
+    progress = Progress(quiet=quiet)
+    where = cache_dir or default_cache_dir()
+
+    def build_spec(path: Path) -> Side:
+        progress(f"building {path} (cache {where})")
+        bundle, outcome = cached_build(path, where, latency_gate=latency_gate, progress=progress)
+        side = load_side(bundle)
+        side.label, side.kind, side.passed = str(path), "spec", bool(outcome["passed"])
+        return side
+
+    try:
+        sides = [load_side(p, build_spec) for p in (old, new)]
+    except (DiffError, InfcError) as exc:
+        if as_json:
+            _emit({"command": "diff", "infc_version": __version__, "ok": False,
+                   "exit_code": getattr(exc, "exit_code", 2), "errors": [{"message": str(exc)}],
+                   "old": None, "new": None, "rows": []})
+        raise
+    finally:
+        progress.close()
+    rows = compare(*sides)
+    if as_json:
+        _emit(diff_document(sides[0], sides[1], rows))
+        return
+    click.echo(render_markdown(sides[0], sides[1], rows, all_rows=all_rows), nl=False)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -112,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `infc` console script; returns the exit code."""
     try:
         cli.main(args=argv, prog_name="infc", standalone_mode=False)
+    except _Done as done:
+        return done.code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:

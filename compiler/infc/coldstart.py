@@ -15,12 +15,16 @@ bundle is copied, on a machine with the same CPU: the build ships it when the
 build host is the target. Otherwise the server compiles during its warm-up,
 before it reports ready.
 
-The cache is made in a fresh interpreter that runs the server's own warm-up
-(`Pipeline.warmup`, so it holds every signature the server compiles) with the
-bundle's own runtime, on the bundle's files staged in a scratch folder. The
-index files (`.nbi`) are the same for the same inputs; the machine code (`.nbc`)
-is not byte for byte: Numba records the source's path, numbers each compile of
-a function within a process and names some objects by their address.
+The cache is made by the latency gate's measurement (`infc.latency_gate`): a
+fresh interpreter runs the server's own warm-up (`Pipeline.warmup`, so it holds
+every signature the server compiles) with the bundle's own runtime, on the
+bundle's files staged in a scratch folder; `collect_kernel_cache` then takes
+what it left in `kernels/__pycache__`. The index files (`.nbi`) are the same for
+the same inputs; the machine code (`.nbc`) is not byte for byte: Numba records
+the source's path, numbers each compile of a function within a process and
+names some objects by their address. So the cache files are measured files
+(`infc.bundle.is_measured`): outside the content hash, hashed in
+`measurements.files`.
 
 The in-tree cache needs `kernels/__pycache__` writable at run time (Numba
 checks); where it is not, Numba falls back to its user-wide cache and compiles.
@@ -28,28 +32,13 @@ checks); where it is not, Numba falls back to its user-wide cache and compiles.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numba
 
-__all__ = ["KernelCache", "make_kernel_cache"]
-
-# run in the staged bundle's folder: its own runtime, kernels by relative path, the server's warm-up
-_WARM_UP = """\
-import sys
-sys.path.insert(0, ".")
-from infc_runtime.pipeline import Pipeline
-Pipeline.load(".").warmup()
-"""
-
+__all__ = ["KernelCache", "collect_kernel_cache"]
 
 @dataclass(frozen=True)
 class KernelCache:
@@ -77,29 +66,17 @@ def _content_stamped() -> bool:
     return hasattr(caching, "_hash_source_file")
 
 
-def make_kernel_cache(files: Mapping[str, bytes], manifest: Mapping[str, Any], *,
-                      host_is_target: bool) -> KernelCache:
-    """The Numba cache of a bundle's kernels (`files`: the bundle's files by path; `manifest`: what
-    `Pipeline.load` reads), made by the server's warm-up in a fresh interpreter; none when not worth shipping."""
+def collect_kernel_cache(stage: Path, *, host_is_target: bool) -> KernelCache:
+    """The Numba cache that the warm-up of the bundle staged in `stage` left behind; none when not worth
+    shipping (the build host is not the target, or this Numba stamps its cache with file times)."""
     if not host_is_target:
         return KernelCache(False, "the build host is not the target: the server compiles the kernels during "
                                   "its warm-up, before it reports ready")
     if not _content_stamped():
         return KernelCache(False, f"Numba {numba.__version__} stamps its cache with file times, which copying "
                                   "the bundle changes: the server compiles during its warm-up")
-    with tempfile.TemporaryDirectory(prefix="infc-cache-") as tmp:
-        stage = Path(tmp)
-        for rel, data in {**files, "manifest.json": json.dumps(dict(manifest)).encode()}.items():
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            (stage / rel).write_bytes(data)
-        # the cache in kernels/__pycache__ (where the bundle keeps it), compiled as the server compiles
-        env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT")}
-        done = subprocess.run([sys.executable, "-c", _WARM_UP], cwd=stage, env=env, capture_output=True, text=True,
-                              timeout=900)
-        if done.returncode != 0:
-            raise RuntimeError(f"the bundle's warm-up failed in a fresh interpreter:\n{done.stderr.strip()}")
-        found = sorted(p for p in (stage / "kernels" / "__pycache__").glob("*") if p.suffix in (".nbi", ".nbc"))
-        cache = {f"kernels/__pycache__/{p.name}": p.read_bytes() for p in found}
+    found = sorted(p for p in (stage / "kernels" / "__pycache__").glob("*") if p.suffix in (".nbi", ".nbc"))
+    cache = {f"kernels/__pycache__/{p.name}": p.read_bytes() for p in found}
     if not cache:
         return KernelCache(False, "the kernels have no Numba functions: nothing to compile")
     return KernelCache(True, f"Numba's cache of the kernels for CPU {_cpu()}: a server on this CPU does not "

@@ -73,6 +73,11 @@ class PassError(InfcError):
 
 
 class BudgetError(InfcError):
-    """The build missed a budget; the message says which, by how much."""
+    """The build missed a budget; the message says which, by how much. `result` is the build's
+    `BuildResult` (measurements, report), for `--json` and `infc diff`."""
 
     exit_code = 4
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

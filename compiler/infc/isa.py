@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["ISAS", "DEFAULT_ISA", "NATIVE", "host_hardware", "host_isa", "resolve_isa"]
+__all__ = ["ISAS", "DEFAULT_ISA", "NATIVE", "host_cpu", "host_hardware", "host_isa", "resolve_isa"]
 
 ISAS: dict[str, tuple[str, ...]] = {
     "x86": ("avx2", "avx512", "avx512_vnni", "amx"),
@@ -41,6 +41,19 @@ def host_hardware(machine: str | None = None) -> str:
     """What this machine is, in the spec's terms: `x86` or `arm`."""
     machine = (machine if machine is not None else platform.machine()).lower()
     return "arm" if machine in ("aarch64", "arm64") or machine.startswith("armv8") else "x86"
+
+
+def host_cpu() -> str:
+    """The build host's CPU model, for people (`AMD EPYC 7B13`); the machine name when unknown."""
+    try:
+        cpuinfo = _CPUINFO.read_text(errors="replace")
+    except OSError:
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("model name", "cpu model") and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine()
 
 
 def _flags(cpuinfo: str) -> set[str]:

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from .isa import host_hardware, host_isa, resolve_isa
 from .spec import Spec
 
-__all__ = ["Candidate", "Plan", "make_plan"]
+__all__ = ["Candidate", "Plan", "make_plan", "render_plan"]
 
 _PROVIDERS = {"x86": "CPUExecutionProvider", "arm": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # ISAs with integer dot-product instructions that take u8 x s8 without saturating
@@ -134,3 +134,33 @@ def make_plan(spec: Spec) -> Plan:
     return Plan(target=target, isa=isa, host=host_hardware(), host_isa=host_isa_name, host_matches_target=same_isa,
                 host_runs_target=runs_here,
                 provider=provider, candidates=candidates, session=session, notes=tuple(notes))
+
+
+def _params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def render_plan(spec: Spec, plan: Plan, batching: dict[str, Any]) -> str:
+    """`infc plan SPEC` for people: target, candidates with their passes, batching and why, notes."""
+    lines = [f"plan for {spec.name} {spec.version}: target {plan.target}/{plan.isa} on {plan.provider}",
+             f"  build host {plan.host}/{plan.host_isa}: "
+             + ("is the target (latency measured and enforced)" if plan.host_matches_target
+                else "not the target (latency reported, not enforced)"),
+             "", "candidates" + (" (quantize: auto: the fastest inside the accuracy budgets wins, never one not "
+                                 "faster than fp32)" if len(plan.candidates) > 1 else "") + ":"]
+    for c in plan.candidates:
+        lines.append(f"  {c.name}")
+        lines += [f"    {i}. {name}({_params(params)})" for i, (name, params) in enumerate(c.passes, 1)]
+    lines += ["", "session: " + _params({k: v for k, v in plan.session.items() if k != "providers"})]
+    lock_line = f"lock: {batching['lock']} ({batching['lock_state']})"
+    if batching.get("lock_changes"):
+        lock_line += ": " + "; ".join(batching["lock_changes"])
+    if batching.get("candidate"):
+        exclude = f", fp32 kept for {', '.join(batching['exclude'])}" if batching.get("exclude") else ""
+        lock_line += f"; locked choice {batching['candidate']}{exclude}"
+    lines += [lock_line,
+              f"batching: max_batch_size {batching['max_batch_size']}, max_queue_delay_ms "
+              f"{batching['max_queue_delay_ms']:g}: {batching['why']}"]
+    if plan.notes:
+        lines += ["", "notes:", *(f"  - {n}" for n in plan.notes)]
+    return "\n".join(lines)

@@ -10,6 +10,8 @@ from infc_runtime.types import ServingConfig
 from .bundle import Bundle, render
 from .gates import AccuracyResult
 from .kernels.graph import Dataflow
+from .latency_gate import LatencyGate
+from .lock import LockStatus
 from .pins import versions
 from .plan import Plan
 from .serving_tune import BatchPoint
@@ -18,7 +20,7 @@ from .spec import Spec
 if TYPE_CHECKING:
     from .search import Evaluation
 
-__all__ = ["build_report", "pass_summary"]
+__all__ = ["build_report", "headline", "pass_summary"]
 
 
 def pass_summary(record: dict[str, Any]) -> str:
@@ -47,19 +49,35 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
+def headline(accurate: bool, latency: LatencyGate, plan: Plan) -> str:
+    """The report's first line: PASS only when every budget was checked, where it counts, and held."""
+    if not accurate and latency.fails_build:
+        return "**FAIL**: the accuracy and the latency budgets were missed."
+    if not accurate:
+        return "**FAIL**: an accuracy budget was missed."
+    if latency.fails_build:
+        how = " (inconclusive under --latency-gate=strict)" if latency.measured == "inconclusive" else ""
+        return f"**FAIL**: the latency budget was missed{how}."
+    if latency.measured is None or (latency.measured == "pass" and latency.on_target):
+        return "**PASS**: every budget met."
+    if not latency.on_target:
+        return (f"**PASS (accuracy); latency not measured on the target**: the build host "
+                f"({plan.host}/{plan.host_isa}) is not the target ({plan.target}/{plan.isa}), so the latency "
+                "budget is unverified; measure the bundle there with `python -m infc_runtime measure`.")
+    if latency.mode == "off":
+        return (f"**PASS (accuracy); latency {latency.measured}, not enforced** (--latency-gate=off): "
+                "the latency budget is unverified.")
+    return ("**PASS (accuracy); latency inconclusive**: a percentile's interval straddles its budget "
+            "(--latency-gate=lenient does not fail the build; strict does).")
+
+
 def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, evaluations: list[Evaluation],
-                 pre_flow: Dataflow, post_flow: Dataflow, passed: bool, *, serving: ServingConfig,
-                 serving_why: str, batches: Sequence[BatchPoint]) -> str:
+                 pre_flow: Dataflow, post_flow: Dataflow, passed: bool, *, latency: LatencyGate, lock: LockStatus,
+                 serving: ServingConfig, serving_why: str, batches: Sequence[BatchPoint]) -> str:
     """Render report.md for a build (pass or fail)."""
-    latency = chosen.latency
-    assert latency is not None
-    lb = spec.budget.latency_ms
-    budget_q = {q: (getattr(lb, q) if lb else None) for q in ("p50", "p95", "p99")}
-    verdict_q = {}
-    for q, limit in budget_q.items():
-        value = getattr(latency, f"{q}_ms")
-        verdict_q[q] = "" if limit is None else ("pass" if value <= limit else
-                                                 ("**MISS**" if latency.enforced else "over (not enforced)"))
+    percentiles = [{"name": p.name, "value": p.value_ms, "interval": p.interval(),
+                    "budget": "-" if p.bound_ms is None else f"{p.bound_ms:g} ms",
+                    "verdict": _verdict(p.verdict, latency)} for p in latency.percentiles]
     results = chosen.accuracy or [AccuracyResult("none (no validation data)", float("nan"), None, True, 0)]
     accuracy = [{"name": a.name, "value": a.value, "budget": "-" if a.bound is None else f"{a.op} {a.bound:g}",
                  "verdict": "pass" if a.passed else "**MISS**"} for a in results]
@@ -72,15 +90,30 @@ def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, eva
                    "p95": f"{e.latency.p95_ms:.3f}" if e.latency else "-",
                    "throughput": f"{e.latency.throughput_rps:.0f}" if e.latency else "-",
                    "size": _size(e.model.ByteSize()) if e.model is not None else "-"} for e in evaluations]
+    served = next((b for b in latency.batches if b.batch == serving.max_batch_size), None)
     return render("report.md.j2", name=spec.name, version=spec.version,
-                  verdict="**PASS**: every budget met." if passed else "**FAIL**: a budget was missed.",
+                  verdict=headline(chosen.accurate, latency, plan),
                   plan=plan, chosen=chosen.candidate.name, model_size=_size(len(bundle.files["model.onnx"])),
                   source_size=_size(spec.model.stat().st_size), bundle_size=_size(bundle.size()),
-                  file_count=len(bundle.all_files()), versions=versions(), accuracy=accuracy,
+                  file_count=len(bundle.all_files()) + 1, versions=versions(), accuracy=accuracy,
                   samples=results[0].samples, metric_names=", ".join(a.name for a in results),
                   details={k: v for k, v in results[0].details.items() if k not in shown}, latency=latency,
-                  latency_budget={q: (f"{v:g} ms" if v is not None else "-") for q, v in budget_q.items()},
-                  latency_verdict=verdict_q, candidates=candidates,
+                  percentiles=percentiles, noise=latency.noise, served=served,
+                  lock=lock.describe().removeprefix("lock "), content_hash=bundle.content_hash,
+                  candidates=candidates,
+                  candidates_batch=next((e.latency.batch_size for e in evaluations if e.latency), "-"),
                   passes=[{**r, "summary": pass_summary(r)} for r in chosen.records], kernel_lines=kernel_lines,
                   serving=serving, serving_why=serving_why, batches=batches,
                   pinned=sorted(spec.serving_pinned))
+
+
+def _verdict(verdict: str | None, latency: LatencyGate) -> str:
+    if verdict is None:
+        return ""
+    if not latency.on_target:
+        return f"{verdict} here (not the target)"
+    if verdict == "fail":
+        return "**MISS**" if latency.fails_build else "over (not enforced)"
+    if verdict == "inconclusive":
+        return "**INCONCLUSIVE** (fails under strict)" if not latency.fails_build else "**INCONCLUSIVE**"
+    return verdict

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -30,7 +30,8 @@ from .plan import Candidate, PassList, Plan
 from .sensitivity import rank_nodes
 from .spec import Spec
 
-__all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "choose", "confirm", "time_candidate"]
+__all__ = ["Bench", "Evaluation", "MIN_SPEEDUP", "evaluate_all", "evaluate_locked", "locked_candidate", "choices_of",
+           "choose", "confirm", "time_candidate"]
 
 _SHARED = {"normalize", "fuse_transformer", "fuse_attention"}
 
@@ -76,8 +77,8 @@ class Bench:
     labels: np.ndarray | None
     ctx: PassContext
     iterations: int
-    enforce_latency: bool = True
-    """Fail candidates over the latency budget (only where the build host is the target)."""
+    progress: Callable[[str], None] = field(default=lambda message: None)
+    """Told what is being measured (a line per candidate or sensitivity variant)."""
     _prefixes: dict[str, tuple[onnx.ModelProto, list[dict[str, Any]]]] = field(default_factory=dict)
     _reference_outputs: Outputs | None = None
 
@@ -120,6 +121,7 @@ def _evaluate(candidate: Candidate, source: onnx.ModelProto, bench: Bench, *, si
               with_latency: bool = True) -> Evaluation:
     """Run a candidate's passes, then its gates. With several candidates a failing one is recorded, not fatal."""
     ev = Evaluation(candidate)
+    bench.progress(f"candidate {candidate.name}")
     try:
         ev.model, ev.records = bench.run(source, candidate.passes)
     except InfcError as exc:
@@ -139,9 +141,9 @@ def _evaluate(candidate: Candidate, source: onnx.ModelProto, bench: Bench, *, si
 def time_candidate(ev: Evaluation, bench: Bench, pipeline: Pipeline | None = None) -> None:
     """Measure latency for a candidate that was not timed yet."""
     if ev.latency is None and ev.model is not None:
+        # compared side by side in this process; the gate measures the chosen bundle in its own process
         ev.latency = measure_latency(pipeline or bench.pipeline(ev.model), bench.requests,
-                                     bench.spec.budget.latency_ms, enforce=bench.enforce_latency,
-                                     iterations=bench.iterations)
+                                     bench.spec.budget.latency_ms, enforce=False, iterations=bench.iterations)
 
 
 def _quant_index(passes: PassList) -> int | None:
@@ -221,6 +223,34 @@ def evaluate_all(source: onnx.ModelProto, bench: Bench) -> list[Evaluation]:
         if not ev.accurate:
             evaluations.extend(_exclusions(ev, source, bench))
     return evaluations
+
+
+def locked_candidate(plan: Plan, base: str, name: str, exclude: Sequence[str]) -> Candidate | None:
+    """The plan's candidate `base` with `exclude` kept in fp32, named `name`; None when the plan has no `base`."""
+    found = next((c for c in plan.candidates if c.name == base), None)
+    if found is None:
+        return None
+    q = _quant_index(found.passes)
+    if not exclude:
+        return Candidate(name, found.passes)
+    if q is None:
+        return None
+    return Candidate(name, _with_exclude(found.passes, q, list(exclude)))
+
+
+def choices_of(ev: Evaluation) -> tuple[str, tuple[str, ...]]:
+    """The plan candidate an evaluation derives from, and the nodes it keeps in fp32."""
+    q = _quant_index(ev.candidate.passes)
+    exclude = tuple(ev.candidate.passes[q][1].get("exclude", ())) if q is not None else ()
+    return ev.candidate.name.split("+", 1)[0], exclude
+
+
+def evaluate_locked(candidate: Candidate, source: onnx.ModelProto, bench: Bench) -> Evaluation:
+    """The lock's candidate, optimized and checked against the accuracy budgets (no search, no timing)."""
+    ev = _evaluate(candidate, source, bench, single=True, with_latency=False)
+    ev.verdict = ("chosen: from the lock" if ev.accurate
+                  else "misses the accuracy budget (the locked choice; --relock searches again)")
+    return ev
 
 
 def choose(evaluations: Sequence[Evaluation], *, measurable: bool = True) -> Evaluation:

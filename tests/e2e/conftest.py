@@ -12,7 +12,7 @@ from infc.build import BuildResult, build
 
 @pytest.fixture(scope="session")
 def digits_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
-    return build(DIGITS_SPEC, tmp_path_factory.mktemp("build"), iterations=50, latency_gate=False)
+    return build(DIGITS_SPEC, tmp_path_factory.mktemp("build"), iterations=50, latency_gate="off", lock="ignore")
 
 
 @pytest.fixture(scope="session")

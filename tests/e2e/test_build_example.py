@@ -16,6 +16,8 @@ import yaml
 from examples import DIGITS_SPEC
 
 from infc.build import BuildResult, build, load_requests
+from infc.bundle import content_hash
+from infc.bundle import is_measured as bundle_is_measured
 from infc.spec import load_spec
 from infc_runtime.pipeline import Pipeline
 
@@ -29,28 +31,42 @@ def test_bundle_has_every_file_and_the_manifest_hashes_them(digits_bundle: Path)
              and "__pycache__" not in p.parts}
     assert files >= EXPECTED
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
+    measured = manifest["measurements"]["files"]
+    listed = {**manifest["files"], **measured}
     # Numba's cache is shipped (kernels/__pycache__, see test_cold_start) but grows when the bundle runs
-    assert {f for f in manifest["files"] if "__pycache__" not in f} == files - {"manifest.json"}
-    for rel, digest in manifest["files"].items():
-        if "__pycache__" not in rel:
-            assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
+    assert {f for f in listed if "__pycache__" not in f} == files - {"manifest.json"}
+    for rel, digest in listed.items():
+        assert hashlib.sha256((digits_bundle / rel).read_bytes()).hexdigest() == digest, rel
+    # what a build measures, or what embeds the build machine, is hashed apart from the content
+    assert "report.md" in measured and all(f == "report.md" or f.startswith("kernels/__pycache__/") for f in measured)
+    assert not set(measured) & set(manifest["files"])
+    assert manifest["content_hash"] == content_hash(manifest)
     assert manifest["name"] == "digits" and manifest["version"] == "1.0.0"
-    names = [c["name"] for c in manifest["candidates"]]
+    names = [c["name"] for c in manifest["measurements"]["candidates"]]
     assert names[:3] == ["fp32", "dynamic", "static"] and manifest["plan"]["chosen"] in names
     passes = [p["name"] for p in manifest["plan"]["passes"]]
     assert passes[:3] == ["normalize", "fuse_transformer", "fuse_attention"] and passes[-1] == "fuse_graph"
     assert [r["pass"] for r in manifest["passes"]] == passes
-    assert manifest["results"]["passed"] is True
+    assert manifest["measurements"]["results"]["passed"] is True
+    assert manifest["choice"]["candidate"] == manifest["plan"]["chosen"]
     assert manifest["versions"]["onnxruntime"] and manifest["versions"]["numba"]
 
 
 def test_manifest_records_the_measured_numbers(digits_build: BuildResult, digits_bundle: Path) -> None:
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
-    (acc,), lat = manifest["results"]["accuracy"], manifest["results"]["latency"]
+    results = manifest["measurements"]["results"]
+    (acc,), lat = results["accuracy"], results["latency"]
     assert acc["metric"] == "top1_agreement" and acc["value"] >= 0.99 and acc["samples"] == 450
-    assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+    p50, p95, p99 = (next(p for p in lat["percentiles"] if p["name"] == q) for q in ("p50", "p95", "p99"))
+    assert 0 < p50["value_ms"] <= p95["value_ms"] <= p99["value_ms"]
+    for p in (p50, p95, p99):
+        assert p["low_ms"] <= p["value_ms"] and (p["high_ms"] is None or p["value_ms"] <= p["high_ms"])
+    assert p99["bound_ms"] == 10 and p99["verdict"] in ("pass", "fail", "inconclusive")
+    assert lat["mode"] == "off" and lat["samples"] >= 50 and lat["noise"]["cpus"] >= 1
     report = (digits_bundle / "report.md").read_text()
-    assert "**PASS**" in report and f"{acc['value']:.4f}" in report and f"{lat['p99_ms']:.3f} ms" in report
+    assert f"{acc['value']:.4f}" in report and f"{p99['value_ms']:.3f} ms" in report
+    # measured with the gate off: the headline never claims a latency pass it did not check
+    assert ("**PASS**: every budget met." in report) == (p99["verdict"] == "pass" and p95["verdict"] == "pass")
 
 
 def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
@@ -64,6 +80,8 @@ def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
 def test_resolved_spec_and_deploy_files_parse(digits_bundle: Path) -> None:
     spec = yaml.safe_load((digits_bundle / "spec.yaml").read_text())
     assert spec["name"] == "digits" and spec["serving"]["max_queue"] == 512
+    # the resolved spec shows the batching the server uses (chosen by the build), not the defaults
+    assert spec["serving"] == json.loads((digits_bundle / "manifest.json").read_text())["serving"]
     docs = list(yaml.safe_load_all((digits_bundle / "k8s" / "deployment.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["Deployment", "Service"]
     probe = docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
@@ -85,17 +103,53 @@ def test_bundle_pipeline_matches_the_model_on_validation_data(digits_bundle: Pat
     assert np.all(np.diff(out["scores"], axis=1) <= 0)  # top-k sorted
 
 
+def _without_measurements(data: bytes) -> dict[str, object]:
+    manifest = json.loads(data)
+    del manifest["measurements"]
+    return manifest
+
+
 def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     for name in ("digits.onnx", "calib.npz", "val.npz"):
         shutil.copy(DIGITS_SPEC.parent / name, tmp_path / name)
     spec = tmp_path / "digits.yaml"
-    spec.write_text(DIGITS_SPEC.read_text().replace("quantize: auto", "quantize: static"))
-    first = build(spec, tmp_path / "a", iterations=20, latency_gate=False).bundle.files
-    second = build(spec, tmp_path / "b", iterations=20, latency_gate=False).bundle.files
-    assert set(first) == set(second)
-    differ = {name for name in first if first[name] != second[name]}
-    # only the measured numbers may differ, and the machine code in Numba's cache (see infc.coldstart)
-    assert {n for n in differ if not n.endswith(".nbc")} <= {"report.md"}, differ
+    spec.write_text(DIGITS_SPEC.read_text().replace("quantize: auto", "quantize: dynamic"))
+    first = build(spec, tmp_path / "a", iterations=20, latency_gate="off")
+    assert first.lock.state == "written" and (tmp_path / "digits.lock").is_file()
+    second = build(spec, tmp_path / "b", iterations=20, latency_gate="off")
+    assert second.lock.state == "reused"
+    assert first.bundle.content_hash == second.bundle.content_hash
+    a, b = first.path, second.path
+    assert a is not None and b is not None
+    files_a = {str(p.relative_to(a)): p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    files_b = {str(p.relative_to(b)): p.read_bytes() for p in b.rglob("*") if p.is_file()}
+    assert set(files_a) == set(files_b)
+    differ = {name for name in files_a if files_a[name] != files_b[name]}
+    # byte for byte outside the measurements: the report, Numba's machine code, manifest.measurements
+    assert {n for n in differ if not bundle_is_measured(n)} <= {"manifest.json"}, differ
+    assert _without_measurements(files_a["manifest.json"]) == _without_measurements(files_b["manifest.json"])
+    modes = {oct(p.stat().st_mode & 0o777) for p in a.rglob("*") if p.is_file()}
+    assert modes == {"0o644"}, modes
+
+
+def test_a_changed_input_invalidates_the_lock(tmp_path: Path) -> None:
+    for name in ("digits.onnx", "calib.npz", "val.npz"):
+        shutil.copy(DIGITS_SPEC.parent / name, tmp_path / name)
+    spec = tmp_path / "digits.yaml"
+    spec.write_text(DIGITS_SPEC.read_text().replace("quantize: auto", "quantize: none"))
+    first = build(spec, tmp_path / "a", iterations=20, latency_gate="off")
+    assert first.lock.state == "written"
+    with np.load(tmp_path / "val.npz") as data:  # the same validation images, one changed
+        arrays = {k: data[k].copy() for k in data.files}
+    arrays["image"][0] = 255 - arrays["image"][0]
+    np.savez(tmp_path / "val.npz", **arrays)
+    second = build(spec, tmp_path / "b", iterations=20, latency_gate="off")
+    assert second.lock.state == "invalidated"
+    assert any(r.startswith("optimize.validation file changed") for r in second.lock.reasons), second.lock.reasons
+    third = build(spec, tmp_path / "c", iterations=20, latency_gate="off")
+    assert third.lock.state == "reused"
+    lock = json.loads((tmp_path / "digits.lock").read_text())
+    assert lock["choices"]["candidate"] == "fp32" and lock["inputs"]["files"]["optimize.validation"]
 
 
 def test_kubernetes_manifests_validate_against_the_api_schema(digits_bundle: Path) -> None:
@@ -116,7 +170,7 @@ def test_dockerfile_passes_hadolint(digits_bundle: Path) -> None:
 
 def test_latency_budget_chose_the_serving_batch(digits_bundle: Path) -> None:
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
-    tuning, serving = manifest["serving_tuning"], manifest["serving"]
+    tuning, serving = manifest["measurements"]["serving_tuning"], manifest["serving"]
     points = {p["batch"]: p for p in tuning["batches"]}
     assert points[1]["p50_ms"] > 0 and "fits the 10 ms budget" in tuning["reason"]
     # the rule: the largest measured batch whose worst case fits the p99 budget of 10 ms

@@ -31,7 +31,8 @@ def _example_copy(tmp_path: Path, edit: dict[str, str]) -> Path:
 
 
 def test_build_succeeds_and_says_how_to_serve(tmp_path: Path) -> None:
-    done = infc("build", str(DIGITS_SPEC), "-o", str(tmp_path / "out"), "--iterations", "50", "--no-latency-gate")
+    done = infc("build", str(DIGITS_SPEC), "-o", str(tmp_path / "out"), "--iterations", "50", "--no-latency-gate",
+                "--no-lock")
     assert done.returncode == 0, done.stderr
     assert "built" in done.stdout and "serve.py --host 127.0.0.1 --port 8000" in done.stdout
     assert "top1_agreement" in done.stdout and "p99" in done.stdout
@@ -72,15 +73,25 @@ def test_latency_budget_miss_exit_4(tmp_path: Path) -> None:
     spec = _example_copy(tmp_path, {"latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
     done = infc("build", str(spec), "-o", str(tmp_path / "out"), "--iterations", "20", cwd=tmp_path)
     assert done.returncode == 4, done.stderr
-    assert "latency: p99" in done.stderr and "> budget 1e-06 ms" in done.stderr
+    assert "latency: p99" in done.stderr and "> budget 1e-06 ms (fail)" in done.stderr
 
 
 def test_schema_and_plan_print_json() -> None:
     schema = json.loads(infc("schema").stdout)
     assert schema["$schema"].endswith("2020-12/schema") and "budget" in schema["properties"]
-    plan = json.loads(infc("plan", str(DIGITS_SPEC)).stdout)
+    plan = json.loads(infc("plan", str(DIGITS_SPEC), "--json").stdout)
     assert [c["name"] for c in plan["candidates"]] == ["fp32", "dynamic", "static"]
     assert [p["name"] for p in plan["passes"]] == ["normalize", "fuse_transformer", "fuse_attention", "fuse_graph"]
+    assert plan["command"] == "plan" and plan["batching"]["why"]
+
+
+def test_plan_reads_as_text_by_default() -> None:
+    done = infc("plan", str(DIGITS_SPEC))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for needle in ("plan for digits 1.0.0: target x86/", "candidates (quantize: auto", "  static",
+                   "quantize_static(method=minmax, per_channel=True", "batching: max_batch_size ", "lock: "):
+        assert needle in text, needle
 
 
 @pytest.mark.parametrize("args", [["build"], ["nosuchcommand"], ["build", "missing.yaml"]])

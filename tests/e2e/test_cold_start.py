@@ -43,7 +43,7 @@ print(json.dumps({"labels": out["labels"].tolist(), "stats": stats}, default=byt
 def _copy_shipped(bundle: Path, dest: Path, *, with_cache: bool = True) -> Path:
     """The manifest's files (and the manifest), copied without their times."""
     manifest = json.loads((bundle / "manifest.json").read_text())
-    for rel in [*manifest["files"], "manifest.json"]:
+    for rel in [*manifest["files"], *manifest["measurements"]["files"], "manifest.json"]:
         if with_cache or "__pycache__" not in rel:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle / rel, dest / rel)
@@ -62,10 +62,12 @@ def _first_request(bundle: Path) -> dict[str, dict[str, int]]:
 
 def test_the_manifest_lists_the_shipped_cache(digits_build: BuildResult, digits_bundle: Path) -> None:
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
-    cache = manifest["kernel_cache"]
+    cache = manifest["measurements"]["kernel_cache"]
     assert digits_build.plan.host_matches_target
     assert cache["shipped"] is True, cache["reason"]
-    shipped = [f for f in manifest["files"] if f.startswith("kernels/__pycache__/")]
+    # the machine code embeds the build machine: hashed with the measurements, outside the content hash
+    assert not [f for f in manifest["files"] if f.startswith("kernels/__pycache__/")]
+    shipped = [f for f in manifest["measurements"]["files"] if f.startswith("kernels/__pycache__/")]
     assert shipped == cache["files"] and shipped
     assert {Path(f).suffix for f in shipped} == {".nbi", ".nbc"}
     assert any(Path(f).name.startswith("pre.") for f in shipped) and any(Path(f).name.startswith("post.")
