@@ -53,12 +53,14 @@ At 1.5x the tail of everything measured alongside is inflated too.
 
 REFERENCE_BLOCK = 32  # reference calls timed after each round: ~1 ms, about 1% of a 0.1 s round
 
-# Gen-0 collection is triggered by (allocations - deallocations) of container
-# objects. Request-path garbage is freed by reference counting, so the count
-# grows only with objects that outlive a request; at 10,000 a gen-0 pass is
-# rare and still short (it scans at most that many young objects, ~0.1-0.5 ms),
-# where the default 700 runs one every few requests. Generations 1 and 2 keep
-# their defaults: after `gc.freeze()` they no longer rescan the warmed-up heap.
+# Gen-0 collection runs when (allocations - deallocations) of container objects
+# since the last one pass the threshold. Request-path garbage is mostly freed by
+# reference counting, so the count grows with what outlives a request (futures
+# and buffers of requests in flight under load, caches): 10,000 makes those
+# passes ~14x rarer than the default 700 while each stays short (it scans only
+# the young objects, about that many at most: well under a millisecond).
+# Generations 1 and 2 keep their defaults: after `gc.freeze()` their passes no
+# longer rescan the warmed-up heap.
 GEN0_THRESHOLD = 10_000
 
 _REF_MATRIX = (np.arange(256, dtype=np.float64).reshape(16, 16) % 7) / 7.0

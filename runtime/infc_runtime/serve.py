@@ -29,8 +29,9 @@ Entry points for other code:
 One process, one event loop (uvicorn). SIGTERM or SIGINT stops taking new
 connections, finishes every accepted request, then exits 0.
 
-Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g. the port is
-in use); 2 usage error, or the bundle does not load (one line on stderr).
+Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
+the port is in use); 2 usage error, or the bundle does not load (one line on
+stderr).
 """
 
 from __future__ import annotations
