@@ -12,11 +12,13 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+import onnx
 
 from infc_runtime.types import ServingConfig, TensorSpec
 
@@ -25,7 +27,7 @@ from .errors import PathPart, SpecError, SpecErrors
 from .isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
 from .kernels import registry
 from .kernels.prepare import steps_needing_data
-from .kernels.signature import check_pipeline, resolve_stages
+from .kernels.signature import broken, check_pipeline, resolve_stages
 from .modelio import graph_outputs
 from .spec_files import check_arrays, compare_inputs, load_model, model_inputs, shown
 from .spec_schema import STEP_SECTIONS, schema
@@ -140,8 +142,22 @@ class Spec:
 
     def error(self, path: Sequence[PathPart], message: str) -> SpecError:
         """A `SpecError` about `path`, located where the nearest written part of it is."""
-        line, col = _nearest(self.marks, tuple(path))
-        return SpecError(shown(self.file), line, col, tuple(path), message)
+        return _located(self.file, self.marks, path, message)
+
+
+@dataclass(frozen=True)
+class _Stages:
+    """What the pipeline check reads (`kernels.signature.Stages`), assembled from the usable
+    parts of a spec before, or without, a whole `Spec`."""
+
+    file: Path
+    marks: Mapping[KeyPath, Mark]
+    inputs: tuple[TensorSpec, ...]
+    preprocess: tuple[Step, ...]
+    postprocess: tuple[Step, ...]
+
+    def error(self, path: Sequence[PathPart], message: str) -> SpecError:
+        return _located(self.file, self.marks, path, message)
 
 
 def _nearest(marks: Mapping[KeyPath, Mark], path: KeyPath) -> Mark:
@@ -151,8 +167,25 @@ def _nearest(marks: Mapping[KeyPath, Mark], path: KeyPath) -> Mark:
     return (1, 1)
 
 
+def _located(file: Path, marks: Mapping[KeyPath, Mark], path: Sequence[PathPart], message: str) -> SpecError:
+    line, col = _nearest(marks, tuple(path))
+    return SpecError(shown(file), line, col, tuple(path), message)
+
+
+def _usable(wrong: Iterable[KeyPath]) -> Callable[[KeyPath], bool]:
+    """Whether a value can be read by later checks: nothing at, inside or around it is wrong."""
+    paths = list(wrong)
+    return lambda at: not any(p[:len(at)] == at or at[:len(p)] == p for p in paths)
+
+
 def load_spec(path: str | Path) -> Spec:
-    """Read, validate and resolve the spec at `path`; raise `SpecErrors` with every problem."""
+    """Read, validate and resolve the spec at `path`; raise `SpecErrors` with every problem.
+
+    One run finds every problem that can be known before building. Only a file that
+    is not a YAML mapping stops at once; a wrong value leaves out just the checks that
+    read it (a wrong budget does not hide a missing model file, a broken step does
+    not hide one of the other stage), and a check that needs the model runs when it loads.
+    """
     file = Path(os.path.abspath(path))
     name = shown(file)
     try:
@@ -175,79 +208,124 @@ def load_spec(path: str | Path) -> Spec:
         return SpecError(name, line, col, f.path, f.message)
 
     # 2. validate against the schema, then the rules that tie fields together
-    if doc.data is not None:
-        errors += [locate(f) for f in validate(doc.data, schema()) if f.path not in doc.unusable]
-        if isinstance(doc.data, dict):
-            errors += [locate(f) for f in _cross_checks(doc.data)]
+    wrong = [f for f in validate(doc.data, schema()) if f.path not in doc.unusable] if doc.data is not None else []
+    errors += [locate(f) for f in wrong]
+    if not isinstance(doc.data, dict):
+        raise SpecErrors(errors)
+    cross = _cross_checks(doc.data)
+    errors += [locate(f) for f in cross]
+    # what is wrong is not read again; a duplicate input name leaves the request tensors unknown
+    usable = _usable([f.path for f in wrong] + [p for p, _, _ in doc.problems]
+                     + [f.path for f in cross if f.path[:1] == ("inputs",)])
+
+    # 3. the files it names and the pre/post steps, each checked as far as what it needs is usable
+    found = _check_files_and_steps(file, doc.data, doc.marks, usable)
+    errors += [locate(f) for f in found.findings] + found.errors
     if errors:
         raise SpecErrors(errors)
 
-    # 3. defaults, applied here and nowhere else
+    # 4. defaults, applied here and nowhere else
+    assert found.inputs is not None  # no errors: the inputs are known
     data = _resolve(doc.data)
-    marks = dict(doc.marks)
+    data["inputs"] = [t.to_dict() for t in found.inputs]
+    return _build(file, data, found.marks, found.inputs, doc.data)
 
-    # 4. the model, and the request inputs it implies when the spec lists none
-    model = load_model(file.parent / data["model"])
-    if isinstance(model, str):
-        raise SpecErrors([locate(Finding(("model",), model))])
-    found, problems = model_inputs(model)
-    if "inputs" not in data or not data["preprocess"]:
-        errors += [locate(Finding(("model",), p)) for p in problems]
-    if "inputs" in data:
-        inputs = [TensorSpec.from_dict(t) for t in data["inputs"]]
-        if not data["preprocess"]:
-            errors += [locate(Finding(p, m)) for p, m in compare_inputs(inputs, found)]
-    else:
-        inputs = found
-        marks[("inputs",)] = doc.marks[("model",)]  # errors about them point at the model
-    data["inputs"] = [t.to_dict() for t in inputs]
 
-    # 5. calibration and validation data for those inputs
-    accuracy = doc.data["budget"].get("accuracy") if isinstance(doc.data.get("budget"), dict) else None
-    for key in ("calibration", "validation"):
-        if key not in data["optimize"]:
-            continue
-        npz = file.parent / data["optimize"][key]
-        messages, summary = check_arrays(npz, inputs)
+@dataclass
+class _Checked:
+    """What `_check_files_and_steps` found: problems (as findings, or located already), the request
+    inputs (None: unknown) and the marks, with `inputs` pointing at the model when it names them."""
+
+    findings: list[Finding]
+    errors: list[SpecError]
+    inputs: list[TensorSpec] | None
+    marks: dict[KeyPath, Mark]
+
+
+def _check_files_and_steps(file: Path, raw: dict[str, Any], doc_marks: Mapping[KeyPath, Mark],
+                  usable: Callable[[KeyPath], bool]) -> _Checked:
+    """The model, the calibration/validation data, the pre/post steps and the tensors the
+    accuracy budgets compare: every check whose inputs are usable."""
+    out = _Checked([], [], None, dict(doc_marks))
+    opt, accuracy = _mapping(raw.get("optimize")), _mapping(raw.get("budget")).get("accuracy")
+    budgets = usable(("budget", "accuracy"))
+    no_pre = usable(("preprocess",)) and not raw.get("preprocess")
+    data_keys = [k for k in ("calibration", "validation") if k in opt and usable(("optimize", k))]
+
+    # the model, and the request inputs: as written, or the model's
+    model: onnx.ModelProto | None = None
+    if usable(("model",)):
+        loaded = load_model(file.parent / raw["model"])
+        model = None if isinstance(loaded, str) else loaded
+        if isinstance(loaded, str):
+            out.findings.append(Finding(("model",), loaded + _unchecked_note(raw, data_keys)))
+    elif "inputs" not in raw and data_keys:  # the model's own problem is reported already
+        out.findings.append(Finding(("model",), _unchecked_note(raw, data_keys).removeprefix("; ")))
+    complete = "inputs" in raw
+    if "inputs" in raw and usable(("inputs",)):
+        out.inputs = [TensorSpec.from_dict(t) for t in _canonical(raw["inputs"], schema()["properties"]["inputs"])]
+    if model is not None:
+        model_found, problems = model_inputs(model)
+        if "inputs" not in raw or no_pre:
+            out.findings += [Finding(("model",), p) for p in problems]
+        if "inputs" not in raw:
+            out.inputs, complete = model_found, not problems
+            out.marks[("inputs",)] = doc_marks[("model",)]  # errors about them point at the model
+        elif out.inputs is not None and no_pre:
+            out.findings += [Finding(p, m) for p, m in compare_inputs(out.inputs, model_found)]
+
+    # calibration and validation data for those inputs (only as archives while the inputs are unknown)
+    for key in data_keys:
+        npz = file.parent / opt[key]
+        messages, summary = check_arrays(npz, out.inputs or [])
         at: KeyPath = ("optimize", key)
-        errors += [locate(Finding(at, m)) for m in messages]
-        if key == "validation" and summary is not None and not messages:
-            errors += [locate(f) for f in spec_budget.data_findings(accuracy, summary.labels, summary.samples,
-                                                                   shown(npz), at)]
-    if errors:
-        raise SpecErrors(errors)
-    spec = _build(file, data, marks, inputs, doc.data)
+        out.findings += [Finding(at, m) for m in messages]
+        if key == "validation" and summary is not None and not messages and budgets:
+            out.findings += spec_budget.data_findings(accuracy, summary.labels, summary.samples, shown(npz), at)
+    if model is None:
+        return out
 
-    # 6. the pre/post steps against the model, then the tensors the accuracy budgets compare
-    errors = check_pipeline(spec, model)
-    if errors:
-        raise SpecErrors(errors)
-    if spec.budget.accuracy:
-        response = list(resolve_stages(spec, model)[1].end)
-        findings = spec_budget.output_findings(accuracy, graph_outputs(model), response)
-        if findings:
-            raise SpecErrors([locate(f) for f in findings])
-    return spec
+    # the pre/post steps against the model, then the tensors the accuracy budgets compare
+    skip = {s for s in STEP_SECTIONS if not usable((s,))}
+    if out.inputs is None or not complete or ("inputs" in raw and no_pre):
+        skip.add("preprocess")  # request inputs unknown; or none to run, and compare_inputs checked them
+    pre, post = (() if s in skip else _steps(file, raw.get(s) or [], s) for s in ("preprocess", "postprocess"))
+    stages = _Stages(file, out.marks, tuple(out.inputs or ()), pre, post)
+    out.errors += check_pipeline(stages, model, skip)
+    if budgets and spec_budget.written(accuracy):
+        response = list(resolve_stages(stages, model, skip)[1].end)
+        known = "postprocess" not in skip and not broken(out.errors, "postprocess")
+        out.findings += spec_budget.output_findings(accuracy, graph_outputs(model), response, complete=known)
+    return out
+
+
+def _unchecked_note(raw: dict[str, Any], data_keys: Sequence[str]) -> str:
+    """What a model that cannot be read leaves unchecked, when the request inputs are its own."""
+    if "inputs" in raw or not data_keys:
+        return ""
+    return (f"; the spec lists no `inputs`, so the request inputs are the model's: the arrays in "
+            f"{' and '.join(f'optimize.{k}' for k in data_keys)} are checked against them once it loads")
 
 
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _mapping(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
     """Rules between fields; written to tolerate data the schema has rejected."""
-    def mapping(v: Any) -> dict[str, Any]:
-        return v if isinstance(v, dict) else {}
-
     out: list[Finding] = []
-    opt, budget, target = mapping(raw.get("optimize")), mapping(raw.get("budget")), raw.get("target")
-    hardware = mapping(target).get("hardware") if isinstance(target, dict) else target
-    out += _target_checks(mapping(target), hardware)
+    opt, budget, target = _mapping(raw.get("optimize")), _mapping(raw.get("budget")), raw.get("target")
+    hardware = _mapping(target).get("hardware") if isinstance(target, dict) else target
+    out += _target_checks(_mapping(target), hardware)
     quantize = opt.get("quantize")
     q = ("optimize", "quantize")
     if quantize == "fp16" and hardware in ("x86", "arm"):
         out.append(Finding(q, f"fp16 needs target cuda, got {hardware} (on CPUs use dynamic or static)"))
-    if quantize == "fp16" and hardware == "cuda" and mapping(target).get("fp16") is False:
+    if quantize == "fp16" and hardware == "cuda" and _mapping(target).get("fp16") is False:
         out.append(Finding(q, "quantize fp16 contradicts target.fp16: false"))
     if quantize in ("static", "auto") and "calibration" not in opt:
         out.append(Finding(q, f"quantize {quantize} needs optimize.calibration "
@@ -266,7 +344,7 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
                                                        "(an .npz with an array per request input)"))
         out += spec_budget.static_findings(accuracy)
 
-    latency = mapping(budget.get("latency_ms"))
+    latency = _mapping(budget.get("latency_ms"))
     given = [(p, latency[p]) for p in ("p50", "p95", "p99") if _number(latency.get(p))]
     for (p, low), (q_, high) in itertools.pairwise(given):
         if high < low:
@@ -275,7 +353,7 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
     inputs = raw.get("inputs")
     seen: dict[str, int] = {}
     for i, t in enumerate(inputs if isinstance(inputs, list) else []):
-        tensor_name = mapping(t).get("name")
+        tensor_name = _mapping(t).get("name")
         if isinstance(tensor_name, str) and tensor_name in seen:
             out.append(Finding(("inputs", i, "name"),
                                f"duplicate input name {tensor_name!r} (also inputs[{seen[tensor_name]}])"))
@@ -338,13 +416,28 @@ def _resolve(raw: dict[str, Any]) -> dict[str, Any]:
     if "accuracy" in data["budget"]:
         data["budget"]["accuracy"] = spec_budget.resolve(data["budget"]["accuracy"])
     for section in STEP_SECTIONS:
-        data[section] = [{item: {}} if isinstance(item, str)
-                         else {k: _canonical(v or {}, registry.params_schema(k)) for k, v in item.items()}
-                         for item in data[section]]
+        data[section] = _canonical_steps(data[section])
     s = data["serving"]
     data["serving"] = ServingConfig(int(s["max_batch_size"]), float(s["max_queue_delay_ms"]),
                                     int(s["max_queue"]), float(s["timeout_ms"])).to_dict()
     return data
+
+
+def _canonical_steps(items: list[Any]) -> list[dict[str, Any]]:
+    """A validated step list in its long form, each step's parameter defaults applied."""
+    return [{item: {}} if isinstance(item, str)
+            else {k: _canonical(v or {}, registry.params_schema(k)) for k, v in item.items()}
+            for item in items]
+
+
+def _steps(file: Path, items: list[Any], section: str) -> tuple[Step, ...]:
+    """The steps of a validated step list; file parameters made absolute (`data` keeps them as written)."""
+    def with_paths(name: str, params: dict[str, Any]) -> dict[str, Any]:
+        files = registry.get(name).files
+        return {k: str(Path(os.path.abspath(file.parent / v))) if k in files else v for k, v in params.items()}
+
+    return tuple(Step(name, MappingProxyType(with_paths(name, params)), (section, i))
+                 for i, item in enumerate(_canonical_steps(items)) for name, params in item.items())
 
 
 def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
@@ -354,14 +447,6 @@ def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
 
     def number(value: Any) -> float | None:
         return None if value is None else float(value)
-
-    def steps(section: str) -> tuple[Step, ...]:
-        return tuple(Step(name, MappingProxyType(with_paths(name, params)), (section, i))
-                     for i, item in enumerate(data[section]) for name, params in item.items())
-
-    def with_paths(name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A step's file parameters made absolute (`data` keeps them as written)."""
-        return {k: str(path(v)) if k in registry.get(name).files else v for k, v in params.items()}
 
     order = list(schema()["properties"])
     data = {key: data[key] for key in order if key in data}
@@ -386,8 +471,8 @@ def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
         ),
         optimize=Optimize(opt["quantize"], opt["fuse"], path(opt.get("calibration")),
                           path(opt.get("validation"))),
-        preprocess=steps("preprocess"),
-        postprocess=steps("postprocess"),
+        preprocess=_steps(file, data["preprocess"], "preprocess"),
+        postprocess=_steps(file, data["postprocess"], "postprocess"),
         serving=ServingConfig(**data["serving"]),
         data=data,
         marks=MappingProxyType(marks),

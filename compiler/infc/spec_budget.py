@@ -125,8 +125,13 @@ def _width(shape: Sequence[int]) -> int | None:
     return math.prod(shape) if all(d >= 0 for d in shape) else None
 
 
-def output_findings(accuracy: Any, model: Sequence[TensorSpec], response: Sequence[TensorSpec]) -> list[Finding]:
-    """The tensor each budget compares exists, holds numbers and has the values its metric reads."""
+def output_findings(accuracy: Any, model: Sequence[TensorSpec], response: Sequence[TensorSpec], *,
+                    complete: bool = True) -> list[Finding]:
+    """The tensor each budget compares exists, holds numbers and has the values its metric reads.
+
+    `complete` False: `response` lacks tensors a broken post step would have made (reported
+    already), so a name found nowhere is not reported again.
+    """
     out: list[Finding] = []
     by_name = {t.name: t for t in model}
     for t in response:
@@ -148,6 +153,8 @@ def output_findings(accuracy: Any, model: Sequence[TensorSpec], response: Sequen
             tensor, what, hint = model[output], f"model output {output} ({model[output].name!r})", ""
         elif output in by_name:
             tensor, what, hint = by_name[output], f"output {output!r}", ""
+        elif not complete:
+            continue
         else:
             out.append(Finding(where, f"no model output or response tensor {output!r}"
                                + suggest(output, by_name, known="known")))

@@ -90,6 +90,12 @@ def where(e: SpecError) -> tuple[str, str]:
     return f"{e.line}:{e.col}", format_path(e.path)
 
 
+def line_of(path: Path, start: str) -> int:
+    """The 1-based number of the first line of `path` that starts with `start` (after indentation)."""
+    lines = path.read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.lstrip().startswith(start))
+
+
 def uint8_images(n: int, *shape: int) -> np.ndarray:
     return np.zeros((n, *shape), np.uint8)
 
@@ -115,7 +121,7 @@ def test_example_loads_typed_with_defaults() -> None:
     assert spec.data["target"] == {"hardware": "x86", "isa": "native"}
     assert spec.data["budget"]["accuracy"] == [{"metric": "top1_agreement", "min": 0.99}]
     assert spec.data["postprocess"][0] == {"softmax": {"output": "probabilities"}}
-    assert spec.marks[("postprocess", 1, "topk", "k")] == (23, 15)
+    assert spec.marks[("postprocess", 1, "topk", "k")] == (line_of(DIGITS / "digits.yaml", "- topk:"), 15)
 
 
 def test_minimal_spec_gets_defaults_and_the_model_inputs(workdir: Path) -> None:
@@ -164,11 +170,13 @@ def test_example_and_resolved_data_validate_against_the_schema(workdir: Path) ->
 
 def test_spec_error_locates_at_the_nearest_written_ancestor() -> None:
     spec = load_spec(DIGITS / "digits.yaml")
+    normalize, serving = (line_of(DIGITS / "digits.yaml", key) for key in ("- normalize:", "serving:"))
     e = spec.error(("preprocess", 1, "normalize", "std"), "too small")
-    assert (e.line, e.col, e.path) == (19, 35, ("preprocess", 1, "normalize", "std"))
-    assert spec.error(("preprocess", 1, "normalize", "axis"), "x").line == 19  # not written: its step
-    assert str(spec.error(("serving", "nope"), "m")).endswith(":26:3 serving.nope: m")
-    assert spec.error(("nowhere",), "m").line == 3  # the document itself
+    assert (e.line, e.col, e.path) == (normalize, 35, ("preprocess", 1, "normalize", "std"))
+    assert spec.error(("preprocess", 1, "normalize", "axis"), "x").line == normalize  # not written: its step
+    assert str(spec.error(("serving", "nope"), "m")).endswith(f":{serving + 1}:3 serving.nope: m")
+    # the document itself: where its first key is
+    assert spec.error(("nowhere",), "m").line == line_of(DIGITS / "digits.yaml", "name:")
 
 
 # ---------------------------------------------------------------- one located error each
@@ -382,6 +390,87 @@ def test_several_errors_are_reported_together_sorted_by_line(workdir: Path) -> N
     assert str(info.value).splitlines() == [str(e) for e in errors]
 
 
+# ---------------------------------------------------------------- every stage's problems in one run
+
+BAD_MEAN = ("  - normalize: {mean: [0.5], std: [0.5]}", "  - normalize: {mean: [0.5, 0.5, 0.5], std: [0.5], axis: 0}")
+MEAN_ERROR = ("16:23", "preprocess[1].normalize.mean",
+              "expected 1 value or one per channel (axis 0 is of size 8), got 3")
+
+
+def test_a_missing_model_does_not_hide_a_missing_calibration_file(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workdir)
+    errors = errors_of(write(workdir, BASE, ("model: digits.onnx", "model: digitz.onnx"),
+                             ("calibration: calib.npz", "calibration: nope.npz")))
+    assert [(*where(e), e.message) for e in errors] == [
+        ("3:8", "model", "file not found: digitz.onnx"),
+        ("12:16", "optimize.calibration", "file not found: nope.npz"),
+    ]
+
+
+def test_a_wrong_budget_does_not_hide_a_missing_model(workdir: Path) -> None:
+    make_data_files(workdir)
+    errors = errors_of(write(workdir, BASE, ("model: digits.onnx", "model: digitz.onnx"), ("min: 0.99", "min: 1.5"),
+                             ("validation: val.npz", "validation: labels3.npz")))
+    assert [where(e) for e in errors] == [("3:8", "model"), ("9:43", "budget.accuracy.min"),
+                                          ("13:15", "optimize.validation")]
+    assert "`labels` has 3 entries" in errors[2].message  # checked against the written inputs
+
+
+def test_inputs_of_an_unusable_model_are_said_unknown_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    text = MINIMAL.replace("digits.onnx", "digitz.onnx") + "optimize: {calibration: digits.onnx, validation: val.npz}\n"
+    errors = errors_of(write(workdir, text))
+    assert [(*where(e), e.message) for e in errors] == [
+        ("3:8", "model", "file not found: digitz.onnx; the spec lists no `inputs`, so the request inputs are the "
+                         "model's: the arrays in optimize.calibration and optimize.validation are checked against "
+                         "them once it loads"),
+        ("5:25", "optimize.calibration", "digits.onnx is not an .npz archive (np.savez)"),
+    ]
+    # the model key itself wrong: said once, beside the schema's complaint
+    errors = errors_of(write(workdir, text.replace("model: digitz.onnx", "model: [digits.onnx]")))
+    assert [where(e) for e in errors] == [("3:8", "model"), ("3:8", "model"), ("5:25", "optimize.calibration")]
+    assert sum("checked against them once it loads" in e.message for e in errors) == 1
+
+
+def test_three_step_mistakes_in_one_run(workdir: Path) -> None:
+    keep = ("  - softmax: {output: probabilities}", "  - softmax: {output: probabilities, keep: true}")
+    errors = errors_of(write(workdir, BASE, BAD_MEAN, keep,
+                             ("{k: 3}", "{k: 20}"),
+                             ("serving:", "  - threshold: {input: logits, column: 12}\nserving:")))
+    # labels (line 21) reads what the broken topk would have made: skipped, not reported
+    assert [(*where(e), e.message) for e in errors] == [
+        (*MEAN_ERROR,),
+        ("20:15", "postprocess[1].topk.k", "k=20 is larger than the 10 classes of 'probabilities'"),
+        ("22:40", "postprocess[3].threshold.column", "column 12 is out of range for the 10 columns of 'logits'"),
+    ]
+
+
+def test_a_broken_step_hides_only_what_depends_on_it(workdir: Path) -> None:
+    # the layout after the broken normalize, and the model input it should make, are not reported
+    (e,) = errors_of(write(workdir, BASE, BAD_MEAN, ("to: CHW}", "to: HWC}")))
+    assert where(e) + (e.message,) == MEAN_ERROR
+    (e,) = errors_of(write(workdir, BASE, ("{k: 3}", "{k: 3, input: scores}")))
+    assert (*where(e), e.message) == ("20:25", "postprocess[1].topk.input",
+                                      "no tensor named 'scores' here (have: probabilities)")
+
+
+def test_a_bad_budget_output_and_a_bad_step_in_one_run(workdir: Path) -> None:
+    errors = errors_of(write(workdir, BASE, ("metric: top1_agreement", "metric: decision_agreement"),
+                             ("{k: 3}", "{k: 20}")))
+    assert [(*where(e), e.message) for e in errors] == [
+        ("9:22", "budget.accuracy.metric", "the model's first output 'logits' has 10 values per sample: name the "
+                                           "positive-class score with `column`"),
+        ("20:15", "postprocess[1].topk.k", "k=20 is larger than the 10 classes of 'probabilities'"),
+    ]
+    errors = errors_of(write(workdir, BASE, ("min: 0.99}", "min: 0.99, output: socres}"), BAD_MEAN))
+    assert [(*where(e), e.message) for e in errors] == [
+        ("9:57", "budget.accuracy.output", "no model output or response tensor 'socres' (did you mean 'scores'?)"),
+        (*MEAN_ERROR,),
+    ]
+
+
 # ---------------------------------------------------------------- targets, budgets, serving
 
 BUDGETS = """\
@@ -508,20 +597,25 @@ def test_error_file_is_relative_under_the_working_directory(
     assert str(e).startswith(f"{workdir.name}/spec.yaml:4:9 target: ")
 
 
-def test_pipeline_check_runs_last_and_its_errors_are_raised(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[Spec] = []
+def test_pipeline_check_runs_whenever_the_model_loads(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[set[str]] = []
 
-    def check(spec: Spec, model: Any) -> list[SpecError]:
-        calls.append(spec)
+    def check(spec: Spec, model: Any, skip: set[str]) -> list[SpecError]:
+        calls.append(set(skip))
         return [spec.error(("preprocess", 2, "layout", "to"), "the model takes 1x8x8")]
 
     monkeypatch.setattr(infc.spec, "check_pipeline", check)
     (e,) = errors_of(write(workdir, BASE))
-    assert where(e) == ("17:28", "preprocess[2].layout.to") and len(calls) == 1
-    errors_of(write(workdir, BASE, ("target: x86", "target: x68")))
-    assert len(calls) == 1  # not reached when the spec itself is wrong
+    assert where(e) == ("17:28", "preprocess[2].layout.to") and calls == [set()]
+    # a mistake elsewhere does not hide it
+    errors = errors_of(write(workdir, BASE, ("target: x86", "target: x68")))
+    assert [where(e) for e in errors] == [("4:9", "target"), ("17:28", "preprocess[2].layout.to")]
+    # a step list the schema rejects is not checked again; the other stage is
+    errors_of(write(workdir, BASE, ("{k: 3}", "{k: 0}")))
+    assert calls[-1] == {"postprocess"}
+    # without a model there is nothing to check the steps against
+    errors_of(write(workdir, BASE, ("model: digits.onnx", "model: nope.onnx")))
+    assert len(calls) == 3
 
 
 # ---------------------------------------------------------------- a classifier's label output

@@ -1,12 +1,15 @@
 """Check that the pre steps turn the request inputs into what the model takes,
 and that the post steps apply to what the model gives.
 
-Runs at `infc validate` time; every problem is a located `SpecError`.
+Runs at `infc validate` time; every problem is a located `SpecError`. Both
+stages are checked in full: a broken step is reported and the steps that do
+not depend on it are still checked (see `graph.resolve`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import onnx
 
@@ -14,14 +17,33 @@ from ..modelio import graph_inputs, graph_outputs, shape_matches
 from .graph import Dataflow, StepIssue, resolve
 
 if TYPE_CHECKING:
-    from ..errors import SpecError
-    from ..spec import Spec
+    from infc_runtime.types import TensorSpec
 
-__all__ = ["check_pipeline", "resolve_stages"]
+    from ..errors import PathPart, SpecError
+    from ..spec import Step
+
+__all__ = ["Stages", "STAGES", "check_pipeline", "resolve_stages", "broken"]
+
+STAGES = ("preprocess", "postprocess")
 
 
-def resolve_stages(spec: Spec, model: onnx.ModelProto) -> tuple[Dataflow, Dataflow, list[SpecError]]:
-    """The pre and post dataflows of a spec against its model, and their errors."""
+class Stages(Protocol):
+    """What the pipeline check reads of a spec: a `Spec` is one, and so is what `load_spec`
+    assembles from the usable parts of a spec that has problems elsewhere."""
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]: ...
+    @property
+    def preprocess(self) -> Sequence[Step]: ...
+    @property
+    def postprocess(self) -> Sequence[Step]: ...
+    def error(self, path: Sequence[PathPart], message: str) -> SpecError: ...
+
+
+def resolve_stages(spec: Stages, model: onnx.ModelProto,
+                   skip: Collection[str] = ()) -> tuple[Dataflow, Dataflow, list[SpecError]]:
+    """The pre and post dataflows of a spec against its model, and their errors (a stage
+    named in `skip` is taken as empty)."""
     errors: list[SpecError] = []
 
     def on_issue(stage: str):  # noqa: ANN202 - a small closure factory
@@ -33,32 +55,45 @@ def resolve_stages(spec: Spec, model: onnx.ModelProto) -> tuple[Dataflow, Datafl
             errors.append(spec.error(path, str(issue)))
         return report
 
-    pre = resolve([(s.name, s.params) for s in spec.preprocess], list(spec.inputs), on_issue("preprocess"))
-    post = resolve([(s.name, s.params) for s in spec.postprocess], graph_outputs(model), on_issue("postprocess"),
-                   side=graph_inputs(model))
+    def steps(stage: str) -> list[tuple[str, Any]]:
+        chosen = () if stage in skip else spec.preprocess if stage == "preprocess" else spec.postprocess
+        return [(s.name, s.params) for s in chosen]
+
+    pre = resolve(steps("preprocess"), list(spec.inputs), on_issue("preprocess"))
+    post = resolve(steps("postprocess"), graph_outputs(model), on_issue("postprocess"), side=graph_inputs(model))
     return pre, post, errors
+
+
+def broken(errors: Sequence[SpecError], stage: str) -> bool:
+    """Whether a step of `stage` is among `errors` (then some of its tensors are unknown)."""
+    return any(e.path[:1] == (stage,) for e in errors)
 
 
 def _fmt(dtype: str, shape: tuple[int, ...]) -> str:
     return f"{dtype} {list(shape)}"
 
 
-def check_pipeline(spec: Spec, model: onnx.ModelProto) -> list[SpecError]:
-    """Every located problem of the spec's pre/post steps against the model."""
-    pre, _post, errors = resolve_stages(spec, model)
-    if errors:
+def check_pipeline(spec: Stages, model: onnx.ModelProto, skip: Collection[str] = ()) -> list[SpecError]:
+    """Every located problem of the spec's pre/post steps against the model.
+
+    `skip`: stages not to check (ones whose problems are already reported, e.g. a step
+    list the schema rejected, or a preprocess whose request inputs are unknown).
+    """
+    pre, _post, errors = resolve_stages(spec, model, skip)
+    if "preprocess" in skip:
         return errors
     where = ("preprocess",) if spec.preprocess else ("inputs",)
     what = "pre-processing yields" if spec.preprocess else "the request inputs are"
+    partial = broken(errors, "preprocess")  # some results unknown: judge only the tensors that are known
     have = {t.name: t for t in pre.end}
     for want in graph_inputs(model):
         got = have.pop(want.name, None)
-        if got is None:
+        if got is None and not partial:
             errors.append(spec.error(where, f"the model takes input {want.name!r} ({_fmt(want.dtype, want.shape)}), "
                                             f"but {what} {', '.join(repr(n) for n in [t.name for t in pre.end])}"))
-        elif got.dtype != want.dtype or not shape_matches(got.shape, want.shape):
+        elif got is not None and (got.dtype != want.dtype or not shape_matches(got.shape, want.shape)):
             errors.append(spec.error(where, f"model input {want.name!r} takes {_fmt(want.dtype, want.shape)} "
                                             f"(batch dimension aside), but {what} {_fmt(got.dtype, got.shape)}"))
-    for extra in have:
+    for extra in [] if partial else have:
         errors.append(spec.error(where, f"{what} tensor {extra!r}, which the model does not take"))
     return errors
