@@ -72,8 +72,9 @@ def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
     assert fp32.latency is not None
     chosen = result.chosen
     assert chosen.latency is not None and chosen.accurate
-    if chosen is not fp32:  # only ever for a measured, clear win
-        assert fp32.latency.p95_ms / chosen.latency.p95_ms >= MIN_SPEEDUP
+    if chosen is not fp32:  # only ever for a measured, clear win: by the rule's own percentile (p50), and
+        # the figures it was chosen on (another percentile's ratio is timing noise, not the rule)
+        assert fp32.latency.p50_ms / chosen.latency.p50_ms >= MIN_SPEEDUP
     for ev in result.evaluations:
         assert ev.verdict, f"{ev.candidate.name} has no verdict"
         if ev is not chosen and ev.accurate and ev.latency and ev is not fp32:
