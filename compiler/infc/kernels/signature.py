@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     from ..errors import PathPart, SpecError
     from ..spec import Step
 
-__all__ = ["Stages", "STAGES", "check_pipeline", "resolve_stages", "broken"]
-
-STAGES = ("preprocess", "postprocess")
+__all__ = ["Stages", "check_pipeline", "resolve_stages", "broken"]
 
 
 class Stages(Protocol):
