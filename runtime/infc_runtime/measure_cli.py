@@ -31,7 +31,7 @@ from .latency import PERCENTILES, measure, measure_batches, settle_heap
 from .pipeline import Pipeline
 from .types import Tensors, numpy_dtype
 
-__all__ = ["FORMAT", "add_options", "run"]
+__all__ = ["FORMAT", "add_options", "load_requests", "run"]
 
 FORMAT = 1
 EXIT_OK, EXIT_REQUEST_FAILED, EXIT_USAGE = 0, 1, 2
