@@ -78,7 +78,7 @@ def test_build_json_on_spec_errors_and_on_a_missed_budget(tmp_path: Path) -> Non
     done = infc("build", str(bad), "-o", str(tmp_path / "out"), "--json", cwd=tmp_path / "bad")
     doc = _document(done)
     assert done.returncode == 2 and doc["bundle"] is None
-    assert {(e["line"], e["path"]) for e in doc["errors"]} >= {(6, "target"), (23, "postprocess[1].topk.k")}
+    assert {(e["line"], e["path"]) for e in doc["errors"]} >= {(7, "target"), (24, "postprocess[1].topk.k")}
     miss = _copy(tmp_path / "miss", {"accuracy: {metric: top1_agreement, min: 0.99}":
                                      "accuracy: {metric: max_abs_error, max: 0.0000001}",
                                      "quantize: auto": "quantize: dynamic"})

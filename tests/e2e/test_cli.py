@@ -50,7 +50,7 @@ def test_spec_error_exit_2_located(tmp_path: Path) -> None:
     for command in ("validate", "build"):
         done = infc(command, str(spec), cwd=tmp_path)
         assert done.returncode == 2, done.stderr
-        assert "digits.yaml:6:9 target: expected one of x86, arm, cuda, got 'x68'" in done.stderr
+        assert "digits.yaml:7:9 target: expected one of x86, arm, cuda, got 'x68'" in done.stderr
         assert "postprocess[1].topk.k" in done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
 
@@ -99,3 +99,10 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
     done = infc(*args, cwd=tmp_path)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
+
+
+def test_the_editor_schema_in_specs_is_current() -> None:
+    shipped = json.loads((DIGITS_DIR.parent / "infc.schema.json").read_text())
+    assert shipped == json.loads(infc("schema").stdout), "run: infc schema > specs/infc.schema.json"
+    for spec in DIGITS_DIR.parent.glob("*/*.yaml"):
+        assert spec.read_text().startswith("# yaml-language-server: $schema=../infc.schema.json\n"), spec

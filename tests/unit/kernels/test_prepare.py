@@ -68,7 +68,7 @@ def test_from_calibration_without_calibration_data_is_a_located_error(workdir: P
         load_spec(spec)
     (error,) = info.value.errors
     assert format_path(error.path) == "preprocess[1].standardize.from"
-    assert (error.line, error.col) == (20, 25)  # the value `calibration`
+    assert (error.line, error.col) == (21, 25)  # the value `calibration`
     assert "needs optimize.calibration" in error.message
 
 
