@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
 import threading
@@ -21,6 +22,16 @@ from infc_runtime.app import create_app
 from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
 from infc_runtime.protocol import to_datatype
 from infc_runtime.types import ServingConfig, Tensors
+
+
+@pytest.fixture(autouse=True)
+def _isolated_heap() -> Any:
+    """An app that warms up settles the heap (gc.freeze, a higher gen-0 threshold) of the process it runs in:
+    here, pytest's. Undo it after each test so that the rest of the session collects as usual."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 @pytest.fixture(scope="module")
