@@ -101,8 +101,10 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
     shown = "  ".join(f"{p.name} {p.value_ms:.3f} ms {p.interval()}" for p in lat.percentiles)
     click.echo(f"  latency   {shown} (batch 1, {lat.samples} requests): {lat.state}")
     if lat.noise:
-        click.echo(f"  host      {'quiet' if lat.noise.get('quiet') else 'busy'}: reference workload "
-                   f"p99/p50 {lat.noise.get('spread', float('nan')):.2f}, load {lat.noise.get('loadavg')}")
+        load = lat.noise.get("loadavg")
+        click.echo(f"  host      {'quiet' if lat.noise.get('quiet') else 'busy'}: reference workload p99/p50 "
+                   f"{lat.noise.get('spread') or float('nan'):.2f}, load average "
+                   f"{'-' if load is None else f'{load:.2f}'} on {lat.noise.get('cpus')} CPUs")
     click.echo(f"  serving   max_batch_size {result.serving.max_batch_size}, "
                f"max_queue_delay_ms {result.serving.max_queue_delay_ms:g}")
     click.echo(f"  {result.lock.describe()}")
