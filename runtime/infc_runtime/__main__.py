@@ -1,4 +1,4 @@
-"""`python -m infc_runtime serve BUNDLE_DIR` and `python -m infc_runtime measure BUNDLE_DIR`: see `infc_runtime.serve`."""
+"""`python -m infc_runtime serve|measure BUNDLE_DIR`: see `infc_runtime.serve`."""
 
 import sys
 

@@ -38,12 +38,18 @@ def _spec(tmp_path: Path, edits: dict[str, str], model: Path | None = None) -> P
 
 
 def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path) -> None:
-    # dynamic int8 of every MatMul moves a logit by ~0.17; keeping some layers fp32 brings it under 0.12.
-    # Which layers, and how many, depends on the host's int8 kernels (AVX2, AVX-512, VNNI round differently):
-    # asserted here is the behaviour, not one host's exclusion list.
+    # dynamic int8 of every MatMul moves a logit by ~0.17; keeping some layers fp32 brings it down. How far,
+    # which layers and how many depends on the host's int8 kernels (AVX2, AVX-512, VNNI round differently):
+    # the budget is set below what this host's dynamic int8 gives, and the behaviour is asserted, not one
+    # host's exclusion list.
+    probe = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
+                             "accuracy: {metric: top1_agreement, min: 0.99}":
+                             "accuracy: {metric: max_abs_error, max: 10}"})
+    full_int8 = build(probe, tmp_path / "probe", iterations=20, latency_gate="off", lock="ignore").accuracy[0].value
+    budget = round(0.7 * full_int8, 4)
     spec = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
                             "accuracy: {metric: top1_agreement, min: 0.99}":
-                            "accuracy: {metric: max_abs_error, max: 0.12}"})
+                            f"accuracy: {{metric: max_abs_error, max: {budget}}}"})
     result = build(spec, tmp_path / "out", iterations=30, latency_gate="off", lock="ignore")
     names = [e.candidate.name for e in result.evaluations]
     assert names[0] == "dynamic" and not result.evaluations[0].accurate
@@ -54,7 +60,7 @@ def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path)
     assert len(set(excluded)) == len(excluded)
     assert result.chosen.candidate.name == f"dynamic+fp32x{len(excluded)}"
     assert result.chosen.accurate
-    assert result.accuracy[0].passed and result.accuracy[0].value <= 0.12
+    assert result.accuracy[0].passed and result.accuracy[0].value <= budget
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert [c["name"] for c in manifest["measurements"]["candidates"]] == names
     report = (result.path / "report.md").read_text()
