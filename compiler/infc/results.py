@@ -15,7 +15,8 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import InfcError, SpecError, SpecErrors, format_path
+from .annotations import error_dict
+from .errors import InfcError, SpecError, SpecErrors
 from .report import headline
 
 if TYPE_CHECKING:
@@ -36,18 +37,14 @@ def results_schema() -> dict[str, Any]:
     return loaded
 
 
-def _spec_error(e: SpecError) -> dict[str, Any]:
-    return {"file": e.file, "line": e.line, "col": e.col, "path": format_path(e.path), "message": e.message}
-
-
 def error_records(exc: BaseException | None) -> list[dict[str, Any]]:
     """An error as JSON records: every located spec error, else one message."""
     if exc is None:
         return []
     if isinstance(exc, SpecErrors):
-        return [_spec_error(e) for e in exc.errors]
+        return [error_dict(e) for e in exc.errors]
     if isinstance(exc, SpecError):
-        return [_spec_error(exc)]
+        return [error_dict(exc)]
     return [{"message": str(exc)}]
 
 
