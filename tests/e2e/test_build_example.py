@@ -13,7 +13,7 @@ import kubernetes_validate
 import numpy as np
 import pytest
 import yaml
-from examples import DIGITS_SPEC
+from examples import DIGITS_SPEC, digits_copy
 
 from infc.build import BuildResult, build, load_requests
 from infc.bundle import content_hash
@@ -110,10 +110,7 @@ def _without_measurements(data: bytes) -> dict[str, object]:
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
-    for name in ("digits.onnx", "calib.npz", "val.npz"):
-        shutil.copy(DIGITS_SPEC.parent / name, tmp_path / name)
-    spec = tmp_path / "digits.yaml"
-    spec.write_text(DIGITS_SPEC.read_text().replace("quantize: auto", "quantize: dynamic"))
+    spec = digits_copy(tmp_path, {"quantize: auto": "quantize: dynamic"})
     first = build(spec, tmp_path / "a", iterations=20, latency_gate="off")
     assert first.lock.state == "written" and (tmp_path / "digits.lock").is_file()
     second = build(spec, tmp_path / "b", iterations=20, latency_gate="off")
@@ -133,10 +130,7 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
 
 
 def test_a_changed_input_invalidates_the_lock(tmp_path: Path) -> None:
-    for name in ("digits.onnx", "calib.npz", "val.npz"):
-        shutil.copy(DIGITS_SPEC.parent / name, tmp_path / name)
-    spec = tmp_path / "digits.yaml"
-    spec.write_text(DIGITS_SPEC.read_text().replace("quantize: auto", "quantize: none"))
+    spec = digits_copy(tmp_path, {"quantize: auto": "quantize: none"})
     first = build(spec, tmp_path / "a", iterations=20, latency_gate="off")
     assert first.lock.state == "written"
     with np.load(tmp_path / "val.npz") as data:  # the same validation images, one changed

@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from examples import DIGITS_DIR, DIGITS_SPEC
+from examples import DIGITS_SPEC, digits_copy
 
 from infc.results import results_schema
 
@@ -19,20 +19,6 @@ from infc.results import results_schema
 def infc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "infc", *args], capture_output=True, text=True, timeout=600,
                           cwd=cwd)
-
-
-def _copy(folder: Path, edits: dict[str, str]) -> Path:
-    """The digits example in `folder`, with some lines replaced."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("digits.onnx", "calib.npz", "val.npz"):
-        shutil.copy(DIGITS_DIR / name, folder / name)
-    text = DIGITS_SPEC.read_text()
-    for old, new in edits.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    spec = folder / "digits.yaml"
-    spec.write_text(text)
-    return spec
 
 
 def _document(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -50,7 +36,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("ci")
     out: dict[str, Any] = {"root": root}
     for side, quantize in (("old", "none"), ("new", "dynamic")):
-        spec = _copy(root / side, {"quantize: auto": f"quantize: {quantize}", "min: 0.99": "min: 0.9"})
+        spec = digits_copy(root / side, {"quantize: auto": f"quantize: {quantize}", "min: 0.99": "min: 0.9"})
         done = infc("build", str(spec), "-o", str(root / side / "out"), "--iterations", "50", "--latency-gate",
                     "off", "--json")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -75,12 +61,12 @@ def test_build_json_is_one_document_with_every_budget(builds: dict[str, Any]) ->
 
 
 def test_build_json_on_spec_errors_and_on_a_missed_budget(tmp_path: Path) -> None:
-    bad = _copy(tmp_path / "bad", {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
+    bad = digits_copy(tmp_path / "bad", {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
     done = infc("build", str(bad), "-o", str(tmp_path / "out"), "--json", cwd=tmp_path / "bad")
     doc = _document(done)
     assert done.returncode == 2 and doc["bundle"] is None
     assert {(e["line"], e["path"]) for e in doc["errors"]} >= {(7, "target"), (24, "postprocess[1].topk.k")}
-    miss = _copy(tmp_path / "miss", {"accuracy: {metric: top1_agreement, min: 0.99}":
+    miss = digits_copy(tmp_path / "miss", {"accuracy: {metric: top1_agreement, min: 0.99}":
                                      "accuracy: {metric: max_abs_error, max: 0.0000001}",
                                      "quantize: auto": "quantize: dynamic"})
     done = infc("build", str(miss), "-o", str(tmp_path / "out"), "--iterations", "20", "--latency-gate", "off",
@@ -94,7 +80,7 @@ def test_build_json_on_spec_errors_and_on_a_missed_budget(tmp_path: Path) -> Non
 
 
 def test_an_unwritable_output_is_exit_2_before_any_work(tmp_path: Path) -> None:
-    spec = _copy(tmp_path, {})
+    spec = digits_copy(tmp_path, {})
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     done = infc("build", str(spec), "-o", str(blocker / "out"))
@@ -110,19 +96,20 @@ def test_locked_reuses_a_valid_lock_and_refuses_a_stale_one(builds: dict[str, An
     doc = _document(done)
     assert done.returncode == 0 and doc["lock"]["state"] == "reused"
     assert doc["bundle"]["content_hash"] == builds["old"]["doc"]["bundle"]["content_hash"]
-    stale = _copy(tmp_path / "stale", {"quantize: auto": "quantize: none", "min: 0.99": "min: 0.9", "k: 3": "k: 2"})
+    stale = digits_copy(tmp_path / "stale", {"quantize: auto": "quantize: none", "min: 0.99": "min: 0.9",
+                                             "k: 3": "k: 2"})
     shutil.copy(spec.with_suffix(".lock"), stale.with_suffix(".lock"))
     done = infc("build", str(stale), "-o", str(tmp_path / "out"), "--locked")
     assert done.returncode == 2
     assert "is out of date: spec changed (postprocess[1].topk.k)" in done.stderr
     assert "--relock" in done.stderr
-    fresh = _copy(tmp_path / "fresh", {})
+    fresh = digits_copy(tmp_path / "fresh", {})
     done = infc("build", str(fresh), "-o", str(tmp_path / "out"), "--locked")
     assert done.returncode == 2 and "no lock file" in done.stderr
 
 
 def test_validate_github_annotations_land_on_the_right_lines(tmp_path: Path) -> None:
-    spec = _copy(tmp_path, {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
+    spec = digits_copy(tmp_path, {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
     done = infc("validate", "digits.yaml", "--format", "github", cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stdout.splitlines()

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from examples import DIGITS_DIR, DIGITS_SPEC
+from examples import DIGITS_DIR, DIGITS_SPEC, digits_copy
 
 
 def infc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "infc", *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd)
-
-
-def _example_copy(tmp_path: Path, edit: dict[str, str]) -> Path:
-    """The example spec with some lines replaced, next to copies of its files."""
-    for name in ("digits.onnx", "calib.npz", "val.npz"):
-        shutil.copy(DIGITS_DIR / name, tmp_path / name)
-    text = DIGITS_SPEC.read_text()
-    for old, new in edit.items():
-        assert old in text
-        text = text.replace(old, new)
-    spec = tmp_path / "digits.yaml"
-    spec.write_text(text)
-    return spec
 
 
 def test_build_succeeds_and_says_how_to_serve(tmp_path: Path) -> None:
@@ -46,7 +32,7 @@ def test_validate_ok() -> None:
 
 
 def test_spec_error_exit_2_located(tmp_path: Path) -> None:
-    spec = _example_copy(tmp_path, {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
+    spec = digits_copy(tmp_path, {"target: {hardware: x86, isa: native}": "target: x68", "k: 3": "k: 0"})
     for command in ("validate", "build"):
         done = infc(command, str(spec), cwd=tmp_path)
         assert done.returncode == 2, done.stderr
@@ -56,7 +42,7 @@ def test_spec_error_exit_2_located(tmp_path: Path) -> None:
 
 
 def test_accuracy_budget_miss_exit_4_with_numbers(tmp_path: Path) -> None:
-    spec = _example_copy(tmp_path, {"accuracy: {metric: top1_agreement, min: 0.99}":
+    spec = digits_copy(tmp_path, {"accuracy: {metric: top1_agreement, min: 0.99}":
                                     "accuracy: {metric: max_abs_error, max: 0.0001}",
                                     "quantize: auto": "quantize: static"})
     report = tmp_path / "report.md"
@@ -70,7 +56,7 @@ def test_accuracy_budget_miss_exit_4_with_numbers(tmp_path: Path) -> None:
 
 
 def test_latency_budget_miss_exit_4(tmp_path: Path) -> None:
-    spec = _example_copy(tmp_path, {"latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
+    spec = digits_copy(tmp_path, {"latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
     done = infc("build", str(spec), "-o", str(tmp_path / "out"), "--iterations", "20", cwd=tmp_path)
     assert done.returncode == 4, done.stderr
     assert "latency: p99" in done.stderr and "> budget 1e-06 ms (fail)" in done.stderr

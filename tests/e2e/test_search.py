@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from examples import DIGITS_DIR, DIGITS_SPEC, ROOT
+from examples import ROOT, digits_copy
 
 from infc.build import build
 from infc.errors import BudgetError
@@ -22,32 +22,17 @@ from infc.spec import load_spec
 MODELS = ROOT / "tests" / "models"
 
 
-def _spec(tmp_path: Path, edits: dict[str, str], model: Path | None = None) -> Path:
-    """The digits example with some lines replaced, beside copies of its data (and maybe another model)."""
-    for name in ("digits.onnx", "calib.npz", "val.npz"):
-        shutil.copy(DIGITS_DIR / name, tmp_path / name)
-    if model is not None:
-        shutil.copy(model, tmp_path / "digits.onnx")
-    text = DIGITS_SPEC.read_text()
-    for old, new in edits.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "spec.yaml"
-    path.write_text(text)
-    return path
-
-
 def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path) -> None:
     # dynamic int8 of every MatMul moves a logit by ~0.17; keeping some layers fp32 brings it down. How far,
     # which layers and how many depends on the host's int8 kernels (AVX2, AVX-512, VNNI round differently):
     # the budget is set below what this host's dynamic int8 gives, and the behaviour is asserted, not one
     # host's exclusion list.
-    probe = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
+    probe = digits_copy(tmp_path, {"quantize: auto": "quantize: dynamic",
                              "accuracy: {metric: top1_agreement, min: 0.99}":
                              "accuracy: {metric: max_abs_error, max: 10}"})
     full_int8 = build(probe, tmp_path / "probe", iterations=20, latency_gate="off", lock="ignore").accuracy[0].value
     budget = round(0.7 * full_int8, 4)
-    spec = _spec(tmp_path, {"quantize: auto": "quantize: dynamic",
+    spec = digits_copy(tmp_path, {"quantize: auto": "quantize: dynamic",
                             "accuracy: {metric: top1_agreement, min: 0.99}":
                             f"accuracy: {{metric: max_abs_error, max: {budget}}}"})
     result = build(spec, tmp_path / "out", iterations=30, latency_gate="off", lock="ignore")
@@ -70,7 +55,7 @@ def test_sensitivity_exclusion_restores_a_missed_accuracy_budget(tmp_path: Path)
 
 
 def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, {}, model=MODELS / "digits_cnn.onnx")
+    spec = digits_copy(tmp_path, {}, model=MODELS / "digits_cnn.onnx")
     result = build(spec, tmp_path / "out", iterations=100, latency_gate="off", lock="ignore")
     by_name = {e.candidate.name: e for e in result.evaluations}
     assert {"fp32", "dynamic", "static"} <= set(by_name)
@@ -121,8 +106,8 @@ def test_top1_agreement_on_a_classifiers_label_output(tmp_path: Path) -> None:
 
 
 def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
-    spec = load_spec(_spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
-                                      }))
+    cuda = "target: {hardware: cuda, fp16: true}"
+    spec = load_spec(digits_copy(tmp_path, {"target: {hardware: x86, isa: native}": cuda}))
     plan = make_plan(spec)
     assert [c.name for c in plan.candidates] == ["fp32", "fp16"]
     fp16 = dict(plan.candidates[1].passes)
@@ -133,9 +118,9 @@ def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
 
 
 def test_cuda_fp16_build_keeps_io_fp32_and_is_checked_on_this_host(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
-                            "quantize: auto": "quantize: fp16",
-                            "latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
+    spec = digits_copy(tmp_path, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: true}",
+                                  "quantize: auto": "quantize: fp16",
+                                  "latency_ms: {p95: 5, p99: 10}": "latency_ms: {p99: 0.000001}"})
     try:
         result = build(spec, tmp_path / "out", iterations=20, latency_gate="off", lock="ignore")
     except BudgetError as exc:  # only possible where a GPU runs the target (then latency is enforced)
