@@ -162,7 +162,10 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         candidate = locked_candidate(plan, locked.choices.base, locked.choices.candidate,
                                      locked.choices.exclude) if locked else None
         if locked and candidate is None:
-            status = LockStatus(status.path, "invalidated", (f"this plan has no candidate {locked.choices.base}",))
+            reason = f"this plan has no candidate {locked.choices.base} to keep {list(locked.choices.exclude)} from"
+            if lock == "locked":
+                raise LockError(f"{status.path} cannot be reused: {reason} (run `infc build --relock`)")
+            status = LockStatus(status.path, "invalidated", (reason,))
         if candidate is not None:
             evaluations = [evaluate_locked(candidate, source, bench)]
             chosen = evaluations[0]
