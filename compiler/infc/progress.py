@@ -9,6 +9,7 @@ stdout is never written: `infc build --json` keeps it for the JSON document.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import IO, Any
@@ -28,8 +29,11 @@ class Progress:
         if self._live:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=None, file=self._stream, leave=False, dynamic_ncols=True,
-                             bar_format="infc: {desc} [{elapsed}]")
+            # a terminal that reports no size (`script`, some CI consoles) makes tqdm print nothing
+            size = shutil.get_terminal_size((100, 24))
+            self._bar = tqdm(total=None, file=self._stream, leave=False, bar_format="infc: {desc} [{elapsed}]",
+                             ncols=size.columns if size.columns > 0 else 100,
+                             nrows=size.lines if size.lines > 0 else 24)
 
     def __call__(self, message: str) -> None:
         if self._quiet:
