@@ -177,10 +177,17 @@ def schema(results: bool) -> None:
 def plan(spec: Path, as_json: bool) -> None:
     """Print the plan for SPEC's target without building: passes, candidates, batching and why."""
     from .plan import make_plan, render_plan
-    from .results import plan_document
+    from .results import error_records, plan_document
     from .spec import load_spec
 
-    loaded = load_spec(spec)
+    try:
+        loaded = load_spec(spec)
+    except InfcError as exc:
+        if not as_json:
+            raise
+        _emit({"command": "plan", "infc_version": __version__, "ok": False, "exit_code": exc.exit_code,
+               "errors": error_records(exc)})
+        return
     the_plan = make_plan(loaded)
     batching = _batching(loaded, the_plan)
     if as_json:

@@ -120,6 +120,12 @@ def test_validate_github_annotations_land_on_the_right_lines(tmp_path: Path) -> 
         assert ("x68" in text[number - 1]) or ("k: 0" in text[number - 1]), (line, text[number - 1])
     doc = _document(infc("validate", "digits.yaml", str(DIGITS_SPEC), "--json", cwd=tmp_path))
     assert [s["ok"] for s in doc["specs"]] == [False, True] and len(doc["errors"]) == 2
+    plan = _document(infc("plan", "digits.yaml", "--json", cwd=tmp_path))
+    assert plan["exit_code"] == 2 and {e["path"] for e in plan["errors"]} == {"target", "postprocess[1].topk.k"}
+    batching = _document(infc("plan", str(DIGITS_SPEC), "--json"))["batching"]
+    # the committed lock was made on an AVX2 host; on another ISA `isa: native` makes it out of date
+    assert batching["lock"].endswith("digits.lock") and batching["lock_state"] in ("valid", "out of date")
+    assert ("candidate" in batching) == (batching["lock_state"] == "valid")
 
 
 def test_diff_of_two_bundles_is_a_pull_request_table(builds: dict[str, Any]) -> None:
