@@ -172,7 +172,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         else:
             evaluations = evaluate_all(source, bench)
             chosen = choose(evaluations, measurable=plan.host_matches_target)
-            if chosen.candidate.name != "fp32":
+            if chosen.candidate.name != "fp32" and any(e.candidate.name == "fp32" for e in evaluations):
                 say(f"confirming {chosen.candidate.name} against fp32, side by side")
             chosen = confirm(chosen, evaluations, bench)
             time_candidate(chosen, bench)

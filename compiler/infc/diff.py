@@ -33,6 +33,7 @@ from .lock import read_lock, spec_changes
 __all__ = ["DiffError", "Row", "Side", "compare", "load_side", "side_from_bundle", "render_markdown"]
 
 _MAX_JSON = 64 << 20  # a manifest or spec.yaml this large is not ours
+_SERVING_KEYS = ("serving.max_batch_size", "serving.max_queue_delay_ms")
 
 
 class DiffError(InfcError):
@@ -264,7 +265,9 @@ def _latency_rows(old: Side, new: Side) -> list[Row]:
 
 def compare(old: Side, new: Side) -> list[Row]:
     """Every row of the diff, in the order a reviewer reads them."""
-    rows = [Row("spec", f"`{k}`", _fmt(a), _fmt(b), "neutral") for k, a, b in spec_changes(old.spec, new.spec)]
+    # the batching a bundle's spec.yaml shows is the build's choice: compared once, under serving
+    rows = [Row("spec", f"`{k}`", _fmt(a), _fmt(b), "neutral") for k, a, b in spec_changes(old.spec, new.spec)
+            if k not in _SERVING_KEYS]
 
     def row(section: str, item: str, a: Any, b: Any, change: str | None = None) -> None:
         sa, sb = _fmt(a), _fmt(b)
