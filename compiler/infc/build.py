@@ -7,6 +7,7 @@ Each step is a call; the data between them is plain objects (see ARCHITECTURE.md
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -178,7 +179,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
             time_candidate(chosen, bench)
         assert chosen.model is not None
         # 7. the bundle about to ship, staged and measured in a fresh process (its own runtime)
-        first = _initial_serving(spec, locked if candidate is not None else None)
+        first = with_limits(spec, _initial_serving(spec, locked if candidate is not None else None))
         files = _files(spec, plan, chosen.model, modules, requires)
         tune = candidate is None and plan.host_matches_target and not _pinned(spec)
         limit = _limit(spec)
@@ -194,6 +195,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         # 8. serving: the latency budget sets the batch size and the batch window
         serving, serving_why, batches = _serving(spec, plan, locked if candidate is not None else None,
                                                  latency, tune, first)
+        serving = with_limits(spec, serving)
         passed = chosen.accurate and not latency.fails_build
         #    cold start: the warm-up in the fresh process left Numba's cache, shipped for this CPU
         cache = (collect_kernel_cache(stage, host_is_target=plan.host_matches_target) if passed
@@ -284,6 +286,24 @@ def _pinned(spec: Spec) -> bool:
 def _limit(spec: Spec) -> float | None:
     lb = spec.budget.latency_ms
     return (lb.p99 or lb.p95 or lb.p50) if lb else None
+
+
+def with_limits(spec: Spec, serving: ServingConfig) -> ServingConfig:
+    """`serving` with the request limits the spec does not set derived from the request inputs and the batch size:
+    rows for 8 batches (at least 1,024), elements for that many rows, a body that holds them as JSON numbers."""
+    pinned = spec.serving_pinned
+    rows = serving.max_rows if "max_rows" in pinned else max(1024, 8 * serving.max_batch_size)
+    per_row = [math.prod(t.shape) for t in spec.inputs]
+    sized = all(d >= 0 for t in spec.inputs for d in t.shape) and all(t.dtype != "bytes" for t in spec.inputs)
+    elements = serving.max_elements
+    if "max_elements" not in pinned and sized:
+        elements = rows * max(1, sum(per_row))
+    body = serving.max_body_bytes
+    if "max_body_bytes" not in pinned and sized:  # ~24 bytes per JSON number, and room for the envelope
+        body = min(256 << 20, max(1 << 20, elements * 24 + (64 << 10)))
+    decompressed = serving.max_decompressed_bytes if "max_decompressed_bytes" in pinned else body
+    return replace(serving, max_rows=rows, max_elements=elements, max_body_bytes=body,
+                   max_decompressed_bytes=decompressed)
 
 
 def _initial_serving(spec: Spec, locked: Lock | None) -> ServingConfig:

@@ -10,6 +10,7 @@ raises `SpecErrors` listing every problem it found, each located as
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -417,9 +418,7 @@ def _resolve(raw: dict[str, Any]) -> dict[str, Any]:
         data["budget"]["accuracy"] = spec_budget.resolve(data["budget"]["accuracy"])
     for section in STEP_SECTIONS:
         data[section] = _canonical_steps(data[section])
-    s = data["serving"]
-    data["serving"] = ServingConfig(int(s["max_batch_size"]), float(s["max_queue_delay_ms"]),
-                                    int(s["max_queue"]), float(s["timeout_ms"])).to_dict()
+    data["serving"] = _serving_config(data["serving"]).to_dict()
     return data
 
 
@@ -438,6 +437,12 @@ def _steps(file: Path, items: list[Any], section: str) -> tuple[Step, ...]:
 
     return tuple(Step(name, MappingProxyType(with_paths(name, params)), (section, i))
                  for i, item in enumerate(_canonical_steps(items)) for name, params in item.items())
+
+
+def _serving_config(s: dict[str, Any]) -> ServingConfig:
+    """The `serving` section with each value in its field's type (YAML's 2 for 2.0 and the like)."""
+    kinds: dict[str, Any] = {f.name: type(f.default) for f in dataclasses.fields(ServingConfig)}
+    return ServingConfig(**{k: kinds[k](v) for k, v in s.items() if k in kinds})
 
 
 def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],

@@ -54,6 +54,15 @@ _SERVING = {  # name: (JSON type, bounds, description); defaults come from Servi
     "max_queue": ("integer", {"minimum": 1}, "requests waiting at most; beyond, the server answers 429"),
     "timeout_ms": ("number", {"exclusiveMinimum": 0},
                    "a request not answered by then is dropped (504), in ms"),
+    "max_body_bytes": ("integer", {"minimum": 1024},
+                       "largest request body accepted, as received (413); default: from the model's input sizes"),
+    "max_decompressed_bytes": ("integer", {"minimum": 1024},
+                               "largest request body after gzip/deflate decoding (413)"),
+    "max_rows": ("integer", {"minimum": 1}, "most rows one request may carry (413); default: from max_batch_size"),
+    "max_elements": ("integer", {"minimum": 1},
+                     "most tensor elements one request may carry, all inputs (413); default: max_rows x a row's"),
+    "max_pixels": ("integer", {"minimum": 1}, "most decoded image pixels one request may carry, all images (413)"),
+    "allow_non_finite": ("boolean", {}, "let NaN and infinities reach the model (else a 400 naming row and input)"),
 }
 
 

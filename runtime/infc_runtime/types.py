@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -41,16 +41,32 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """How the server batches and bounds work (the spec's `serving` section)."""
+    """How the server batches and bounds work (the spec's `serving` section).
+
+    The limits bound what one request may make the server hold, checked before
+    anything proportional to it is allocated: `max_body_bytes` (the body as
+    received; 413), `max_decompressed_bytes` (after Content-Encoding; 413),
+    `max_rows` (rows of one request; 413), `max_elements` (tensor elements of one
+    request, all inputs; 413), `max_pixels` (decoded image pixels of one request,
+    all images; 413). `allow_non_finite`: whether NaN and infinities may reach the
+    model (otherwise a 400 naming the row and the input). The build derives the
+    limits the spec does not set from the model's input sizes and `max_batch_size`.
+    """
 
     max_batch_size: int = 32
     max_queue_delay_ms: float = 2.0
     max_queue: int = 512
     timeout_ms: float = 1000.0
+    max_body_bytes: int = 32 << 20
+    max_decompressed_bytes: int = 32 << 20
+    max_rows: int = 4096
+    max_elements: int = 1 << 24
+    max_pixels: int = 1 << 26
+    allow_non_finite: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ServingConfig:
-        return cls(**{k: d[k] for k in ("max_batch_size", "max_queue_delay_ms", "max_queue", "timeout_ms") if k in d})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
