@@ -1,11 +1,14 @@
 """Tensor data in V2 form: datatype names, JSON values and BYTES serialization.
 
 Private helpers of `protocol` (which re-exports `ProtocolError`); errors name
-the field given by the caller as `where`.
+the field given by the caller as `where`. Every size a request declares is
+compared with the data it actually carries (as Python ints, which never wrap)
+before anything proportional to it is allocated.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -15,6 +18,7 @@ __all__ = [
     "ProtocolError",
     "bytes_from_binary",
     "bytes_to_binary",
+    "json_values",
     "numpy_for_datatype",
     "to_datatype",
     "values_from_json",
@@ -46,12 +50,18 @@ _LENGTH = struct.Struct("<I")
 
 
 class ProtocolError(Exception):
-    """A request does not follow the protocol or the model's signature (an HTTP 4xx)."""
+    """A request does not follow the protocol, the model's signature or the server's limits.
 
-    def __init__(self, status: int, message: str) -> None:
+    `status` is the HTTP status to answer (4xx; 500 for a result that cannot be
+    encoded); `close` says the request's body was not read to its end, so the
+    connection cannot carry another request.
+    """
+
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
 
 
 def _error(message: str) -> ProtocolError:
@@ -80,38 +90,82 @@ def numpy_for_datatype(datatype: str) -> np.dtype[Any]:
 
 
 def values_from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """An array of `shape` from JSON `data`: a flat or nested list, row-major."""
-    flat: list[Any] = []
-    _flatten(data, flat, where)
-    count = int(np.prod(shape))
-    if len(flat) != count:
-        raise _error(f"{where}: {len(flat)} values do not fill shape {list(shape)} ({count} values)")
+    """An array of `shape` from JSON `data`: a flat list, or lists nested as the shape (row-major)."""
+    return array_from_json(json_values(data, shape, where), datatype, shape, where)
+
+
+def json_values(data: Any, shape: tuple[int, ...], where: str) -> list[Any]:
+    """The values of JSON `data` in row-major order, checked against `shape` (no array made yet).
+
+    `data` is either flat (exactly `prod(shape)` values) or nested to the
+    shape's depth with each list as long as its dimension; anything between is
+    an error naming the list at fault.
+    """
+    if not isinstance(data, list):
+        raise _error(f"{where}: expected a list of values")
+    if len(shape) > 1 and data and isinstance(data[0], list):
+        return _unnest(data, shape, where)
+    count = math.prod(shape)
+    if len(data) != count:
+        raise _error(f"{where}: {len(data)} values do not fill shape {list(shape)} ({count} values)")
+    return data
+
+
+def array_from_json(flat: list[Any], datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """The array of `shape` holding `flat` (from `json_values`), each value checked against `datatype`."""
     allowed = _JSON_TYPES[datatype]
-    for value in flat:
-        if type(value) not in allowed:
-            raise _error(f"{where}: {value!r} is not a {datatype} value")
+    if not set(map(type, flat)) <= set(allowed):
+        bad = next(v for v in flat if type(v) not in allowed)
+        if isinstance(bad, list):
+            raise _error(f"{where}: mixes lists and values; send a flat list of {len(flat)} values or lists "
+                         f"nested as shape {list(shape)}")
+        raise _error(f"{where}: {_shown(bad)} is not a {datatype} value")
     if datatype == "BYTES":
-        array = np.empty(count, dtype=object)
+        array = np.empty(len(flat), dtype=object)
         array[:] = [v.encode() for v in flat]
         return array.reshape(shape)
     try:
-        return np.array(flat, dtype=numpy_for_datatype(datatype)).reshape(shape)
+        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, which the non-finite rule then sees
+            return np.array(flat, dtype=numpy_for_datatype(datatype)).reshape(shape)
     except OverflowError as exc:
         raise _error(f"{where}: a value is out of range for {datatype} ({exc})") from None
 
 
-def _flatten(data: Any, out: list[Any], where: str) -> None:
-    if not isinstance(data, list):
-        raise _error(f"{where}: expected a list of values")
-    for item in data:
-        if isinstance(item, list):
-            _flatten(item, out, where)
-        else:
-            out.append(item)
+def _unnest(data: list[Any], shape: tuple[int, ...], where: str) -> list[Any]:
+    """Nested lists level by level; each list must be as long as the shape says at its depth."""
+    level: list[Any] = [data]
+    for depth, size in enumerate(shape):
+        below: list[Any] = []
+        for position, item in enumerate(level):
+            if not isinstance(item, list) or len(item) != size:
+                at = where + "".join(f"[{i}]" for i in _index(position, shape[:depth]))
+                got = f"{len(item)} values" if isinstance(item, list) else f"the value {_shown(item)}"
+                raise _error(f"{at}: holds {got} where shape {list(shape)} has a list of {size}; nest the "
+                             f"data as the shape, or send it flat")
+            below.extend(item)
+        level = below
+    return level
+
+
+def _index(position: int, dims: tuple[int, ...]) -> list[int]:
+    """The multi-index of a row-major `position` in an array of `dims`."""
+    index = []
+    for size in reversed(dims):
+        position, i = divmod(position, size)
+        index.append(i)
+    return index[::-1]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def bytes_from_binary(chunk: memoryview, count: int, where: str) -> np.ndarray:
     """`count` BYTES elements, each a 4-byte little-endian length and its bytes."""
+    if count > len(chunk) // _LENGTH.size:  # before allocating anything for `count` elements
+        raise _error(f"{where}: {count} BYTES elements declared, but the {len(chunk)} bytes given hold at most "
+                     f"{len(chunk) // _LENGTH.size} (each takes a 4-byte length)")
     array = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):

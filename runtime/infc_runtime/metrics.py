@@ -11,6 +11,12 @@ Served as text at `GET /metrics`. Durations are in seconds.
 | `infc_batch_size`                 | histogram | model         | rows per batch run (buckets 1, 2, 4, ..., max)  |
 | `infc_queue_depth`                | gauge     | model         | requests waiting in the batcher's queue         |
 | `infc_inflight_requests`          | gauge     | model         | infer requests received and not yet answered    |
+| `infc_client_disconnects_total`   | counter   | model         | infer requests whose client went away before    |
+|                                   |           |               | the answer (mid-body or while queued / running; |
+|                                   |           |               | not counted in `infc_requests_total`)           |
+| `infc_bundle_verified`            | gauge     | model         | 1 when the bundle's files were checked against  |
+|                                   |           |               | its manifest before loading, 0 if not (e.g.     |
+|                                   |           |               | `--no-verify`, or an app built in process)      |
 """
 
 from __future__ import annotations
@@ -79,6 +85,18 @@ class Metrics:
         self._inflight = Gauge(
             "infc_inflight_requests", "Infer requests received and not yet answered.", ["model"], registry=self.registry
         ).labels(model=model)
+        self._disconnects = Counter(
+            "infc_client_disconnects_total",
+            "Infer requests whose client disconnected before the answer (not in infc_requests_total).",
+            ["model"],
+            registry=self.registry,
+        ).labels(model=model)
+        self._verified = Gauge(
+            "infc_bundle_verified",
+            "1 when the bundle's files were verified against its manifest before loading, else 0.",
+            ["model"],
+            registry=self.registry,
+        ).labels(model=model)
 
     def observe_request(self, status: int, seconds: float) -> None:
         """Count an answered infer request and record how long it took."""
@@ -104,6 +122,14 @@ class Metrics:
     def request_finished(self) -> None:
         """An infer request was answered."""
         self._inflight.dec()
+
+    def client_disconnected(self) -> None:
+        """An infer request's client went away before its answer (counted instead of a status)."""
+        self._disconnects.inc()
+
+    def set_bundle_verified(self, verified: bool) -> None:
+        """Record whether the served bundle's files were verified before loading (the serve command sets it)."""
+        self._verified.set(1 if verified else 0)
 
     def render(self) -> bytes:
         """All metrics in the Prometheus text format (media type `CONTENT_TYPE`)."""

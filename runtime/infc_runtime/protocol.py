@@ -12,12 +12,22 @@ Both the JSON form and the binary tensor data extension are supported, so
   (when not set) when the request's `parameters.binary_data_output` is true.
 
 Every mistake in a request raises `ProtocolError(status, message)` whose message
-starts with the field at fault (`inputs[0].shape: ...`).
+starts with the field at fault (`inputs[0].shape: ...`): 400 for a request that
+is malformed or inconsistent (a declared shape or size its data does not fill),
+413 for one over the server's limits (`serving.max_rows`, `serving.max_elements`),
+which are checked after the request is found consistent and before any array is
+made for it. JSON data may be flat or nested exactly as the shape.
+
+A response whose JSON part would carry NaN or an infinity (a model output
+requested as JSON data) is refused with a 500 naming the output: JSON has no
+such values, and this server never sends a bare `NaN` token. Outputs requested
+as binary data carry IEEE values as they are.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +36,14 @@ import numpy as np
 
 from ._tensors import (
     ProtocolError,
+    array_from_json,
     bytes_from_binary,
     bytes_to_binary,
+    json_values,
     numpy_for_datatype,
     to_datatype,
-    values_from_json,
 )
-from .types import Tensors, TensorSpec
+from .types import ServingConfig, Tensors, TensorSpec
 
 __all__ = [
     "HEADER_LENGTH",
@@ -49,6 +60,9 @@ __all__ = [
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """HTTP header giving the length of the JSON part of a body with binary tensors."""
+
+MAX_TIMEOUT_US = 2**64 - 1
+"""The largest `parameters.timeout` accepted (microseconds, an unsigned 64-bit integer as Triton's)."""
 
 
 @dataclass(frozen=True)
@@ -94,16 +108,22 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
 
 
 def decode_request(
-    body: bytes,
+    body: bytes | bytearray,
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
     *,
     header_length: str | None = None,
+    limits: ServingConfig | None = None,
 ) -> InferRequest:
-    """Parse and validate an infer request body against the model's signature."""
+    """Parse and validate an infer request body against the model's signature and `limits`.
+
+    Without `limits` only the consistency of the request is checked (no 413).
+    """
     header, binary = _split_body(body, header_length)
     try:
         doc = json.loads(header)
+    except RecursionError:
+        raise ProtocolError(400, "request body: JSON nested too deeply") from None
     except ValueError as exc:
         raise ProtocolError(400, f"request body: malformed JSON ({exc})") from None
     if not isinstance(doc, dict):
@@ -113,9 +133,9 @@ def decode_request(
         raise ProtocolError(400, "id: expected a string")
     params = _object(doc.get("parameters"), "parameters")
     timeout = params.get("timeout")
-    if timeout is not None and (not _is_int(timeout) or timeout < 0):
-        raise ProtocolError(400, "parameters.timeout: expected microseconds, an integer >= 0")
-    tensors, rows = _decode_inputs(doc.get("inputs"), binary, inputs)
+    if timeout is not None and (not _is_int(timeout) or not 0 <= timeout <= MAX_TIMEOUT_US):
+        raise ProtocolError(400, "parameters.timeout: expected microseconds, an integer from 0 to 2**64-1")
+    tensors, rows = _decode_inputs(doc.get("inputs"), binary, inputs, _Budget(limits))
     requested = _decode_outputs(doc.get("outputs"), outputs, bool(params.get("binary_data_output")))
     return InferRequest(tensors, requested, rows, request_id, params)
 
@@ -149,7 +169,7 @@ def encode_response(
     if request.id is not None:
         doc["id"] = request.id
     doc["outputs"] = entries
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()  # outputs checked: never raises
     if not chunks:
         return EncodedResponse(header, None)
     return EncodedResponse(b"".join([header, *chunks]), len(header))
@@ -158,13 +178,11 @@ def encode_response(
 # -- request parts -----------------------------------------------------------
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+def _split_body(body: bytes | bytearray, header_length: str | None) -> tuple[bytes | bytearray, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    try:
-        length = int(header_length)
-    except ValueError:
-        length = -1
+    text = header_length.strip()
+    length = int(text) if text.isascii() and text.isdigit() else -1
     if not 0 <= length <= len(body):
         raise ProtocolError(
             400, f"{HEADER_LENGTH} header: {header_length!r} is not a length within the {len(body)}-byte body"
@@ -172,7 +190,30 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
     return body[:length], memoryview(body)[length:]
 
 
-def _decode_inputs(raw: Any, binary: memoryview, specs: Sequence[TensorSpec]) -> tuple[Tensors, int]:
+class _Budget:
+    """What one request may still carry under `serving.max_rows` and `serving.max_elements` (413 beyond)."""
+
+    def __init__(self, limits: ServingConfig | None) -> None:
+        self.limits = limits
+        self.elements = 0
+
+    def take(self, shape: tuple[int, ...], where: str) -> None:
+        """Count an input of `shape`, found consistent with its data, before its array is made."""
+        if self.limits is None:
+            return
+        max_rows, max_elements = self.limits.max_rows, self.limits.max_elements
+        if shape[0] > max_rows:
+            raise ProtocolError(413, f"{where}.shape[0]: {shape[0]} rows, more than the {max_rows} one request "
+                                     f"may carry (serving.max_rows); send them in several requests")
+        self.elements += math.prod(shape)
+        if self.elements > max_elements:
+            raise ProtocolError(413, f"{where}.shape: the request's inputs hold {self.elements} elements so far, "
+                                     f"more than the {max_elements} one request may carry (serving.max_elements)")
+
+
+def _decode_inputs(
+    raw: Any, binary: memoryview, specs: Sequence[TensorSpec], budget: _Budget
+) -> tuple[Tensors, int]:
     if not isinstance(raw, list) or not raw:
         raise ProtocolError(400, "inputs: expected a non-empty list of input tensors")
     by_name = {s.name: s for s in specs}
@@ -208,12 +249,12 @@ def _decode_inputs(raw: Any, binary: memoryview, specs: Sequence[TensorSpec]) ->
                     f"{where}.parameters.binary_data_size: {size!r} bytes declared but "
                     f"{len(binary) - offset} bytes of binary data remain in the body",
                 )
-            tensors[name] = _from_binary(
-                binary[offset : offset + size], datatype, shape, f"{where}.parameters.binary_data_size"
-            )
+            tensors[name] = _from_binary(binary[offset : offset + size], datatype, shape, where, budget)
             offset += size
         elif "data" in item:
-            tensors[name] = values_from_json(item["data"], datatype, shape, f"{where}.data")
+            values = json_values(item["data"], shape, f"{where}.data")
+            budget.take(shape, where)
+            tensors[name] = array_from_json(values, datatype, shape, f"{where}.data")
         else:
             raise ProtocolError(400, f"{where}.data: missing (or set parameters.binary_data_size)")
     if offset != len(binary):
@@ -235,16 +276,23 @@ def _check_shape(raw: Any, spec: TensorSpec, where: str) -> tuple[int, ...]:
     return tuple(raw)
 
 
-def _from_binary(chunk: memoryview, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray:
-    count = int(np.prod(shape))
+def _from_binary(
+    chunk: memoryview, datatype: str, shape: tuple[int, ...], where: str, budget: _Budget
+) -> np.ndarray:
+    field = f"{where}.parameters.binary_data_size"
+    count = math.prod(shape)  # a Python int: a declared shape never wraps
     if datatype == "BYTES":
-        return bytes_from_binary(chunk, count, where).reshape(shape)
+        if count > len(chunk) // 4:  # each element takes at least its 4-byte length
+            bytes_from_binary(chunk, count, field)  # raises, naming what the bytes hold
+        budget.take(shape, where)
+        return bytes_from_binary(chunk, count, field).reshape(shape)
     dtype = numpy_for_datatype(datatype)
     expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise ProtocolError(
-            400, f"{where}: {len(chunk)} bytes do not hold shape {list(shape)} of {datatype} ({expected} bytes)"
+            400, f"{field}: {len(chunk)} bytes do not hold shape {list(shape)} of {datatype} ({expected} bytes)"
         )
+    budget.take(shape, where)
     # copy: writable and aligned, as kernels compiled at warm-up expect
     return np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
 
@@ -283,6 +331,12 @@ def _as_datatype(array: np.ndarray, datatype: str) -> np.ndarray:
 
 def _json_data(array: np.ndarray, datatype: str, name: str) -> list[Any]:
     if datatype != "BYTES":
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)) if array.ndim else [0]
+            raise ProtocolError(
+                500, f"outputs: model output {name!r} holds NaN or infinity (row {int(rows[0])} of the batch "
+                     f"answered), which JSON cannot carry; ask for it with binary_data=true to get IEEE values"
+            )
         return array.ravel().tolist()
     try:
         return [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]

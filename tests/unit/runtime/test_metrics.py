@@ -55,3 +55,21 @@ def test_rendered_text_has_every_metric() -> None:
     assert samples[("infc_batch_size_bucket", (("le", "4.0"), ("model", "digits")))] == 1
     assert samples[("infc_stage_duration_seconds_count", (("model", "digits"), ("stage", "infer")))] == 1
     assert families["infc_request_duration_seconds"].type == "histogram"
+
+
+def test_disconnects_and_bundle_verification() -> None:
+    m = Metrics("digits", max_batch_size=8)
+
+    def value(name: str) -> float | None:
+        return m.registry.get_sample_value(name, {"model": "digits"})
+
+    assert value("infc_client_disconnects_total") == 0
+    assert value("infc_bundle_verified") == 0, "not verified until the serve command says so"
+    m.client_disconnected()
+    m.client_disconnected()
+    m.set_bundle_verified(True)
+    assert value("infc_client_disconnects_total") == 2
+    assert value("infc_bundle_verified") == 1
+    m.set_bundle_verified(False)
+    assert value("infc_bundle_verified") == 0
+    assert m.registry.get_sample_value("infc_requests_total", {"model": "digits", "status": "500"}) is None

@@ -237,7 +237,8 @@ def test_binary_request_round_trip() -> None:
         (6, text(b"ok"), b"!", "request body: 1 bytes of binary data belong to no input"),
         (6, text(b"ok", b"no"), b"", "inputs[1].parameters.binary_data_size: 6 bytes follow the last of 1 BYTES"),
         (6, struct.pack("<I", 9) + b"ok", b"", "inputs[1].parameters.binary_data_size: BYTES element 0 claims 9"),
-        (6, b"\x01\x00", b"", "inputs[1].parameters.binary_data_size: binary BYTES data ends after 0 of 1"),
+        (6, b"\x01\x00", b"", "inputs[1].parameters.binary_data_size: 1 BYTES elements declared, but the 2 "
+                               "bytes given hold at most 0"),
     ],
     ids=["fixed-size", "unclaimed", "bytes-extra", "bytes-overrun", "bytes-truncated"],
 )

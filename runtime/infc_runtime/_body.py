@@ -1,0 +1,89 @@
+"""Request bodies, bounded: read in chunks with a timeout per chunk, decompressed in bounded steps.
+
+Private helpers of `app`. Nothing here holds more than the limits allow:
+
+- `read_body` refuses a body whose Content-Length exceeds `max_bytes` before
+  reading any of it, and one that grows past it while streaming (chunked, or a
+  Content-Length that lies); a chunk that does not arrive within `timeout_s`
+  ends the request (408), so no handler waits forever on a slow client.
+- `decompress` inflates gzip or deflate in steps of at most `_STEP` bytes and
+  stops as soon as the output would exceed `max_bytes` (413): a bomb is never
+  inflated. zlib releases the GIL while it works, so this belongs on a thread.
+
+Every failure is a `ProtocolError`; `close` is set when the body was not read to
+its end, so the answer also closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+
+from ._tensors import ProtocolError
+
+__all__ = ["decompress", "read_body"]
+
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # deflate: zlib-wrapped, as HTTP and tritonclient mean it
+_STEP = 1 << 20
+
+
+async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> bytearray:
+    """The whole body of `request`, at most `max_bytes` of it, each chunk within `timeout_s`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise ProtocolError(413, f"request body: Content-Length {int(declared)} bytes is more than the {max_bytes} "
+                                 "allowed (serving.max_body_bytes)", close=True)
+    body = bytearray()
+    chunks: AsyncIterator[bytes] = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return body
+        except TimeoutError:
+            raise ProtocolError(408, f"request body: no data for {timeout_s:g} s after {len(body)} bytes; "
+                                     "send the body without pausing", close=True) from None
+        if len(body) + len(chunk) > max_bytes:
+            raise ProtocolError(413, f"request body: more than the {max_bytes} bytes allowed "
+                                     "(serving.max_body_bytes)", close=True)
+        body += chunk
+
+
+def decompress(body: bytearray, encoding: str | None, *, max_bytes: int) -> bytearray:
+    """`body` without its Content-Encoding (gzip, deflate or identity), at most `max_bytes` of it."""
+    coding = (encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in _WBITS:
+        raise ProtocolError(415, f"Content-Encoding header: {encoding!r} is not supported (use gzip or deflate)")
+    out = bytearray()
+    view = memoryview(body)
+    inflater = zlib.decompressobj(_WBITS[coding])
+    data: bytes | memoryview = b""
+    try:
+        while True:
+            if not data:  # feed the input in slices: what zlib keeps unconsumed stays small
+                data, view = view[:_STEP], view[_STEP:]
+            piece = inflater.decompress(data, min(_STEP, max_bytes - len(out) + 1))
+            out += piece
+            if len(out) > max_bytes:
+                raise ProtocolError(413, f"request body: more than the {max_bytes} bytes allowed once decompressed "
+                                         "(serving.max_decompressed_bytes)")
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                rest = len(inflater.unused_data) + len(view)
+                if not (inflater.unused_data + view).strip(b"\0"):  # nothing, or padding (as gzip.decompress takes)
+                    return out
+                if _WBITS[coding] != 31:
+                    raise ProtocolError(400, f"Content-Encoding header: {rest} bytes follow the end of the "
+                                             f"{coding} data")
+                data = inflater.unused_data  # a further gzip member, as gzip.decompress reads them
+                inflater = zlib.decompressobj(31)
+            elif not piece and not data and not view:
+                raise ProtocolError(400, f"Content-Encoding header: the body ends inside its {coding} data")
+    except zlib.error as exc:
+        raise ProtocolError(400, f"Content-Encoding header: body is not valid {coding} data ({exc})") from None
