@@ -10,56 +10,100 @@
 | POST   | /v2/models/{name}[/versions/{version}]/infer         | inference (JSON or binary)      |
 | GET    | /metrics                                             | Prometheus text (see `metrics`) |
 
-Every error is JSON `{"error": message}`: 400 bad request (the message names
-the field), 404 unknown model or path, 429 queue full (with Retry-After), 503
-not ready or shutting down, 504 deadline passed while queued, 500 a failure of
-the pipeline itself. Warm-up runs on the worker thread after startup, so the
-server answers health checks while it warms up (infer requests queue behind
-it; if it fails, they get 503); once it succeeds the heap is settled
-(`latency.settle_heap`: collect, `gc.freeze()`, rare gen-0 collections) so
-garbage collection on the request path never rescans the warmed-up heap;
-shutdown drains the batcher.
+Every error is JSON `{"error": message}` naming the field, input or limit at
+fault (a limit by its spec key, `serving.max_rows`):
+
+| status | when                                                                           |
+|--------|--------------------------------------------------------------------------------|
+| 400    | a malformed or inconsistent request; a non-finite model input (per request)    |
+| 404    | unknown model, version or path                                                 |
+| 408    | a body chunk did not arrive within `body_timeout_s` (the connection closes)    |
+| 413    | over a limit: `serving.max_body_bytes` (from Content-Length, or while          |
+|        | streaming), `max_decompressed_bytes`, `max_rows`, `max_elements`, `max_pixels` |
+| 415    | Content-Encoding other than gzip/deflate; a Content-Type a browser may send    |
+|        | cross-site without asking first (text/plain, form encodings)                   |
+| 421    | a Host header not in `allowed_hosts` (when given)                              |
+| 429    | queue full (with Retry-After)                                                  |
+| 500    | a failure of the pipeline itself; a model output holding NaN or infinity that  |
+|        | was asked for as JSON data (JSON cannot carry it: ask for binary data)         |
+| 503    | not ready or shutting down; 504 deadline passed while queued                   |
+
+A request is read in chunks (each within `body_timeout_s`) and refused as soon
+as it exceeds its limits; decompression, JSON parsing and tensor decoding of
+bodies over `INLINE_BYTES` (or compressed) run on a thread, so the event loop
+keeps answering `/v2/health/live`. A client that disconnects before its answer
+(mid-body, or while its request waits or runs) is counted in
+`infc_client_disconnects_total`, logged at DEBUG, and not in
+`infc_requests_total`; a queued request whose client left never reaches the
+model.
+
+Warm-up runs on the worker thread after startup, so the server answers health
+checks while it warms up (infer requests queue behind it; if it fails, they get
+503); once it succeeds the heap is settled (`latency.settle_heap`: collect,
+`gc.freeze()`, rare gen-0 collections) so garbage collection on the request
+path never rescans the warmed-up heap; shutdown drains the batcher.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
+import re
 import time
-import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
+from ._body import decompress, read_body
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from .latency import settle_heap
 from .metrics import CONTENT_TYPE, Metrics
-from .pipeline import Pipeline, RequestError
-from .protocol import HEADER_LENGTH, ProtocolError, decode_request, encode_response, tensor_metadata
+from .pipeline import Pipeline, RequestError, RequestTooLarge
+from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request, encode_response, tensor_metadata
+from .types import Tensors
 
-__all__ = ["SERVER_NAME", "create_app"]
+__all__ = ["BODY_TIMEOUT_S", "INLINE_BYTES", "SERVER_NAME", "create_app"]
 
 SERVER_NAME = "infc"
 EXTENSIONS = ["binary_tensor_data"]
+BODY_TIMEOUT_S = 30.0
+"""How long the server waits for each chunk of a request body before answering 408."""
+INLINE_BYTES = 64 << 10
+"""Bodies up to this size (not compressed) are decoded on the event loop: a thread costs more than they do."""
+BROWSER_CONTENT_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
+"""Media types a web page may POST to another site without a CORS preflight: refused for inference (415)."""
 
 log = logging.getLogger("infc_runtime")
 
 
-def create_app(pipeline: Pipeline, *, warmup: bool = True) -> Starlette:
+def create_app(
+    pipeline: Pipeline,
+    *,
+    warmup: bool = True,
+    allowed_hosts: Sequence[str] | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+) -> Starlette:
     """A Starlette app serving `pipeline` over KServe V2, with health and metrics.
 
     With `warmup`, `pipeline.warmup()` runs on the worker thread at startup and
     readiness turns 200 when it is done; without it the app is ready at once.
+    With `allowed_hosts` (names or addresses; a port in the Host header is
+    ignored), any request whose Host header names another host is answered 421:
+    a server bound to loopback is then out of reach of DNS rebinding. Each chunk
+    of a request body must arrive within `body_timeout_s` (else 408).
+    The app's `Metrics` are `app.state.metrics` (the serve command records
+    `set_bundle_verified` there).
     """
-    server = _Server(pipeline, warmup=warmup)
+    server = _Server(pipeline, warmup=warmup, body_timeout_s=body_timeout_s)
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     routes = [
@@ -75,13 +119,51 @@ def create_app(pipeline: Pipeline, *, warmup: bool = True) -> Starlette:
         Route("/metrics", server.prometheus),
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}
-    # handlers take their exception subclass, which the Mapping[Any, Callable[..., Exception]] hint rejects
-    return Starlette(routes=routes, lifespan=server.lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    middleware = [] if allowed_hosts is None else [Middleware(HostCheck, allowed_hosts=allowed_hosts)]
+    app = Starlette(
+        routes=routes,
+        lifespan=server.lifespan,
+        exception_handlers=handlers,  # type: ignore[arg-type]  # handlers take their exception subclass
+        middleware=middleware,
+    )
+    app.state.metrics = server.metrics
+    return app
+
+
+class HostCheck:
+    """ASGI middleware: 421 for a request whose Host header (port ignored) is not an allowed name."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(_host_name(h) for h in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if _host_name(host) not in self.allowed:
+                names = ", ".join(sorted(self.allowed))
+                response = _error(421, f"Host header: {host[:100]!r} is not a name this server answers to "
+                                       f"({names}); start the server with --allow-host to add one")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header without its port, lower case (`[::1]:8000` -> `::1`)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    name, colon, port = host.rpartition(":")
+    return name.rstrip(".") if colon and port.isdigit() and ":" not in name else host.rstrip(".")
+
+
+_HEAP_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON error response every endpoint uses."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """The JSON error response every endpoint uses (never with an object's repr or heap address)."""
+    return JSONResponse({"error": _HEAP_REPR.sub("<object>", message)}, status_code=status, headers=headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -96,8 +178,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 class _Server:
     """The state behind the routes: pipeline, batcher, metrics, readiness."""
 
-    def __init__(self, pipeline: Pipeline, *, warmup: bool) -> None:
+    def __init__(self, pipeline: Pipeline, *, warmup: bool, body_timeout_s: float) -> None:
         self.pipeline = pipeline
+        self.body_timeout_s = body_timeout_s
         self.metrics = Metrics(pipeline.name, max_batch_size=pipeline.serving.max_batch_size)
         self.batcher = Batcher(pipeline, self.metrics)
         self.warmup = warmup
@@ -177,26 +260,37 @@ class _Server:
         self._check_model(request)
         started = time.perf_counter()
         self.metrics.request_started()
-        status = 500
+        status: int | None = 500
         try:
             response = await self._infer(request)
             status = response.status_code
             return response
+        except ClientDisconnect:
+            status = None  # nobody to answer: counted apart, not as a status
+            self.metrics.client_disconnected()
+            log.debug("client %s disconnected before the answer to %s", _peer(request), request.url.path)
+            return Response(status_code=400)  # never sent: the server drops answers to a closed connection
         finally:
             self.metrics.request_finished()
-            self.metrics.observe_request(status, time.perf_counter() - started)
+            if status is not None:
+                self.metrics.observe_request(status, time.perf_counter() - started)
 
     async def _infer(self, request: Request) -> Response:
         p = self.pipeline
         if self.broken:  # requests sent while it warms up wait for it instead
             return _error(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
         try:
-            body = _decompress(await request.body(), request.headers.get("content-encoding"))
-            req = decode_request(body, p.inputs, p.outputs, header_length=request.headers.get(HEADER_LENGTH))
-            result = await self.batcher.submit(req.inputs, timeout_s=req.timeout_s)
-            encoded = encode_response(req, result, p.outputs, model_name=p.name, model_version=p.version)
+            _check_content_type(request.headers.get("content-type"))
+            body = await read_body(request, max_bytes=p.serving.max_body_bytes, timeout_s=self.body_timeout_s)
+            req = await self._decode(body, request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH))
+            result = await self._submit(request, req)
+            encoded = await self._encode(req, result)
         except ProtocolError as exc:
-            return _error(exc.status, exc.message)
+            if exc.status >= 500:
+                log.warning("model %r: %s", p.name, exc.message)
+            return _error(exc.status, exc.message, {"Connection": "close"} if exc.close else None)
+        except RequestTooLarge as exc:
+            return _error(413, f"inputs: {exc}")
         except RequestError as exc:
             return _error(400, f"inputs: {exc}")
         except QueueFull as exc:
@@ -205,6 +299,8 @@ class _Server:
             return _error(504, str(exc))
         except BatcherClosed as exc:
             return _error(503, str(exc))
+        except ClientDisconnect:
+            raise
         except Exception as exc:
             log.exception("inference failed for model %r", p.name)
             return _error(500, f"inference failed: {type(exc).__name__}: {exc}")
@@ -213,16 +309,69 @@ class _Server:
             headers[HEADER_LENGTH] = str(encoded.header_length)
         return Response(encoded.body, media_type=encoded.media_type, headers=headers)
 
+    async def _decode(self, body: bytearray, encoding: str | None, header_length: str | None) -> InferRequest:
+        """The request in `body`: decompressed and decoded against the limits, off the loop unless small."""
+        p = self.pipeline
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    """The request body without its Content-Encoding (gzip and deflate, as tritonclient sends)."""
-    if encoding in (None, "", "identity"):
-        return body
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ProtocolError(400, f"Content-Encoding header: body is not valid {encoding} data ({exc})") from None
-    raise ProtocolError(415, f"Content-Encoding header: {encoding!r} is not supported (use gzip or deflate)")
+        def decode() -> InferRequest:
+            raw = decompress(body, encoding, max_bytes=p.serving.max_decompressed_bytes)
+            return decode_request(raw, p.inputs, p.outputs, header_length=header_length, limits=p.serving)
+
+        if len(body) <= INLINE_BYTES and (encoding or "identity").strip().lower() == "identity":
+            return decode()
+        return await asyncio.to_thread(decode)
+
+    async def _submit(self, request: Request, req: InferRequest) -> Tensors:
+        """The request's result from the batcher; `ClientDisconnect` if its client leaves first.
+
+        A request whose client left is cancelled: still queued, it never reaches the model.
+        """
+        submitted = asyncio.ensure_future(self.batcher.submit(req.inputs, timeout_s=req.timeout_s))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait((submitted, gone), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled ourselves (the server stops): so is the request
+            submitted.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if submitted not in done:
+            submitted.add_done_callback(_retrieve)
+            submitted.cancel()
+            raise ClientDisconnect()
+        return submitted.result()
+
+    async def _encode(self, req: InferRequest, result: Tensors) -> Any:
+        p = self.pipeline
+
+        def encode() -> Any:
+            return encode_response(req, result, p.outputs, model_name=p.name, model_version=p.version)
+
+        if sum(a.size for a in result.values()) <= INLINE_BYTES // 8:
+            return encode()
+        return await asyncio.to_thread(encode)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of an abandoned task as seen (asyncio logs exceptions nobody retrieved)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client of `request` (whose body was read) disconnects."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_content_type(value: str | None) -> None:
+    """415 for the media types a web page may send cross-site without a preflight (none, JSON, binary are fine)."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media in BROWSER_CONTENT_TYPES:
+        raise ProtocolError(415, f"Content-Type header: {media} is not accepted for inference (a web page on "
+                                 "another site could send it); send application/json, application/octet-stream "
+                                 "or no Content-Type", close=True)
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "?"

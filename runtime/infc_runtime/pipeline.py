@@ -4,6 +4,13 @@ A `Pipeline` is what the server runs. `Pipeline.load(bundle_dir)` builds one
 from a bundle's `manifest.json`; the compiler builds the same object in process
 to measure what it is about to ship, so the numbers in a build report come from
 the code that serves.
+
+On the request path (`run_batch`) each request is pre-processed on its own, with
+the serving limits visible to the kernels through `request_limits()` (the decode
+step reads `max_pixels` there); then, unless `serving.allow_non_finite`, its
+float model inputs must be finite: a NaN or infinity fails that request (400
+naming the row, the model input and, when the kernel module names its columns in
+`COLUMNS = {input: (field, ...)}`, the field), not the batch.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,7 +32,7 @@ import onnxruntime as ort
 
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
-__all__ = ["Pipeline", "RequestError", "load_kernel_module", "make_session"]
+__all__ = ["Pipeline", "RequestError", "RequestTooLarge", "load_kernel_module", "make_session", "request_limits"]
 
 Kernel = Callable[[Tensors], Tensors]
 
@@ -38,6 +46,23 @@ _OPT_LEVELS = {
 
 class RequestError(ValueError):
     """A request's own data is wrong; it fails that request only (HTTP 400)."""
+
+
+class RequestTooLarge(RequestError):
+    """A request's data is over a limit (e.g. decoded pixels); it fails that request only (HTTP 413)."""
+
+
+_limits: ContextVar[ServingConfig | None] = ContextVar("infc_request_limits", default=None)
+
+
+def request_limits() -> ServingConfig | None:
+    """The serving limits of the request being pre-processed on this thread; None outside `Pipeline.preprocess`.
+
+    How a per-request limit reaches generated kernels: the decode step checks the
+    decoded pixels of all images of a request against `max_pixels` here, from
+    the image headers, before decoding any.
+    """
+    return _limits.get()
 
 
 def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = None) -> ort.InferenceSession:
@@ -101,6 +126,8 @@ class Pipeline:
         self._pre = pre
         self._post = post
         self._model_inputs = [i.name for i in session.get_inputs()]
+        # the fields behind each column of a tabular model input, when the pre kernel module names them
+        self._columns: dict[str, Sequence[str]] = getattr(_module_of(pre), "COLUMNS", {})
 
     @classmethod
     def load(cls, bundle_dir: str | Path) -> Pipeline:
@@ -123,7 +150,30 @@ class Pipeline:
     # -- stages ------------------------------------------------------------
     def preprocess(self, request: Tensors) -> Tensors:
         """Request tensors -> model inputs (one request; may raise RequestError)."""
-        return self._pre(request)
+        token = _limits.set(self.serving)
+        try:
+            return self._pre(request)
+        finally:
+            _limits.reset(token)
+
+    def check_finite(self, model_inputs: Tensors) -> None:
+        """RequestError naming the first row and model input holding NaN or an infinity (one request's inputs)."""
+        for name in self._model_inputs:
+            array = model_inputs.get(name)
+            if array is None or array.dtype.kind not in "fc" or np.isfinite(array).all():
+                continue
+            flat = array.reshape(len(array), -1)
+            bad = ~np.isfinite(flat)
+            row = int(bad.any(axis=1).argmax())
+            column = int(bad[row].argmax())
+            value = flat[row, column]
+            at = f"column {column}" if array.ndim == 2 else f"index {list(np.unravel_index(column, array.shape[1:]))}"
+            fields = self._columns.get(name, ())
+            if array.ndim == 2 and column < len(fields):
+                at += f" (field {fields[column]!r})"
+            raise RequestError(f"row {row}: model input {name!r} holds {value} at {at} after pre-processing; the "
+                               "model takes finite values only (serving.allow_non_finite is false; a fill_missing "
+                               "or clip step in preprocess maps such values)")
 
     def infer(self, model_inputs: Tensors) -> Tensors:
         """Model inputs -> model outputs, with ONNX Runtime."""
@@ -164,6 +214,8 @@ class Pipeline:
             for i, req in enumerate(requests):
                 try:
                     prepared = self.preprocess(req)
+                    if not self.serving.allow_non_finite:
+                        self.check_finite(prepared)
                 except Exception as exc:  # a bad request fails alone
                     results[i] = exc if isinstance(exc, RequestError) else RequestError(str(exc))
                     continue
@@ -198,7 +250,7 @@ class Pipeline:
         A BYTES input is filled with the pre kernel module's `EXAMPLES[name]` when
         it has one (a JSON row that parses, say), else with empty strings.
         """
-        examples = getattr(sys.modules.get(getattr(self._pre, "__module__", "")), "EXAMPLES", {})
+        examples = getattr(_module_of(self._pre), "EXAMPLES", {})
         req: Tensors = {}
         for spec in self.inputs:
             shape = (batch, *(1 if s < 0 else s for s in spec.shape))
@@ -213,6 +265,11 @@ class Pipeline:
             result = self.run_batch([self.example_request(batch)])[0]
             if isinstance(result, Exception):
                 raise result
+
+
+def _module_of(kernel: Kernel) -> ModuleType | None:
+    """The module a kernel function comes from (a generated `kernels/pre.py`), if imported."""
+    return sys.modules.get(getattr(kernel, "__module__", ""))
 
 
 def _concat_key(tensors: Tensors) -> tuple[Any, ...]:

@@ -2,10 +2,14 @@
 
 The request carries one encoded image per row (shape [] or [1]). The result is
 uint8 [N, H, W, 3] for `mode: RGB`, [N, H, W, 4] for RGBA, [N, H, W] for L
-(grayscale). A row that is not an image of the allowed `formats` (or is larger
-than `max_pixels`, a guard against decompression bombs) fails its request with a
-message naming the input and the row (HTTP 400). Images of one request may differ
-in size when a fused resize / crop / pad follows: it then runs image by image.
+(grayscale). A row that is not an image of the allowed `formats` fails its
+request with a message naming the input and the row (HTTP 400). Sizes are read
+from the image headers before anything is decoded: an image larger than the
+step's `max_pixels`, or images of one request holding more pixels together than
+the server's `serving.max_pixels` (which the kernel reads from
+`infc_runtime.pipeline.request_limits()` at run time), fail the request with a
+413 — guards against decompression bombs. Images of one request may differ in
+size when a fused resize / crop / pad follows: it then runs image by image.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ _MODES = {"RGB": (3,), "RGBA": (4,), "L": ()}
 _FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"]
 _DEFAULT_FORMATS = ["PNG", "JPEG"]
 _MAX_PIXELS = 40_000_000
+_REQUEST_LIMITS = "from infc_runtime.pipeline import RequestTooLarge, request_limits"
 
 
 def _options(p: Mapping[str, Any]) -> tuple[str, list[str], int]:
@@ -73,7 +78,7 @@ def _example_size(reader: list[ResolvedStep] | None) -> tuple[int, int]:
 def _emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
     mode, formats, max_pixels = _options(step.params)
     reader = common.pop("reader")
-    text.imports += ["import io", "import PIL.Image", REQUEST_ERROR]
+    text.imports += ["import io", "import re", "import PIL.Image", REQUEST_ERROR, _REQUEST_LIMITS]
     for helper in (render("decode.py.j2"), render("per_image.py.j2")):
         if helper not in text.functions:
             text.functions.append(helper)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,8 @@ from PIL import Image
 
 from infc.kernels.graph import resolve
 from infc.kernels.reference import run_reference
-from infc_runtime.pipeline import RequestError
-from infc_runtime.types import TensorSpec
+from infc_runtime.pipeline import Pipeline, RequestError, RequestTooLarge
+from infc_runtime.types import ServingConfig, TensorSpec
 
 _MODULES: dict[str, Any] = {}
 PNG = TensorSpec("png", "bytes", ())
@@ -80,7 +81,7 @@ def test_other_formats_and_the_pixel_limit(tmp_path: Path) -> None:
     gray = _pixels(0, 5, 5, None)
     got = module.run({"img": _batch(encode(gray, "BMP")).reshape(1, 1)})
     np.testing.assert_array_equal(got["image"][0, :, :, 0], gray)
-    with pytest.raises(RequestError, match=r"input 'img' row 0: 11x10 pixels is more than the 100 allowed"):
+    with pytest.raises(RequestTooLarge, match=r"input 'img' row 0: 11x10 pixels is more than the 100 allowed"):
         module.run({"img": _batch(encode(_pixels(0, 10, 11), "BMP")).reshape(1, 1)})
 
 
@@ -143,3 +144,33 @@ def test_decoded_shapes() -> None:
     for mode, shape in (("RGB", (-1, -1, 3)), ("RGBA", (-1, -1, 4)), ("L", (-1, -1))):
         flow = resolve([("decode", {"mode": mode})], [PNG], fail)
         assert flow.end == (TensorSpec("image", "uint8", shape),)
+
+
+def _serving_pipeline(module: Any, max_pixels: int) -> Pipeline:
+    """A pipeline around the kernel alone: what the server runs it in (its limits reach the kernel)."""
+    session: Any = SimpleNamespace(get_inputs=lambda: [])
+    return Pipeline(name="t", version="1", inputs=[PNG], outputs=[], session=session, pre=module.run,
+                    post=lambda t: t, serving=ServingConfig(max_pixels=max_pixels))
+
+
+def test_the_request_pixel_budget_is_checked_from_the_headers_before_decoding(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _module(tmp_path_factory, "decode_RGB", [("decode", {"mode": "RGB"})])
+    x = {"png": _batch(*(encode(_pixels(i, 10, 10)) for i in range(3)))}
+    assert _serving_pipeline(module, 300).preprocess(x)["image"].shape == (3, 10, 10, 3)
+    decoded: list[int] = []
+    convert = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", lambda img, *a, **k: decoded.append(1) or convert(img, *a, **k))
+    with pytest.raises(RequestTooLarge, match=r"input 'png' row 2: the images up to this one hold 300 pixels, "
+                                              r"more than the 250 one request may decode \(serving.max_pixels\)"):
+        _serving_pipeline(module, 250).preprocess(x)
+    assert decoded == [], "no image is decoded once the sizes are over the budget"
+    assert len(module.run(x)["image"]) == 3, "outside a pipeline only the step's own limit applies"
+
+
+def test_a_decode_error_carries_no_heap_address(tmp_path_factory: pytest.TempPathFactory) -> None:
+    module = _module(tmp_path_factory, "decode_RGB", [("decode", {"mode": "RGB"})])
+    with pytest.raises(RequestError) as err:
+        module.run({"png": _batch(b"not an image at all")})
+    assert "0x" not in str(err.value) and "BytesIO" not in str(err.value), str(err.value)
+    assert str(err.value).startswith("input 'png' row 0: not a decodable PNG/JPEG image (cannot identify image file")
