@@ -334,8 +334,8 @@ def _json_data(array: np.ndarray, datatype: str, name: str) -> list[Any]:
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
             rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)) if array.ndim else [0]
             raise ProtocolError(
-                500, f"outputs: model output {name!r} holds NaN or infinity (row {int(rows[0])} of the batch "
-                     f"answered), which JSON cannot carry; ask for it with binary_data=true to get IEEE values"
+                500, f"outputs: model output {name!r} holds NaN or infinity (row {int(rows[0])}), which JSON "
+                     f"cannot carry; ask for it with binary_data=true to get IEEE values"
             )
         return array.ravel().tolist()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from infc_runtime.protocol import (
     tensor_metadata,
     to_datatype,
 )
-from infc_runtime.types import TensorSpec
+from infc_runtime.types import ServingConfig, TensorSpec
 
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
 
@@ -305,3 +306,138 @@ def test_non_utf8_bytes_cannot_be_sent_as_json() -> None:
     label = np.array([b"\xff"], dtype=object)
     with pytest.raises(ProtocolError, match="output 'label' holds bytes that are not UTF-8"):
         encode_response(req, {"label": label}, OUTPUTS, model_name="m", model_version="1")
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_non_finite_outputs_are_ieee_in_binary_and_an_error_in_json(binary: bool) -> None:
+    req = InferRequest({}, [RequestedOutput("score", binary)], 2)
+    out = result()
+    out["score"][1, 0] = np.nan
+    out["score"][1, 1] = np.inf
+    if binary:
+        encoded = encode_response(req, out, OUTPUTS, model_name="m", model_version="1")
+        parsed = httpclient.InferenceServerClient.parse_response_body(encoded.body, header_length=encoded.header_length)
+        np.testing.assert_array_equal(parsed.as_numpy("score"), out["score"].astype(np.float32))
+        return
+    with pytest.raises(ProtocolError) as err:
+        encode_response(req, out, OUTPUTS, model_name="m", model_version="1")
+    assert err.value.status == 500
+    assert err.value.message == ("outputs: model output 'score' holds NaN or infinity (row 1), which JSON cannot "
+                                 "carry; ask for it with binary_data=true to get IEEE values")
+
+
+# -- hostile requests: 400 when inconsistent, 413 over a limit, before any allocation -------------
+
+
+LIMITS = ServingConfig(max_rows=4, max_elements=1000)
+DIGITS = [TensorSpec("image", "uint8", (8, 8))]
+
+
+def image_doc(shape: list[int], data: Any) -> bytes:
+    return json_body({"inputs": [{"name": "image", "shape": shape, "datatype": "UINT8", "data": data}]})
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "message"),
+    [
+        ([2**62, 8, 8], [], "inputs[0].data: 0 values do not fill shape [4611686018427387904, 8, 8] "
+                            "(295147905179352825856 values)"),
+        ([1, 8, 8], [[0] * 64], "inputs[0].data[0]: holds 64 values where shape [1, 8, 8] has a list of 8"),
+        ([2, 8, 8], [[[0] * 8] * 8, [[0] * 8] * 7], "inputs[0].data[1]: holds 7 values where shape [2, 8, 8] has"),
+        ([1, 8, 8], [[[0] * 8] * 7 + [[0] * 9]], "inputs[0].data[0][7]: holds 9 values"),
+        ([1, 8, 8], [[[0] * 8] * 7 + [0]], "inputs[0].data[0][7]: holds the value 0 where shape [1, 8, 8] has"),
+        ([1, 8, 8], [[[[0]] * 8] * 8], "inputs[0].data: mixes lists and values"),
+        ([1, 8, 8], [0] * 63 + [[0]], "inputs[0].data: mixes lists and values"),
+        ([1, 8, 8], [0] * 65, "inputs[0].data: 65 values do not fill shape [1, 8, 8] (64 values)"),
+    ],
+    ids=["wrapping-shape", "flat-row", "short-row", "long-list", "value-for-list", "too-deep", "mixed", "too-many"],
+)
+def test_json_data_must_follow_the_shape(shape: list[int], data: Any, message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_request(image_doc(shape, data), DIGITS, OUTPUTS, limits=LIMITS)
+    assert err.value.status == 400 and err.value.message.startswith(message), err.value.message
+
+
+def test_nested_and_flat_data_decode_alike() -> None:
+    pixels = np.arange(128, dtype=np.uint8).reshape(2, 8, 8)
+    nested = decode_request(image_doc([2, 8, 8], pixels.tolist()), DIGITS, OUTPUTS).inputs["image"]
+    flat = decode_request(image_doc([2, 8, 8], pixels.ravel().tolist()), DIGITS, OUTPUTS).inputs["image"]
+    np.testing.assert_array_equal(nested, pixels)
+    np.testing.assert_array_equal(flat, pixels)
+
+
+def test_rows_and_elements_over_the_limits_are_413_naming_the_spec_key() -> None:
+    big = ServingConfig(max_rows=4, max_elements=1000)
+    body = image_doc([5, 8, 8], [0] * 320)
+    with pytest.raises(ProtocolError) as err:
+        decode_request(body, DIGITS, OUTPUTS, limits=big)
+    assert err.value.status == 413 and err.value.message == (
+        "inputs[0].shape[0]: 5 rows, more than the 4 one request may carry (serving.max_rows); "
+        "send them in several requests")
+    assert decode_request(body, DIGITS, OUTPUTS).rows == 5, "without limits, only consistency is checked"
+    inputs = good_inputs()
+    inputs["text"][1, 1] = b"utf-8"  # JSON carries text only
+    for binary in (False, True):
+        body, length = triton_body(inputs, binary=binary)  # 12 + 4 elements
+        with pytest.raises(ProtocolError) as err:
+            decode_request(body, INPUTS, OUTPUTS, header_length=length, limits=ServingConfig(max_elements=15))
+        assert err.value.status == 413 and err.value.message.startswith(
+            "inputs[1].shape: the request's inputs hold 16 elements so far, more than the 15 one request may carry "
+            "(serving.max_elements)"), err.value.message
+        assert decode_request(body, INPUTS, OUTPUTS, header_length=length, limits=ServingConfig(max_elements=16))
+
+
+@pytest.mark.parametrize("count", [300_000_000, 10**12])
+def test_a_bytes_shape_the_body_cannot_hold_is_400_without_allocating(count: int) -> None:
+    doc = {"inputs": [{"name": "text", "shape": [count, 1], "datatype": "BYTES",
+                       "parameters": {"binary_data_size": 5}}]}
+    header = json_body(doc)
+    started = time.perf_counter()
+    with pytest.raises(ProtocolError) as err:
+        decode_request(header + struct.pack("<I", 1) + b"x", [INPUTS[1]], OUTPUTS, header_length=str(len(header)))
+    assert time.perf_counter() - started < 1, "nothing proportional to the declared count"
+    assert err.value.status == 400 and err.value.message == (
+        f"inputs[0].parameters.binary_data_size: {count} BYTES elements declared, but the 5 bytes given hold at "
+        "most 1 (each takes a 4-byte length)")
+
+
+def test_a_fixed_size_shape_that_overflows_int64_is_400() -> None:
+    doc = {"inputs": [{"name": "image", "shape": [2**62, 8, 8], "datatype": "UINT8",
+                       "parameters": {"binary_data_size": 0}}]}
+    header = json_body(doc)
+    with pytest.raises(ProtocolError) as err:
+        decode_request(header, DIGITS, OUTPUTS, header_length=str(len(header)))
+    assert err.value.status == 400
+    assert err.value.message.startswith("inputs[0].parameters.binary_data_size: 0 bytes do not hold shape "
+                                        "[4611686018427387904, 8, 8] of UINT8 (295147905179352825856 bytes)")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"inputs": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "request body: JSON nested too deeply"),
+        (b'{"parameters": {"timeout": 1' + b"0" * 400 + b'}, "inputs": []}',
+         "parameters.timeout: expected microseconds, an integer from 0 to 2**64-1"),
+        (b'{"parameters": {"timeout": 1e400}, "inputs": []}', "parameters.timeout: expected microseconds"),
+        (b'{"parameters": {"timeout": 18446744073709551616}, "inputs": []}', "parameters.timeout: expected"),
+    ],
+    ids=["deep", "timeout-10**400", "timeout-inf", "timeout-2**64"],
+)
+def test_hostile_envelopes_are_400(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_request(body, INPUTS, OUTPUTS)
+    assert err.value.status == 400 and err.value.message.startswith(message), err.value.message
+
+
+def test_the_largest_timeout_is_accepted() -> None:
+    doc = {**json.loads(json_body(base_doc())), "parameters": {"timeout": 2**64 - 1}}
+    assert decode_request(json_body(doc), INPUTS, OUTPUTS).timeout_s == pytest.approx(2**64 / 1e6)
+
+
+def test_floats_beyond_float32_become_infinities_for_the_non_finite_rule() -> None:
+    spec = [TensorSpec("x", "float32", (2,))]
+    body = json_body({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1e39, -1e39]}]})
+    np.testing.assert_array_equal(decode_request(body, spec, OUTPUTS).inputs["x"], [[np.inf, -np.inf]])
+    body = json_body({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [10**400, 0]}]})
+    with pytest.raises(ProtocolError, match=r"inputs\[0\].data: a value is out of range for FP32"):
+        decode_request(body, spec, OUTPUTS)
