@@ -37,7 +37,7 @@ from .spec_yaml import KeyPath, Mark, parse
 
 __all__ = [
     "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Optimize", "Step", "Spec",
-    "schema", "load_spec",
+    "schema", "load_spec", "MAX_SPEC_BYTES",
 ]
 
 
@@ -189,11 +189,7 @@ def load_spec(path: str | Path) -> Spec:
     """
     file = Path(os.path.abspath(path))
     name = shown(file)
-    try:
-        raw = file.read_bytes()
-    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise SpecErrors([SpecError(name, 1, 1, (), f"cannot read the spec: {reason}")]) from None
+    raw = _read(file, name)
 
     # 1. parse, keeping the line and column of every key and value
     doc = parse(raw)
@@ -230,6 +226,27 @@ def load_spec(path: str | Path) -> Spec:
     data = _resolve(doc.data)
     data["inputs"] = [t.to_dict() for t in found.inputs]
     return _build(file, data, found.marks, found.inputs, doc.data)
+
+
+MAX_SPEC_BYTES = 1 << 20
+"""The largest spec file read (1 MiB). A spec is a few kB; a list of 20,000 class names fits.
+A pull request can hold any file: past this, nothing more is read."""
+
+
+def _read(file: Path, name: str) -> bytes:
+    """The spec's bytes, never more than `MAX_SPEC_BYTES` + 1 of them read."""
+    try:
+        with open(file, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SpecErrors([SpecError(name, 1, 1, (), f"cannot read the spec: {reason}")]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        said = f"{size:,} bytes" if size > MAX_SPEC_BYTES else f"more than {MAX_SPEC_BYTES:,} bytes"  # a pipe: unknown
+        raise SpecErrors([SpecError(name, 1, 1, (), f"the spec is {said}; a spec may be at most "
+                                                    f"{MAX_SPEC_BYTES:,} bytes (1 MiB)")])
+    return raw
 
 
 @dataclass
