@@ -139,9 +139,9 @@ def _unnest(data: list[Any], shape: tuple[int, ...], where: str) -> list[Any]:
         for position, item in enumerate(level):
             if not isinstance(item, list) or len(item) != size:
                 at = where + "".join(f"[{i}]" for i in _index(position, shape[:depth]))
-                got = f"{len(item)} values" if isinstance(item, list) else f"the value {_shown(item)}"
-                raise _error(f"{at}: holds {got} where shape {list(shape)} has a list of {size}; nest the "
-                             f"data as the shape, or send it flat")
+                got = f"a list of {len(item)}" if isinstance(item, list) else f"the value {_shown(item)}"
+                raise _error(f"{at}: {got} where shape {list(shape)} has a list of {size}; nest the data as "
+                             "the shape, or send it flat")
             below.extend(item)
         level = below
     return level

@@ -342,10 +342,10 @@ def image_doc(shape: list[int], data: Any) -> bytes:
     [
         ([2**62, 8, 8], [], "inputs[0].data: 0 values do not fill shape [4611686018427387904, 8, 8] "
                             "(295147905179352825856 values)"),
-        ([1, 8, 8], [[0] * 64], "inputs[0].data[0]: holds 64 values where shape [1, 8, 8] has a list of 8"),
-        ([2, 8, 8], [[[0] * 8] * 8, [[0] * 8] * 7], "inputs[0].data[1]: holds 7 values where shape [2, 8, 8] has"),
-        ([1, 8, 8], [[[0] * 8] * 7 + [[0] * 9]], "inputs[0].data[0][7]: holds 9 values"),
-        ([1, 8, 8], [[[0] * 8] * 7 + [0]], "inputs[0].data[0][7]: holds the value 0 where shape [1, 8, 8] has"),
+        ([1, 8, 8], [[0] * 64], "inputs[0].data[0]: a list of 64 where shape [1, 8, 8] has a list of 8"),
+        ([2, 8, 8], [[[0] * 8] * 8, [[0] * 8] * 7], "inputs[0].data[1]: a list of 7 where shape [2, 8, 8] has"),
+        ([1, 8, 8], [[[0] * 8] * 7 + [[0] * 9]], "inputs[0].data[0][7]: a list of 9"),
+        ([1, 8, 8], [[[0] * 8] * 7 + [0]], "inputs[0].data[0][7]: the value 0 where shape [1, 8, 8] has"),
         ([1, 8, 8], [[[[0]] * 8] * 8], "inputs[0].data: mixes lists and values"),
         ([1, 8, 8], [0] * 63 + [[0]], "inputs[0].data: mixes lists and values"),
         ([1, 8, 8], [0] * 65, "inputs[0].data: 65 values do not fill shape [1, 8, 8] (64 values)"),
