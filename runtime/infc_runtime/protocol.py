@@ -16,7 +16,11 @@ starts with the field at fault (`inputs[0].shape: ...`): 400 for a request that
 is malformed or inconsistent (a declared shape or size its data does not fill),
 413 for one over the server's limits (`serving.max_rows`, `serving.max_elements`),
 which are checked after the request is found consistent and before any array is
-made for it. JSON data may be flat or nested exactly as the shape.
+made for it. JSON data may be flat or nested exactly as the shape. Before a
+large JSON part is parsed, its brackets and commas are counted (a fast scan): a
+text holding more arrays, objects or values than any request within the limits
+can is refused (413) without building them, since Python's parser holds the
+GIL and may allocate ~20 times the text's size for such a document.
 
 A response whose JSON part would carry NaN or an infinity (a model output
 requested as JSON data) is refused with a 500 naming the output: JSON has no
@@ -60,6 +64,11 @@ __all__ = [
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """HTTP header giving the length of the JSON part of a body with binary tensors."""
+
+_SCAN_BYTES = 64 << 10
+"""JSON parts up to this size are parsed without counting first: they cannot hold enough to matter."""
+_ENVELOPE = 1024
+"""Arrays, objects and values a request may hold besides its tensors' data (names, shapes, parameters)."""
 
 MAX_TIMEOUT_US = 2**64 - 1
 """The largest `parameters.timeout` accepted (microseconds, an unsigned 64-bit integer as Triton's)."""
@@ -120,6 +129,8 @@ def decode_request(
     Without `limits` only the consistency of the request is checked (no 413).
     """
     header, binary = _split_body(body, header_length)
+    if limits is not None and len(header) > _SCAN_BYTES:
+        _check_json_size(header, inputs, limits)
     try:
         doc = json.loads(header)
     except RecursionError:
@@ -188,6 +199,35 @@ def _split_body(body: bytes | bytearray, header_length: str | None) -> tuple[byt
             400, f"{HEADER_LENGTH} header: {header_length!r} is not a length within the {len(body)}-byte body"
         )
     return body[:length], memoryview(body)[length:]
+
+
+def _check_json_size(header: bytes | bytearray, inputs: Sequence[TensorSpec], limits: ServingConfig) -> None:
+    """413 before parsing when `header` holds more arrays/objects or values than a request within `limits` can.
+
+    Brackets and commas inside strings count too (rows of JSON, text): one in 16
+    bytes of the text is allowed on top of what the tensors themselves need.
+    """
+    slack = _ENVELOPE + len(header) // 16
+    containers = header.count(b"[") + header.count(b"{")
+    allowed = limits.max_rows * sum(_lists_per_row(s, limits) for s in inputs) + slack
+    if containers > allowed:
+        raise ProtocolError(413, f"request body: {containers} JSON arrays and objects, more than the {allowed} a "
+                                 f"request of at most {limits.max_rows} rows (serving.max_rows) can need")
+    values = header.count(b",") + 1
+    allowed += limits.max_elements
+    if values > allowed:
+        raise ProtocolError(413, f"request body: {values} JSON values, more than the {allowed} a request of at most "
+                                 f"{limits.max_elements} elements (serving.max_elements) can need")
+
+
+def _lists_per_row(spec: TensorSpec, limits: ServingConfig) -> int:
+    """JSON arrays one row of `spec` takes when nested as its shape (and a bracket per BYTES element's text)."""
+    any_size = max(1, limits.max_elements // limits.max_rows)
+    lists, count = 0, 1
+    for size in (1, *spec.shape[:-1]) if spec.shape else ():
+        count *= size if size >= 0 else any_size
+        lists += count
+    return lists + (1 if spec.dtype == "bytes" else 0)
 
 
 class _Budget:
