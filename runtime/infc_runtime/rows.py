@@ -6,7 +6,10 @@ its column as float32:
 
 - `float32` fields take any JSON number (not `true`/`false`); numbers beyond
   float32's range, and Python json's `NaN`/`Infinity` literals, arrive as
-  NaN/+-inf (later steps such as `fill_missing` and `clip` handle them).
+  NaN/+-inf: later steps such as `fill_missing` and `clip` may map them, and
+  whatever is still non-finite when pre-processing ends fails the request
+  (400 naming the row and the model input; `Pipeline.check_finite`) unless the
+  spec sets `serving.allow_non_finite`.
 - `int32`/`int64` fields take JSON integers within the type's range.
 - `bool` fields take `true`/`false` (1.0/0.0).
 - `category` fields take a string or integer looked up in the field's
