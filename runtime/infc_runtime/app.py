@@ -71,7 +71,7 @@ from .pipeline import Pipeline, RequestError, RequestTooLarge
 from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request, encode_response, tensor_metadata
 from .types import Tensors
 
-__all__ = ["BODY_TIMEOUT_S", "INLINE_BYTES", "SERVER_NAME", "create_app"]
+__all__ = ["BODY_TIMEOUT_S", "BROWSER_CONTENT_TYPES", "INLINE_BYTES", "SERVER_NAME", "HostCheck", "create_app"]
 
 SERVER_NAME = "infc"
 EXTENSIONS = ["binary_tensor_data"]
@@ -143,7 +143,8 @@ class HostCheck:
             if _host_name(host) not in self.allowed:
                 names = ", ".join(sorted(self.allowed))
                 response = _error(421, f"Host header: {host[:100]!r} is not a name this server answers to "
-                                       f"({names}); start the server with --allow-host to add one")
+                                       f"({names}); start the server with --allow-host to add one",
+                                  {"Connection": "close"})  # its body, if any, is not read
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
