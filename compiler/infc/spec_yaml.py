@@ -40,7 +40,10 @@ from yaml.nodes import ScalarNode
 
 from .errors import PathPart
 
-__all__ = ["KeyPath", "Mark", "Problem", "Document", "parse", "MAX_DEPTH", "MAX_ALIAS_VALUES", "MAX_ALIAS_DEPTH"]
+__all__ = [
+    "KeyPath", "Mark", "Problem", "Document", "parse", "MAX_DEPTH", "MAX_ALIAS_VALUES", "MAX_ALIAS_DEPTH",
+    "MAX_PROBLEMS",
+]
 
 KeyPath = tuple[PathPart, ...]
 Mark = tuple[int, int]
@@ -60,11 +63,14 @@ document (9 levels of 9 references to the level before: 9**9 values) stops there
 MAX_ALIAS_DEPTH = 5
 """Most aliases that may be expanded inside one another (an alias inside an anchored
 value that is itself reached through an alias ...). Reuse needs one or two levels."""
+MAX_PROBLEMS = 1000
+"""Most problems listed (duplicate keys, bad values, ...): a file with more is not a spec being fixed."""
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAGS = tuple(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool", "null"))
 _FastLoader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML has it
 _PYYAML_ONLY = re.compile("[\t!|>?%\x85\u2028\u2029\ufeff]")
 """Characters of the constructs libyaml and PyYAML read differently (a false alarm costs only time)."""
@@ -87,11 +93,11 @@ class _Differs(Exception):
 
 
 class _Limit(Exception):
-    """A bound on what reading may cost was reached: the one problem of the document."""
+    """A bound on what reading may cost was reached: reading stops, with this last problem."""
 
-    def __init__(self, path: KeyPath, mark: Any, message: str) -> None:
+    def __init__(self, path: KeyPath, mark: Any, message: str, before: list[Problem] | None = None) -> None:
         super().__init__(message)
-        self.problem: Problem = (path, _mark(mark), message)
+        self.problems: list[Problem] = [*(before or []), (path, _mark(mark), message)]
 
 
 def _mark(mark: Any) -> Mark:
@@ -128,7 +134,7 @@ def parse(raw: bytes) -> Document:
     try:
         return _read(text)
     except _Limit as e:
-        doc.problems.append(e.problem)
+        doc.problems += e.problems
     except yaml.MarkedYAMLError as e:
         doc.problems.append(((), _mark(e.problem_mark or e.context_mark), _syntax_message(e)))
     except yaml.YAMLError as e:  # other scanner problems carry no mark
@@ -186,6 +192,7 @@ class _Reader:
         # plain scalars' tags by first character; None: the loader has more kinds of resolver
         custom = loader.yaml_path_resolvers or None in loader.yaml_implicit_resolvers
         self.resolvers: dict[Any, list[tuple[str, Any]]] | None = None if custom else loader.yaml_implicit_resolvers
+        self.plain = {t: loader.yaml_constructors[t] for t in _PLAIN_TAGS if t in loader.yaml_constructors}
 
     def next(self) -> Any:
         """The next event: the innermost expanding alias's, else the file's (kept while anchored)."""
@@ -213,8 +220,18 @@ class _Reader:
                                   "but found another document", loader.get_event().start_mark)
         return self.doc
 
+    def _loop(self) -> tuple[Any, Any, Any, dict[KeyPath, Mark]]:
+        """What a collection's loop calls. Whether aliases are being expanded or anchored values
+        kept is the same at every item of one collection: without either, events come straight
+        from the loader."""
+        next_event = self.next if self.replays or self.recording else self.loader.get_event
+        return next_event, self.node, self.scalar, self.doc.marks
+
     def problem(self, path: KeyPath, event: NodeEvent, message: str) -> None:
-        self.doc.problems.append((path, _mark(event.start_mark), message))
+        problems = self.doc.problems
+        if len(problems) == MAX_PROBLEMS:
+            raise _Limit((), None, f"more problems than the {MAX_PROBLEMS} listed: reading stops here", problems)
+        problems.append((path, _mark(event.start_mark), message))
 
     def node(self, event: NodeEvent, path: KeyPath, keep: bool) -> Any:
         """The value starting with `event`; `keep` False reads past it (anchors still count)."""
@@ -309,9 +326,8 @@ class _Reader:
         flow = bool(start.flow_style)
         self.flow += flow
         out: list[Any] = []
-        next_event, node, scalar, marks = self.next, self.node, self.scalar, self.doc.marks
-        # the loop a long list runs: a plain item (no anchor, no alias around, not too deep) skips `node`
-        plain = keep and not self.expanding and len(path) < MAX_DEPTH
+        next_event, node, scalar, marks = self._loop()
+        plain = keep and not self.expanding and len(path) < MAX_DEPTH  # a plain item skips `node`
         while not isinstance(event := next_event(), SequenceEndEvent):
             at = (*path, len(out))
             if plain and event.__class__ is ScalarEvent and event.anchor is None:
@@ -328,14 +344,21 @@ class _Reader:
         flow = bool(start.flow_style)
         self.flow += flow
         out: dict[str, Any] = {}
-        while not isinstance(event := self.next(), MappingEndEvent):
+        next_event, node, scalar, marks = self._loop()
+        plain = not self.expanding and len(path) < MAX_DEPTH  # a plain value skips `node`
+        while not isinstance(event := next_event(), MappingEndEvent):
             if not keep:
-                self.node(event, (*path, "?"), False)
+                node(event, (*path, "?"), False)
             key_path = self.key(event, path, out) if keep else None
             if key_path is None:  # no usable key: read past its value
-                self.node(self.next(), (*path, "?"), False)
+                node(next_event(), (*path, "?"), False)
                 continue
-            out[str(key_path[-1])] = self.node(self.next(), key_path, True)
+            key, event = str(key_path[-1]), next_event()
+            if plain and event.__class__ is ScalarEvent and event.anchor is None:
+                marks[key_path] = _mark(event.start_mark)
+                out[key] = scalar(event, key_path)
+            else:
+                out[key] = node(event, key_path, True)
         self.flow -= flow
         return out if keep else None
 
@@ -351,10 +374,11 @@ class _Reader:
             return None
         if written is event:
             self.register(event)
-        if self.tag(event) == _MERGE_TAG:
+        tag = self.tag(event)
+        if tag == _MERGE_TAG:
             self.problem(path, event, "YAML merge keys (<<) are not supported; write the keys out")
             return None
-        key = self.scalar(event, path)
+        key = self.scalar(event, path, tag)
         if not isinstance(key, str):
             self.problem(path, event, f"expected a name as key, got {event.value!r}")
             return None
@@ -383,13 +407,14 @@ class _Reader:
                 return str(tag)
         return _STR_TAG
 
-    def scalar(self, event: ScalarEvent, path: KeyPath) -> Any:
-        tag = self.tag(event)
+    def scalar(self, event: ScalarEvent, path: KeyPath, tag: str | None = None) -> Any:
+        tag = self.tag(event) if tag is None else tag
         if tag == _STR_TAG:  # what SafeConstructor.construct_yaml_str returns, without its overhead
             return event.value
         node = ScalarNode(tag, event.value, style=event.style)  # marks: only for messages we do not show
-        try:
-            value = self.loader.construct_object(node, deep=True)
+        construct = self.plain.get(tag)
+        try:  # a number, true/false or null: what construct_object would call, without its bookkeeping
+            value = construct(self.loader, node) if construct else self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as e:
             self.problem(path, event, f"unsupported YAML value: {e.problem}")
             self.doc.unusable.add(path)
