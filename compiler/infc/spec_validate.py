@@ -89,6 +89,7 @@ def validate(data: Any, schema: dict[str, Any]) -> list[Finding]:
 
 _ITEMS = Draft202012Validator.VALIDATORS["items"]
 _ANNOTATIONS = {"title", "description", "default", "examples", "$comment"}
+_CLASSES: dict[str, tuple[type, ...]] = {"string": (str,), "number": (int, float), "integer": (int,)}
 _BOUNDS = {"minimum": operator.ge, "maximum": operator.le,
            "exclusiveMinimum": operator.gt, "exclusiveMaximum": operator.lt}
 
@@ -123,13 +124,14 @@ def _plain_test(validator: Any, sub: dict[str, Any]) -> Callable[[Any], bool] | 
     if not set(sub) <= _ANNOTATIONS | {"type", "enum", "minLength", "maxLength", *_BOUNDS}:
         return None
     kinds = [sub["type"]] if isinstance(sub.get("type"), str) else sub.get("type")
+    classes = {c for k in kinds or () for c in _CLASSES.get(k, ())}  # of_kind without the type checker
     bounds = [(op, sub[k]) for k, op in _BOUNDS.items() if k in sub]
     names = {e for e in sub["enum"] if isinstance(e, str)} if "enum" in sub else None
     lengths = (sub.get("minLength", 0), sub.get("maxLength"))
     is_type = validator.is_type
 
     def accepts(value: Any) -> bool:
-        if kinds is not None and not any(is_type(value, k) for k in kinds):
+        if kinds is not None and value.__class__ not in classes and not any(is_type(value, k) for k in kinds):
             return False
         if names is not None and not (value.__class__ is str and value in names):
             return False
