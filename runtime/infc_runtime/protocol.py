@@ -214,10 +214,18 @@ def _check_json_size(header: bytes | bytearray, inputs: Sequence[TensorSpec], li
         raise ProtocolError(413, f"request body: {containers} JSON arrays and objects, more than the {allowed} a "
                                  f"request of at most {limits.max_rows} rows (serving.max_rows) can need")
     values = header.count(b",") + 1
-    allowed += limits.max_elements
+    elements = _max_elements(inputs, limits)
+    allowed += elements
     if values > allowed:
         raise ProtocolError(413, f"request body: {values} JSON values, more than the {allowed} a request of at most "
-                                 f"{limits.max_elements} elements (serving.max_elements) can need")
+                                 f"{elements} elements (serving.max_rows, serving.max_elements) can need")
+
+
+def _max_elements(inputs: Sequence[TensorSpec], limits: ServingConfig) -> int:
+    """The most tensor elements a request may carry: `max_elements`, or fewer when every shape is fixed."""
+    if any(size < 0 for spec in inputs for size in spec.shape):
+        return limits.max_elements
+    return min(limits.max_elements, limits.max_rows * sum(math.prod(spec.shape) for spec in inputs))
 
 
 def _lists_per_row(spec: TensorSpec, limits: ServingConfig) -> int:

@@ -446,11 +446,12 @@ def test_floats_beyond_float32_become_infinities_for_the_non_finite_rule() -> No
 def test_json_text_holding_more_than_any_request_could_is_refused_before_parsing() -> None:
     limits = ServingConfig(max_rows=16, max_elements=16 * 7)  # INPUTS: [2, 3] lists of 1 + 2 per row, text 1 + 1
     padding = {"name": "x" * 70_000}  # a large body: the scan only runs from 64 KiB
-    for spam, key in ((b"[]," * 30_000, "serving.max_rows"), (b"0," * 40_000, "serving.max_elements")):
+    for spam, key in ((b"[]," * 30_000, "(serving.max_rows) can need"),
+                      (b"0," * 40_000, "(serving.max_rows, serving.max_elements) can need")):
         body = json_body({"outputs": [padding]})[:-1] + b', "spam": [' + spam + b"0]}"
         with pytest.raises(ProtocolError) as err:
             decode_request(body, INPUTS, OUTPUTS, limits=limits)
-        assert err.value.status == 413 and f"({key}) can need" in err.value.message, err.value.message
+        assert err.value.status == 413 and key in err.value.message, err.value.message
     rows = [[[int(v) for v in r] for r in np.ones((2, 3))] for _ in range(16)]
     text = json.dumps({"k": [[1], [2]], "t": "a [row] of text with a few {brackets}, as text has; " * 100})
     doc = {"inputs": [{"name": "image", "shape": [16, 2, 3], "datatype": "UINT8", "data": rows},
@@ -458,3 +459,7 @@ def test_json_text_holding_more_than_any_request_could_is_refused_before_parsing
     body = json_body(doc)
     assert len(body) > 64 << 10
     assert decode_request(body, INPUTS, OUTPUTS, limits=limits).rows == 16, "brackets in text are allowed for"
+    rows_only = [TensorSpec("rows", "bytes", ())]  # fixed shapes: at most max_rows elements, whatever max_elements
+    strings = json_body({"outputs": [padding]})[:-1] + b', "spam": [' + b'"ab",' * 20_000 + b'"x"]}'
+    with pytest.raises(ProtocolError, match=r"JSON values, more than the \d+ a request of at most 16 elements"):
+        decode_request(strings, rows_only, OUTPUTS, limits=ServingConfig(max_rows=16))
