@@ -1,6 +1,7 @@
 """`python -m infc_runtime measure BUNDLE_DIR`: measure a bundle's latency where it runs.
 
-Loads the bundle exactly as the server does (`serve.load_bundle`), warms it up,
+Loads the bundle exactly as the server does (`serve.load_bundle`: its files
+are verified against the manifest first, unless `--no-verify`), warms it up,
 settles the heap as the server does after warm-up (unless `--no-gc-freeze`),
 optionally times whole batches per size (`--batches`), then times single
 requests through `Pipeline.run_batch` (what the server's worker runs) with
@@ -81,6 +82,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=10.0, metavar="S", help="(default: %(default)s)")
     parser.add_argument("--no-gc-freeze", action="store_true", help="do not settle the heap after warm-up")
     parser.add_argument("--no-single", action="store_true", help="time only the batches, not single requests")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not check the bundle's files against manifest.json (development only)")
 
 
 def load_requests(path: str | Path, pipeline: Pipeline) -> Tensors:
@@ -157,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        doc = _measure(args, load_bundle(args.bundle_dir))
+        doc = _measure(args, load_bundle(args.bundle_dir, verify=not args.no_verify))
     except (BundleError, _Unusable) as exc:
         _error(exc)
         return EXIT_USAGE

@@ -1,20 +1,37 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
     python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--log-level info]
+        [--no-warmup] [--no-verify] [--allow-host NAME]...
+        [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
-        [--no-gc-freeze] [--no-single]
+        [--no-gc-freeze] [--no-single] [--no-verify]
 
-`measure` times the bundle where it runs, as the server runs it (see
-`infc_runtime.measure_cli`): it loads the bundle as `serve` does, warms it up,
-freezes the heap as the server does after warm-up (unless `--no-gc-freeze`),
-times batches of the `--batches` sizes, then single requests (row `i % n` of
-`--requests`, else zeros) until each `--budget` has a verdict: `pass` (the
-percentile's 95% confidence interval is wholly within it), `fail` (wholly
-above) or `inconclusive` (at `--max-samples` / `--max-seconds`). It prints one
-JSON document on stdout: `latency.Measurement.to_dict()` plus `"format": 1`
-(verdict, stopped, samples, rounds, seconds, confidence, percentiles with
-value/low/high/bound/verdict, noise, gc, batches). Exit codes: 0 measured
+Before anything of the bundle is imported or read, both commands check its
+files against `manifest.json` (`infc_runtime.verify`): a changed, missing or
+extra file, or a path outside the bundle, ends with exit 2 and one line on
+stderr naming the file, before the server listens. `--no-verify` skips the
+check, for development: the log says so at start (WARNING) and the metric
+`infc_bundle_verified` is 0.
+
+The request limits of the manifest's `serving` section can be overridden:
+`--max-body-bytes` (the body as received), `--max-decompressed-bytes` (after
+Content-Encoding), `--max-rows` (rows of one request), `--max-elements`
+(tensor elements of one request), `--max-pixels` (decoded image pixels of one
+request). Requests must name this server in their Host header: bound to a
+loopback address (`--host 127.0.0.1`, the default), the names `localhost`,
+`127.0.0.1`, `::1` and the bound address are accepted, plus each `--allow-host
+NAME`; bound elsewhere, any Host is accepted unless `--allow-host` is given,
+then only those.
+
+`measure` times the bundle where it runs (see `infc_runtime.measure_cli`): it
+loads the bundle as `serve` does, warms it up, freezes the heap as the server
+does after warm-up (unless `--no-gc-freeze`), times batches of the `--batches`
+sizes, then single requests (row `i % n` of `--requests`, else zeros) until
+each `--budget` has a verdict: `pass` (the percentile's 95% confidence interval
+is wholly within it), `fail` (wholly above) or `inconclusive` (at
+`--max-samples` / `--max-seconds`). It prints one JSON document on stdout:
+`latency.Measurement.to_dict()` plus `"format": 1`. Exit codes: 0 measured
 (whatever the verdict), 1 a request failed, 2 usage error or an unusable bundle
 or requests file (one line on stderr).
 
@@ -22,48 +39,69 @@ Entry points for other code:
 
 - `main(argv: list[str] | None = None) -> int`: this command line; `argv`
   excludes the program name (`["serve", "build/digits-1.0.0", "--port", "9000"]`).
-- `serve_bundle(bundle_dir, argv) -> int`: what a bundle's own `serve.py` calls,
-  `sys.exit(serve_bundle(Path(__file__).parent, sys.argv[1:]))`; `argv` holds
-  only the options.
+- `serve_bundle(bundle_dir, argv, verified=None) -> int`: what a bundle's own
+  `serve.py` calls, with only the options in `argv`, once it has verified the
+  bundle itself (`verified`: the summary), before importing this package.
+- `load_bundle(bundle_dir, verify=True) -> Pipeline`: verify, then load.
 
-One process, one event loop (uvicorn). SIGTERM or SIGINT stops taking new
-connections, finishes every accepted request, then exits 0.
+One process, one event loop (uvicorn, HTTP/1.1 with h11; `infc_runtime.http_server`
+holds the timeouts): a request head must arrive within `HEAD_TIMEOUT_S` (10 s)
+of connecting or of the previous response, an idle connection is closed
+`KEEP_ALIVE_S` (5 s) after its last response, and the app bounds each read of
+a body. SIGTERM or SIGINT stops accepting at once (connections the kernel had
+already completed are accepted first, so none is reset), gives each accepted
+connection `DRAIN_GRACE_S` (1 s) to deliver a request, answers every request
+it has, closes the rest, then exits 0; whatever clients do, it exits within
+`SHUTDOWN_TIMEOUT_S` (10 s, uvicorn's `timeout_graceful_shutdown`) plus the
+batch running at that moment. The k8s template gives it 30 s
+(`terminationGracePeriodSeconds`, a 5 s preStop included).
 
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
-the port is in use); 2 usage error, or the bundle does not load (one line on
-stderr).
+the port is in use); 2 usage error, or the bundle does not verify or load (one
+line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import measure_cli
 from .pipeline import Pipeline
+from .verify import BundleError, verify_bundle
 
-__all__ = ["BundleError", "load_bundle", "main", "serve_bundle"]
+__all__ = ["BundleError", "LIMITS", "load_bundle", "main", "serve_bundle"]
 
 EXIT_OK, EXIT_START_FAILED, EXIT_USAGE = 0, 1, 2
 
+LIMITS = ("max_body_bytes", "max_decompressed_bytes", "max_rows", "max_elements", "max_pixels")
+"""The `serving` limits the command line can override (`--max-body-bytes`, ...)."""
 
-class BundleError(Exception):
-    """A bundle directory cannot be loaded; the message says why, for people."""
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+log = logging.getLogger("infc_runtime")
 
 
-def load_bundle(bundle_dir: str | Path) -> Pipeline:
-    """`Pipeline.load`, with every failure turned into one clear `BundleError`."""
+def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Pipeline:
+    """`verify_bundle`, then `Pipeline.load`, with every failure turned into one clear `BundleError`."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory")
     manifest = root / "manifest.json"
     if not manifest.is_file():
         raise BundleError(f"{root}: no manifest.json (is this an infc bundle?)")
+    if verify:  # before any kernel module is imported and before the model is read
+        verified = verify_bundle(root)
+        log.info("bundle %s verified: %s", root, verified.summary())
+        for path in verified.mismatched:
+            log.warning("%s/%s: Numba cache file does not match the manifest: removed, the kernels compile "
+                        "during warm-up", root, path)
     try:
         return Pipeline.load(root)
     except json.JSONDecodeError as exc:
@@ -87,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default: %(default)s)")
@@ -97,6 +145,13 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help="log level (default: %(default)s)",
     )
     parser.add_argument("--no-warmup", action="store_true", help="be ready at once, without warming up")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not check the bundle's files against manifest.json (development only)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="accept requests whose Host header names NAME (repeatable)")
+    for limit in LIMITS:
+        parser.add_argument(f"--{limit.replace('_', '-')}", dest=limit, type=_positive, metavar="N",
+                            help=f"override the manifest's serving.{limit}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,50 +163,50 @@ def main(argv: list[str] | None = None) -> int:
     return measure_cli.run(args) if args.command == "measure" else _serve(args)
 
 
-def serve_bundle(bundle_dir: str | Path, argv: Sequence[str] | None = None) -> int:
-    """Serve `bundle_dir` with the options in `argv` (`--port 9000`); return the exit code."""
+def serve_bundle(bundle_dir: str | Path, argv: Sequence[str] | None = None, *, verified: str | None = None) -> int:
+    """Serve `bundle_dir` with the options in `argv` (`--port 9000`); return the exit code.
+
+    `verified`: the summary of the verification the caller already ran (the
+    bundle's serve.py runs it before importing this package); it is not run again.
+    """
     parser = argparse.ArgumentParser(prog="serve.py", description=f"Serve the infc bundle in {bundle_dir}.")
     _add_options(parser)
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    args.bundle_dir = str(bundle_dir)
+    args.bundle_dir, args.verified = str(bundle_dir), verified
     return _serve(args)
+
+
+def allowed_hosts(host: str, allowed: Sequence[str]) -> list[str] | None:
+    """The Host header names to accept when bound to `host` (None: any)."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return list(allowed) or None
+    return list(dict.fromkeys([*LOOPBACK_NAMES, host, *allowed]))
 
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    verified = getattr(args, "verified", None)
+    if args.no_verify:
+        log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")
+    elif verified is not None:
+        log.info("bundle %s verified by its serve.py: %s", args.bundle_dir, verified)
     try:
-        pipeline = load_bundle(args.bundle_dir)
+        pipeline = load_bundle(args.bundle_dir, verify=not args.no_verify and verified is None)
     except BundleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
-    import uvicorn  # here: loading a bundle (and `--help`) should not wait for the server stack
+    overrides = {limit: getattr(args, limit) for limit in LIMITS if getattr(args, limit) is not None}
+    pipeline.serving = dataclasses.replace(pipeline.serving, **overrides)
+    from .app import create_app  # here: `measure` and `--help` need no server stack
+    from .http_server import run_server
 
-    from .app import create_app
-
-    config = uvicorn.Config(
-        create_app(pipeline, warmup=not args.no_warmup),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-
-    # Until uvicorn installs its own handlers, a signal asks it to stop at once;
-    # once it has shut down gracefully it re-raises the signal, which then lands
-    # here harmlessly instead of killing the process: the exit code stays ours.
-    def stop(signum: int, frame: object) -> None:
-        server.should_exit = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.run()
-    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
-        return EXIT_START_FAILED if exc.code else EXIT_OK
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return EXIT_OK if server.started else EXIT_START_FAILED
+    app = create_app(pipeline, warmup=not args.no_warmup, allowed_hosts=allowed_hosts(args.host, args.allow_host))
+    app.state.metrics.set_bundle_verified(not args.no_verify)
+    return run_server(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -1,0 +1,229 @@
+"""The HTTP server: uvicorn (HTTP/1.1, h11) with read timeouts and a shutdown that loses no request.
+
+uvicorn alone has neither of these:
+
+- No deadline for a request head. `timeout_keep_alive` is armed only after a
+  response and cancelled by any byte received, so a client that connects and
+  sends nothing, or a header byte a second (slowloris), holds its connection
+  forever. Here a request head must be complete within `HEAD_TIMEOUT_S` of
+  the connection or of the previous response; any byte does not reset it.
+- Shutdown drops requests. On SIGTERM uvicorn closes its listening socket,
+  which resets the connections the kernel had completed (or was completing)
+  but the loop had not accepted yet, and in the same step closes every
+  connection without a parsed request: one accepted a moment ago whose request
+  bytes are in flight or unread is closed without an answer (the client sees
+  a reset or "server disconnected"). Here, instead: new connections are
+  ignored first (a socket filter drops their SYN, Linux; the client retries
+  after about a second and is refused), for `HANDSHAKE_WAIT_S` so that
+  handshakes under way complete; the accept queue is emptied and the listener
+  closed in one step; then each connection without a request in progress gets
+  `DRAIN_GRACE_S` to deliver one: a request that arrives is answered (then the
+  connection closes), a connection still without one is closed.
+
+After that uvicorn waits for the requests in progress, at most
+`SHUTDOWN_TIMEOUT_S` (its `timeout_graceful_shutdown`; a client stalled
+mid-body cannot hold the process longer), then the app drains its batcher and
+the process exits. The bound after SIGTERM is therefore about 0.25 s (uvicorn's
+tick, the handshake wait) + `SHUTDOWN_TIMEOUT_S` + the batch running on the
+worker at that moment (+ the warm-up, if SIGTERM lands during it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["DRAIN_GRACE_S", "HEAD_TIMEOUT_S", "KEEP_ALIVE_S", "MAX_HEAD_BYTES", "SHUTDOWN_TIMEOUT_S", "run_server"]
+
+HEAD_TIMEOUT_S = 10.0
+"""A request head (request line and headers) must be complete this long after the connection or the last response."""
+KEEP_ALIVE_S = 5
+"""An idle connection is closed this long after its last response (uvicorn's `timeout_keep_alive`)."""
+MAX_HEAD_BYTES = 16 * 1024
+"""A larger request head is answered 400 (h11's `max_incomplete_event_size`)."""
+HANDSHAKE_WAIT_S = 0.05
+"""On shutdown, how long new connections are ignored before the listener closes, so that handshakes under way
+complete and are served rather than reset."""
+DRAIN_GRACE_S = 1.0
+"""On shutdown, how long an accepted connection without a request in progress may take to deliver one."""
+SHUTDOWN_TIMEOUT_S = 10
+"""On shutdown, how long requests in progress may take before they are cancelled (`timeout_graceful_shutdown`)."""
+
+EXIT_OK, EXIT_START_FAILED = 0, 1
+
+log = logging.getLogger("infc_runtime")
+
+
+class Connection(H11Protocol):
+    """uvicorn's h11 connection, plus the request-head deadline and the draining described above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._draining = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._busy():  # a whole request head arrived
+            self._cancel_head_deadline()
+            if self._draining:
+                self.cycle.keep_alive = False  # answered, then closed
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_head()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: a request in progress is answered; otherwise wait for one a moment."""
+        self._draining = True
+        if self._busy():
+            super().shutdown()
+        else:
+            self.loop.call_later(DRAIN_GRACE_S, self._end_grace)
+
+    def _end_grace(self) -> None:
+        if not self.transport.is_closing():
+            super().shutdown()  # closes the connection unless a request is now in progress
+
+    def _busy(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _await_head(self) -> None:
+        self._cancel_head_deadline()
+        self._head_deadline = self.loop.call_later(HEAD_TIMEOUT_S, self._head_timed_out)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if not self._busy() and not self.transport.is_closing():
+            log.debug("closing a connection whose request head did not arrive within %g s", HEAD_TIMEOUT_S)
+            self.timeout_keep_alive_handler()  # uvicorn's way of closing an idle connection
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server whose shutdown accepts what the kernel already accepted before closing the listener."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        listeners = [listener for server in self.servers for listener in server.sockets]
+        if all([_refuse_new_connections(listener) for listener in listeners]):
+            await asyncio.sleep(HANDSHAKE_WAIT_S)  # handshakes under way complete; the loop accepts them
+        accepted = []
+        for server in self.servers:  # accept, then close, in one step: nothing arrives in between
+            for listener in server.sockets:
+                accepted += _accept_pending(listener)
+            server.close()
+        loop = asyncio.get_running_loop()
+        for conn in accepted:
+            await loop.connect_accepted_socket(self._connection, conn)
+        if accepted:
+            log.info("accepted %d connection(s) waiting in the accept queue before closing it", len(accepted))
+        await super().shutdown(sockets)
+
+    def _connection(self) -> asyncio.Protocol:
+        protocol: asyncio.Protocol = self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+        return protocol
+
+
+# A classic BPF socket filter: drop TCP segments with SYN set and ACK clear (new connections), keep the rest.
+_DROP_SYN = (
+    (0x30, 0, 0, 13),  # ldb [13]         the TCP header's flags byte
+    (0x54, 0, 0, 0x12),  # and #0x12      SYN | ACK
+    (0x15, 0, 1, 0x02),  # jeq #0x02      SYN alone: a new connection
+    (0x06, 0, 0, 0),  # ret #0            drop it (the client retries in ~1 s and is refused)
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1  keep everything else (the last ACK of a handshake under way)
+)
+_SO_ATTACH_FILTER = 26
+
+
+def _refuse_new_connections(listener: Any) -> bool:
+    """Make a listening socket ignore new connections while the handshakes under way complete (Linux only).
+
+    Closing a listener resets every connection whose handshake the kernel has
+    not finished; a client may already have sent its request on it. With this
+    filter no new handshake starts, so after `HANDSHAKE_WAIT_S` the accept
+    queue holds every connection a client could think open, and closing loses
+    none. Elsewhere (or if the kernel refuses the filter) the listener closes
+    at once, and a connection in its last handshake step at that instant is
+    reset.
+    """
+    if not sys.platform.startswith("linux") or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    code = b"".join(struct.pack("@HBBI", *insn) for insn in _DROP_SYN)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    program = struct.pack("@HP", len(_DROP_SYN), ctypes.addressof(buffer))  # struct sock_fprog
+    try:
+        with socket.socket(fileno=os.dup(listener.fileno())) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+    except OSError as exc:
+        log.debug("cannot filter new connections on shutdown (%s): closing the listener at once", exc)
+        return False
+    return True
+
+
+def _accept_pending(listener: Any) -> list[socket.socket]:
+    """The connections waiting in a listening socket's accept queue (without blocking)."""
+    accepted = []
+    with socket.socket(fileno=os.dup(listener.fileno())) as sock:  # the loop's socket object is not ours
+        sock.setblocking(False)
+        for _ in range(4096):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # aborted before we got to it: next
+                continue
+            conn.setblocking(False)
+            accepted.append(conn)
+    return accepted
+
+
+def config(app: Any, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """The uvicorn settings: h11 with the connection above, no websockets, the timeouts above."""
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=Connection,
+                          ws="none", timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                          timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
+
+
+def run_server(app: Any, *, host: str, port: int, log_level: str) -> int:
+    """Serve `app` until SIGTERM or SIGINT; the exit code (0 stopped cleanly, 1 could not start)."""
+    server = Server(config(app, host=host, port=port, log_level=log_level))
+
+    # Until uvicorn installs its own handlers, a signal asks it to stop at once;
+    # once it has shut down gracefully it re-raises the signal, which then lands
+    # here harmlessly instead of killing the process: the exit code stays ours.
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        return EXIT_START_FAILED if exc.code else EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK if server.started else EXIT_START_FAILED

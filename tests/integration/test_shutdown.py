@@ -1,0 +1,141 @@
+"""SIGTERM against the real server process: nothing accepted is lost, and no client can hold the exit.
+
+A burst of 64 concurrent requests (httpx, one connection each) to a slow toy
+bundle (20 ms of pre-processing per request, so the burst takes ~1.3 s), with
+SIGTERM at several points of it. Each request ends as a 200, or its connect()
+fails because the listener had closed ("refused": allowed, counted apart), or
+is lost (a reset, "server disconnected", any other status): never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from runtime_bundle import seal, write_bundle
+from servers import Server
+
+from infc_runtime.http_server import HEAD_TIMEOUT_S, SHUTDOWN_TIMEOUT_S
+
+REQUESTS = 64
+DELAYS_MS = (0, 10, 50, 100, 200)
+REPEATS = 3
+EXIT_BOUND_S = SHUTDOWN_TIMEOUT_S + 2.5  # the documented bound (about SHUTDOWN_TIMEOUT_S + 0.3 s), with slack
+BODY = {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 4], "data": [1, 2, 3, 4]},
+                   {"name": "offset", "datatype": "FP32", "shape": [1, 3], "data": [0, 0, 0]}]}
+
+
+@pytest.fixture(scope="module")
+def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_bundle(tmp_path_factory.mktemp("slow") / "bundle",
+                        serving={"max_batch_size": 8, "timeout_ms": 30000, "max_queue": 512})
+    pre = root / "kernels" / "pre.py"
+    pre.write_text(pre.read_text().replace("def run(tensors):", "import time\n\n\ndef run(tensors):\n"
+                                                                 "    time.sleep(0.02)"))
+    return seal(root)
+
+
+def start(bundle: Path, log: Path) -> Server:
+    server = Server([sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}"], log)
+    server.wait_ready()
+    return server
+
+
+async def burst(server: Server, delay_s: float) -> collections.Counter[str]:
+    """REQUESTS concurrent requests, SIGTERM `delay_s` after they start: how each ended."""
+    url = f"http://{server.url}/v2/models/toy/infer"
+
+    async def one(client: httpx.AsyncClient) -> str:
+        try:
+            response = await client.post(url, json=BODY)
+        except httpx.ConnectError:
+            return "refused"
+        except httpx.HTTPError as exc:
+            return f"lost: {type(exc).__name__}"
+        return "200" if response.status_code == 200 else f"lost: {response.status_code}"
+
+    limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=0)  # one connection per request
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        tasks = [asyncio.create_task(one(client)) for _ in range(REQUESTS)]
+        await asyncio.sleep(delay_s)
+        server.process.send_signal(signal.SIGTERM)
+        return collections.Counter(await asyncio.gather(*tasks))
+
+
+@pytest.mark.parametrize("delay_ms", DELAYS_MS)
+def test_sigterm_during_a_burst_loses_no_accepted_request(slow_bundle: Path, tmp_path: Path, delay_ms: int) -> None:
+    outcomes: collections.Counter[str] = collections.Counter()
+    for i in range(REPEATS):
+        server = start(slow_bundle, tmp_path / f"server{i}.log")
+        try:
+            outcomes += asyncio.run(burst(server, delay_ms / 1000))
+            assert server.process.wait(timeout=EXIT_BOUND_S) == 0, server.log.read_text()
+        finally:
+            server.stop()
+    print(f"SIGTERM at {delay_ms} ms, {REPEATS} x {REQUESTS} requests: {dict(outcomes)}")
+    lost = {k: n for k, n in outcomes.items() if k.startswith("lost")}
+    assert not lost, f"{lost} (all: {dict(outcomes)})"
+    assert outcomes["200"] > 0
+
+
+def _open(server: Server, head: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(head)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (an answer, if any, ends with the close)."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_slow_and_stalled_clients_are_dropped_and_never_hold_the_exit(slow_bundle: Path, tmp_path: Path) -> None:
+    server = start(slow_bundle, tmp_path / "server.log")
+    try:
+        head = "POST /v2/models/toy/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        # slowloris: 150 connections sending their request head a byte a second
+        slow = [_open(server, b"P") for _ in range(150)]
+        # a body announced as 1000 bytes, one sent; a chunked body cut in its first chunk
+        stalled = [_open(server, (head + "Content-Length: 1000\r\n\r\n{").encode()),
+                   _open(server, (head + "Transfer-Encoding: chunked\r\n\r\n10\r\n{\"in").encode())]
+        started = time.monotonic()
+        sent = 1
+        while time.monotonic() < started + HEAD_TIMEOUT_S + 1.5:
+            for sock in slow:
+                with contextlib.suppress(OSError):  # closed by the server: what this waits for
+                    sock.send(head[sent:sent + 1].encode())
+            sent += 1
+            time.sleep(1)
+        # others are served meanwhile, and every slowloris connection was closed at its head deadline
+        assert httpx.post(f"http://{server.url}/v2/models/toy/infer", json=BODY, timeout=10).status_code == 200
+        still_open = sum(not _closed_by_server(sock) for sock in slow)
+        assert still_open == 0, f"{still_open} of {len(slow)} slowloris connections still open"
+        fresh_slow = [_open(server, b"GE") for _ in range(10)]  # and some that are not timed out yet
+        server.process.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        code = server.process.wait(timeout=EXIT_BOUND_S + 5)
+        took = time.monotonic() - stopping
+        print(f"exit {code} {took:.2f} s after SIGTERM with {len(stalled)} stalled bodies and "
+              f"{len(fresh_slow)} unfinished heads")
+        assert code == 0, server.log.read_text()
+        assert took <= EXIT_BOUND_S, f"exited {took:.1f} s after SIGTERM (bound {EXIT_BOUND_S} s)"
+        for sock in [*slow, *stalled, *fresh_slow]:
+            sock.close()
+    finally:
+        server.stop()
