@@ -715,3 +715,76 @@ def test_any_value_anywhere_only_ever_raises_spec_errors(fuzz_dir: Path, data: s
     file = fuzz_dir / "spec.yaml"
     file.write_text(yaml.safe_dump(spec))
     _outcome(file)
+
+
+# ---------------------------------------------------------------- hostile files: bounded, located, never a traceback
+
+def _validate(path: Path) -> Any:
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "infc", "validate", str(path)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _bomb(levels: int) -> str:
+    lines = [MINIMAL.rstrip("\n"), 'a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("levels", [7, 9])
+def test_billion_laughs_is_one_located_error(workdir: Path, levels: int) -> None:
+    path = write(workdir, _bomb(levels))
+    (e,) = errors_of(path)
+    assert str(e) == (f"{path}:7:10 a4[3][1][0][0]: alias *a1: aliases may expand to 10000 values in all, "
+                      "these expand to more; write the values out")
+    if levels == 9:
+        done = _validate(path)
+        assert done.returncode == 2 and done.stderr.strip().splitlines()[1:] == [str(e)], done.stderr
+
+
+@pytest.mark.parametrize(("opened", "closed"), [("{a: ", "}"), ("[", "]")], ids=["mapping", "list"])
+def test_nesting_10000_deep_is_one_located_error(workdir: Path, opened: str, closed: str) -> None:
+    path = write(workdir, MINIMAL + "serving: " + opened * 10_000 + "1" + closed * 10_000 + "\n")
+    (e,) = errors_of(path)
+    assert (e.line, e.col, len(e.path), e.path[0]) == (5, 10 + len(opened) * 100, 101, "serving")
+    assert e.message == "nested more than 100 levels deep (a spec nests about 6)"
+    done = _validate(path)
+    assert done.returncode == 2, done.stderr
+    assert str(e) in done.stderr and "Traceback" not in done.stderr and "internal error" not in done.stderr
+
+
+def test_a_spec_over_the_size_cap_is_refused_naming_its_size(workdir: Path) -> None:
+    path = write(workdir, BASE + "#" * (infc.spec.MAX_SPEC_BYTES - len(BASE)) + "\n")
+    (e,) = errors_of(path)
+    assert str(e) == f"{path}:1:1 the spec is 1,048,577 bytes; a spec may be at most 1,048,576 bytes (1 MiB)"
+    path.write_text(BASE + "#" * (infc.spec.MAX_SPEC_BYTES - len(BASE) - 1) + "\n")  # at the cap: read
+    assert load_spec(path).name == "digits"
+
+
+def test_a_spec_reusing_a_step_s_parameters_through_an_alias_loads(workdir: Path) -> None:
+    spec = load_spec(write(workdir, BASE, ("  - normalize: {mean: [0.5], std: [0.5]}\n",
+                                           "  - normalize: &unit {mean: [0.5], std: [0.5]}\n"
+                                           "  - normalize: *unit\n")))
+    assert [s.name for s in spec.preprocess] == ["to_float", "normalize", "normalize", "layout"]
+    assert spec.preprocess[1].params == spec.preprocess[2].params and spec.preprocess[2].params["std"] == [0.5]
+    assert spec.error(("preprocess", 2, "normalize", "std"), "m").line == line_of(workdir / "spec.yaml", "- normalize:")
+
+
+def test_each_wrong_item_of_a_long_list_is_located(workdir: Path) -> None:
+    names = [f"class{i}" for i in range(3000)]
+    names[7], names[2500] = "7", "true"
+    text = BASE.replace("  - labels: {names: [zero, one, two, three, four, five, six, seven, eight, nine]}\n",
+                        "  - labels:\n      names:\n" + "".join(f"        - {n}\n" for n in names))
+    errors = errors_of(write(workdir, text))
+    label = line_of(workdir / "spec.yaml", "- labels:")
+    assert [where(e) for e in errors[:2]] == [(f"{label + 9}:11", "postprocess[2].labels.names[7]"),
+                                              (f"{label + 2502}:11", "postprocess[2].labels.names[2500]")]
+    assert errors[0].message == "expected a string, got 7 (put it in quotes to make it a string)"
+
+
+def test_problems_past_a_thousand_are_cut(workdir: Path) -> None:
+    errors = errors_of(write(workdir, BASE, ("[zero, one, two, three, four, five, six, seven, eight, nine]",
+                                             "[" + ", ".join(map(str, range(1500))) + "]")))
+    assert len(errors) == 1001 and where(errors[0]) == ("1:1", "")
+    assert errors[0].message == "more problems than the 1000 listed: the list stops here"
