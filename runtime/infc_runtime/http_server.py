@@ -56,7 +56,7 @@ HANDSHAKE_WAIT_S = 0.05
 complete and are served rather than reset."""
 DRAIN_GRACE_S = 1.0
 """On shutdown, how long an accepted connection without a request in progress may take to deliver one."""
-SHUTDOWN_TIMEOUT_S = 10
+SHUTDOWN_TIMEOUT_S = 8
 """On shutdown, how long requests in progress may take before they are cancelled (`timeout_graceful_shutdown`)."""
 
 EXIT_OK, EXIT_START_FAILED = 0, 1

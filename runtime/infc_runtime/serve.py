@@ -48,13 +48,14 @@ One process, one event loop (uvicorn, HTTP/1.1 with h11; `infc_runtime.http_serv
 holds the timeouts): a request head must arrive within `HEAD_TIMEOUT_S` (10 s)
 of connecting or of the previous response, an idle connection is closed
 `KEEP_ALIVE_S` (5 s) after its last response, and the app bounds each read of
-a body. SIGTERM or SIGINT stops accepting at once (connections the kernel had
-already completed are accepted first, so none is reset), gives each accepted
-connection `DRAIN_GRACE_S` (1 s) to deliver a request, answers every request
-it has, closes the rest, then exits 0; whatever clients do, it exits within
-`SHUTDOWN_TIMEOUT_S` (10 s, uvicorn's `timeout_graceful_shutdown`) plus the
-batch running at that moment. The k8s template gives it 30 s
-(`terminationGracePeriodSeconds`, a 5 s preStop included).
+a body (`app.BODY_TIMEOUT_S`, 408). SIGTERM or SIGINT stops accepting new
+connections first (the handshakes under way and the accept queue are accepted,
+so none is reset), gives each accepted connection `DRAIN_GRACE_S` (1 s) to
+deliver a request, answers every request it has, closes the rest, then exits
+0; whatever clients do, it exits within about `SHUTDOWN_TIMEOUT_S` (8 s,
+uvicorn's `timeout_graceful_shutdown`) + 0.3 s + the batch running at that
+moment: inside `docker stop`'s default 10 s, and the k8s template's
+`terminationGracePeriodSeconds: 30` (a 5 s preStop sleep included).
 
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
 the port is in use); 2 usage error, or the bundle does not verify or load (one
