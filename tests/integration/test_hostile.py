@@ -336,13 +336,14 @@ def test_shapes_that_wrap_or_do_not_match_the_nesting(
         served: dict[str, Served], change: dict[str, Any], message: str) -> None:
     s = served["toy"]
     doc = toy_doc(**change)
+    headers = {}
     if "parameters" in change:
         del doc["inputs"][0]["data"]
-        header = json.dumps(doc).encode()
-        response = httpx.post(s.url(), content=header, headers={"Inference-Header-Content-Length": str(len(header))})
-    else:
-        response = httpx.post(s.url(), content=json.dumps(doc).encode(), timeout=20)
+        headers = {"Inference-Header-Content-Length": str(len(json.dumps(doc)))}
+    with Watch(s) as watch:
+        response = httpx.post(s.url(), content=json.dumps(doc).encode(), headers=headers, timeout=20)
     answered(response, 400, message)
+    watch.check(bound_mb=20)
 
 
 # -- 2: decompression bounded ---------------------------------------------------------------------
@@ -438,10 +439,11 @@ def test_images_over_the_pixel_budget_are_refused_from_their_headers(served: dic
 def test_non_finite_row_values_fail_their_request(served: dict[str, Served], value: str) -> None:
     s = served["rows"]
     row = json.dumps(ROW).replace("-2.0", value)
-    response = httpx.post(s.url(), content=rows_body(json.dumps(ROW), row), timeout=20)
+    with Watch(s) as watch:
+        response = httpx.post(s.url(), content=rows_body(json.dumps(ROW), row), timeout=20)
     answered(response, 400, "row 1: model input 'features' holds", "at column 1 after pre-processing",
              "serving.allow_non_finite is false")
-    assert s.good().content == s.expected
+    watch.check(bound_mb=20)
 
 
 # -- 8: errors, not tracebacks --------------------------------------------------------------------
@@ -458,7 +460,10 @@ def test_non_finite_row_values_fail_their_request(served: dict[str, Served], val
 )
 def test_what_used_to_be_500s(served: dict[str, Served], body: bytes, message: str) -> None:
     s = served["toy"]
-    answered(httpx.post(s.url(), content=body, timeout=20), 400, message)
+    with Watch(s) as watch:
+        response = httpx.post(s.url(), content=body, timeout=20)
+    answered(response, 400, message)
+    watch.check(bound_mb=20)
 
 
 def test_an_image_that_does_not_decode_is_400_without_reprs(served: dict[str, Served]) -> None:
@@ -466,9 +471,11 @@ def test_an_image_that_does_not_decode_is_400_without_reprs(served: dict[str, Se
     payload = bytes_payload(b"not a png at all")
     body, headers = binary_body([{"name": "png", "shape": [1], "datatype": "BYTES",
                                   "parameters": {"binary_data_size": len(payload)}}], payload)
-    message = answered(httpx.post(s.url(), content=body, headers=headers, timeout=20), 400,
-                       "input 'png' row 0: not a decodable PNG/JPEG image")
+    with Watch(s) as watch:
+        response = httpx.post(s.url(), content=body, headers=headers, timeout=20)
+    message = answered(response, 400, "input 'png' row 0: not a decodable PNG/JPEG image")
     assert "BytesIO" not in message
+    watch.check(bound_mb=20)
 
 
 def metric(s: Served, sample: str) -> float:
@@ -512,8 +519,10 @@ def test_clients_that_disconnect_mid_body_are_counted_apart(served: dict[str, Se
 def test_what_a_web_page_could_send_is_refused(
         served: dict[str, Served], headers: dict[str, str], status: int, message: str) -> None:
     s = served["toy"]
-    response = httpx.post(s.url(), content=json.dumps(toy_doc()), headers=headers, timeout=10)
+    with Watch(s) as watch:
+        response = httpx.post(s.url(), content=json.dumps(toy_doc()), headers=headers, timeout=10)
     answered(response, status, message)
+    watch.check(bound_mb=20)
     for host in ("localhost", "127.0.0.1", f"localhost:{s.server.port}"):
         assert httpx.post(s.url(), content=json.dumps(toy_doc()), headers={"Host": host}).status_code == 200
 
