@@ -5,7 +5,9 @@ Private helpers of `app`. Nothing here holds more than the limits allow:
 - `read_body` refuses a body whose Content-Length exceeds `max_bytes` before
   reading any of it, and one that grows past it while streaming (chunked, or a
   Content-Length that lies); a chunk that does not arrive within `timeout_s`
-  ends the request (408), so no handler waits forever on a slow client.
+  ends the request (408), and so does a body arriving slower on average than
+  `MIN_RATE` bytes per second beyond its first `timeout_s` (a trickle of a
+  byte every few seconds), so no handler waits forever on a slow client.
 - `decompress` inflates gzip or deflate in steps of at most `_STEP` bytes and
   stops as soon as the output would exceed `max_bytes` (413): a bomb is never
   inflated. zlib releases the GIL while it works, so this belongs on a thread.
@@ -17,6 +19,7 @@ its end, so the answer also closes the connection.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import AsyncIterator
 
@@ -24,7 +27,10 @@ from starlette.requests import Request
 
 from ._tensors import ProtocolError
 
-__all__ = ["decompress", "read_body"]
+__all__ = ["MIN_RATE", "decompress", "read_body"]
+
+MIN_RATE = 1024
+"""Bytes per second a body must average, beyond its first `timeout_s`, to be read on."""
 
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # deflate: zlib-wrapped, as HTTP and tritonclient mean it
 _STEP = 1 << 20
@@ -38,6 +44,7 @@ async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> by
                                  "allowed (serving.max_body_bytes)", close=True)
     body = bytearray()
     chunks: AsyncIterator[bytes] = request.stream()
+    started = time.monotonic()
     while True:
         try:
             async with asyncio.timeout(timeout_s):
@@ -51,6 +58,10 @@ async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> by
             raise ProtocolError(413, f"request body: more than the {max_bytes} bytes allowed "
                                      "(serving.max_body_bytes)", close=True)
         body += chunk
+        seconds = time.monotonic() - started
+        if seconds > timeout_s + len(body) / MIN_RATE:  # a trickle: each chunk in time, the whole never
+            raise ProtocolError(408, f"request body: {len(body)} bytes in {seconds:.0f} s, slower than "
+                                     f"{MIN_RATE} bytes/s; send the body without pausing", close=True)
 
 
 def decompress(body: bytearray, encoding: str | None, *, max_bytes: int) -> bytearray:

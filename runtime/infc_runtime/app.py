@@ -17,7 +17,8 @@ fault (a limit by its spec key, `serving.max_rows`):
 |--------|--------------------------------------------------------------------------------|
 | 400    | a malformed or inconsistent request; a non-finite model input (per request)    |
 | 404    | unknown model, version or path                                                 |
-| 408    | a body chunk did not arrive within `body_timeout_s` (the connection closes)    |
+| 408    | a body chunk did not arrive within `body_timeout_s`, or the body trickles in   |
+|        | (`_body.MIN_RATE`); the connection closes                                      |
 | 413    | over a limit: `serving.max_body_bytes` (from Content-Length, or while          |
 |        | streaming), `max_decompressed_bytes`, `max_rows`, `max_elements`, `max_pixels` |
 | 415    | Content-Encoding other than gzip/deflate; a Content-Type a browser may send    |

@@ -130,3 +130,23 @@ def test_a_gzip_bomb_is_never_inflated() -> None:
     with pytest.raises(ProtocolError) as err:
         decompress(bytearray(bomb), "gzip", max_bytes=1 << 20)
     assert err.value.status == 413 and "serving.max_decompressed_bytes" in err.value.message
+
+
+def test_a_trickling_body_is_a_408(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    async def body() -> bytearray:
+        pending = chunks(*[b"x"] * 10)
+
+        async def receive() -> Message:
+            clock[0] += 0.9  # each byte in time for the 1 s per chunk; the body at ~1 byte/s
+            return pending.pop(0)
+
+        req = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+        return await read_body(req, max_bytes=100, timeout_s=1)
+
+    with pytest.raises(ProtocolError) as err:
+        run(body)
+    assert err.value.status == 408 and err.value.close
+    assert err.value.message.startswith("request body: 2 bytes in 2 s, slower than 1024 bytes/s")
