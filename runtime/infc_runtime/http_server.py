@@ -88,8 +88,8 @@ class Connection(H11Protocol):
                 self.cycle.keep_alive = False  # answered, then closed
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+        super().on_response_complete()  # may start a pipelined request already received
+        if not self.transport.is_closing() and not self._busy():
             self._await_head()
 
     def shutdown(self) -> None:
@@ -124,7 +124,8 @@ class Connection(H11Protocol):
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server whose shutdown accepts what the kernel already accepted before closing the listener."""
+    """uvicorn's server whose shutdown lets handshakes under way complete and accepts them before it closes
+    the listener (then uvicorn's own shutdown asks each `Connection` to drain)."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         listeners = [listener for server in self.servers for listener in server.sockets]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import http.client
+import json
 import signal
 import socket
 import sys
@@ -84,6 +86,46 @@ def test_sigterm_during_a_burst_loses_no_accepted_request(slow_bundle: Path, tmp
     lost = {k: n for k, n in outcomes.items() if k.startswith("lost")}
     assert not lost, f"{lost} (all: {dict(outcomes)})"
     assert outcomes["200"] > 0
+
+
+def test_a_request_sent_just_after_sigterm_on_an_accepted_connection_is_answered(slow_bundle: Path,
+                                                                                tmp_path: Path) -> None:
+    # uvicorn alone closes such a connection at once, unanswered (the race of a burst, made certain)
+    server = start(slow_bundle, tmp_path / "server.log")
+    try:
+        body = json.dumps(BODY).encode()
+        request = (f"POST /v2/models/toy/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        silent = socket.create_connection(("127.0.0.1", server.port))
+        kept_alive = socket.create_connection(("127.0.0.1", server.port))
+        kept_alive.sendall(request)
+        assert _answer(kept_alive) == (200, "keep-alive")  # answered, and the connection stays open
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.4)  # uvicorn's shutdown has begun: the listener is closed
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port))
+        for sock in (silent, kept_alive):
+            sock.sendall(request)
+            assert _answer(sock) == (200, "closed")  # answered, then closed by the server
+            sock.close()
+        assert server.process.wait(timeout=EXIT_BOUND_S) == 0
+    finally:
+        server.stop()
+
+
+def _answer(sock: socket.socket) -> tuple[int, str]:
+    """The status of the response read from `sock`, and whether the server then kept the connection open."""
+    sock.settimeout(10)
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    assert b'"outputs"' in response.read()
+    sock.settimeout(0.5)
+    try:
+        closed = sock.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    return response.status, "closed" if closed else "keep-alive"
 
 
 def _open(server: Server, head: bytes) -> socket.socket:
