@@ -69,6 +69,8 @@ MAX_PROBLEMS = 1000
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _STR_TAG = "tag:yaml.org,2002:str"
+_INT_TAG = "tag:yaml.org,2002:int"
+_DECIMAL = re.compile("0|[1-9][0-9]{0,17}")  # an int without sign, base, `_` or `:`
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_TAGS = tuple(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool", "null"))
 _FastLoader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML has it
@@ -409,9 +411,12 @@ class _Reader:
 
     def scalar(self, event: ScalarEvent, path: KeyPath, tag: str | None = None) -> Any:
         tag = self.tag(event) if tag is None else tag
+        value = event.value
         if tag == _STR_TAG:  # what SafeConstructor.construct_yaml_str returns, without its overhead
-            return event.value
-        node = ScalarNode(tag, event.value, style=event.style)  # marks: only for messages we do not show
+            return value
+        if tag == _INT_TAG and _DECIMAL.fullmatch(value):  # construct_yaml_int's answer, at a tenth of its cost
+            return int(value)
+        node = ScalarNode(tag, value, style=event.style)  # marks: only for messages we do not show
         construct = self.plain.get(tag)
         try:  # a number, true/false or null: what construct_object would call, without its bookkeeping
             value = construct(self.loader, node) if construct else self.loader.construct_object(node, deep=True)
@@ -420,8 +425,9 @@ class _Reader:
             self.doc.unusable.add(path)
             return None
         except (ValueError, KeyError, IndexError, AttributeError):  # SafeConstructor's: `!!float x`, `!!bool x`
-            shown = tag.replace("tag:yaml.org,2002:", "!!")
-            self.problem(path, event, f"unsupported YAML value: {event.value!r} is not a valid {shown}")
+            shown, written = tag.replace("tag:yaml.org,2002:", "!!"), event.value
+            written = written if len(written) <= 40 else written[:37] + "..."
+            self.problem(path, event, f"unsupported YAML value: {written!r} is not a valid {shown}")
             self.doc.unusable.add(path)
             return None
         if isinstance(value, float) and not math.isfinite(value):
