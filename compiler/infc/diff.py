@@ -32,7 +32,9 @@ from .lock import read_lock, spec_changes
 
 __all__ = ["DiffError", "Row", "Side", "compare", "load_side", "side_from_bundle", "render_markdown"]
 
-_MAX_JSON = 64 << 20  # a manifest or spec.yaml this large is not ours
+_MAX_JSON = 64 << 20  # a manifest this large is not ours
+_MAX_SPEC = 4 << 20  # a bundle's spec.yaml is the resolved form of a spec of at most 1 MiB
+_MAX_MODEL = 2 << 30  # protobuf's own limit: a bigger model.onnx cannot be parsed
 _SERVING_KEYS = ("serving.max_batch_size", "serving.max_queue_delay_ms")
 
 
@@ -133,8 +135,21 @@ def _from_directory(path: Path) -> Side:
     spec = path / "spec.yaml"
     model = path / manifest.get("model", {}).get("path", "model.onnx")
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return side_from_bundle(str(path), manifest, spec.read_bytes() if spec.is_file() else None,
-                            model.read_bytes() if model.is_file() else None, size)
+    return side_from_bundle(str(path), manifest, _read_bytes(spec, _MAX_SPEC), _read_bytes(model, _MAX_MODEL), size)
+
+
+def _read_bytes(path: Path, limit: int) -> bytes | None:
+    """The file's bytes (None when there is no such file), never more than `limit` + 1 of them read."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise DiffError(f"{path}: cannot read it ({e})") from None
+    if len(raw) > limit:
+        raise DiffError(f"{path}: larger than {limit >> 20} MiB")
+    return raw
 
 
 def _from_lock(path: Path) -> Side:
