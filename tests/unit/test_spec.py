@@ -788,3 +788,26 @@ def test_problems_past_a_thousand_are_cut(workdir: Path) -> None:
                                              "[" + ", ".join(map(str, range(1500))) + "]")))
     assert len(errors) == 1001 and where(errors[0]) == ("1:1", "")
     assert errors[0].message == "more problems than the 1000 listed: the list stops here"
+
+
+@pytest.mark.parametrize("kind", ["list", "mapping"])
+def test_values_nested_to_the_limit_only_raise_spec_errors(fuzz_dir: Path, kind: str) -> None:
+    """100 levels (the deepest read) in each section of the example: every reader of the data (schema,
+    defaults, cross-checks, steps) gets through it without RecursionError."""
+    for path in [("target",), ("inputs", 0, "shape"), ("budget", "accuracy"), ("optimize", "calibration"),
+                 ("preprocess", 0), ("preprocess", 1, "normalize", "mean"), ("postprocess", 2, "labels", "names"),
+                 ("serving", "max_batch_size")]:
+        deep: Any = 1
+        for _ in range(100 - len(path)):
+            deep = [deep] if kind == "list" else {"a": deep}
+        data = yaml.safe_load(BASE)
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = deep
+        file = fuzz_dir / "spec.yaml"
+        file.write_text(yaml.safe_dump(data, default_flow_style=True, width=10_000))
+        with pytest.raises(SpecErrors) as info:
+            load_spec(file)
+        assert not any("nested more than" in e.message for e in info.value.errors), path
+        _outcome(file)
