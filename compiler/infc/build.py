@@ -290,16 +290,18 @@ def _limit(spec: Spec) -> float | None:
 
 def with_limits(spec: Spec, serving: ServingConfig) -> ServingConfig:
     """`serving` with the request limits the spec does not set derived from the request inputs and the batch size:
-    rows for 8 batches (at least 1,024), elements for that many rows, a body that holds them as JSON numbers."""
+    rows for 8 batches (at least 1,024), elements for that many rows, a body that holds them as JSON numbers
+    (inputs of strings keep the default body limit)."""
     pinned = spec.serving_pinned
     rows = serving.max_rows if "max_rows" in pinned else max(1024, 8 * serving.max_batch_size)
     per_row = [math.prod(t.shape) for t in spec.inputs]
-    sized = all(d >= 0 for t in spec.inputs for d in t.shape) and all(t.dtype != "bytes" for t in spec.inputs)
+    known = all(d >= 0 for t in spec.inputs for d in t.shape)  # a BYTES element counts one (a string)
     elements = serving.max_elements
-    if "max_elements" not in pinned and sized:
+    if "max_elements" not in pinned and known:
         elements = rows * max(1, sum(per_row))
     body = serving.max_body_bytes
-    if "max_body_bytes" not in pinned and sized:  # ~24 bytes per JSON number, and room for the envelope
+    numbers = known and all(t.dtype != "bytes" for t in spec.inputs)  # strings' sizes are not known: the default
+    if "max_body_bytes" not in pinned and numbers:  # ~24 bytes per JSON number, and room for the envelope
         body = min(256 << 20, max(1 << 20, elements * 24 + (64 << 10)))
     decompressed = serving.max_decompressed_bytes if "max_decompressed_bytes" in pinned else body
     return replace(serving, max_rows=rows, max_elements=elements, max_body_bytes=body,

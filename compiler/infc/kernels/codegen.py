@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from .columns import Columns
 from .fusion import lay_out, start_state
 from .registry import get
 from .types import Dataflow, ModuleText, ResolvedStep, render
@@ -141,7 +142,11 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
     for old, new in (renames or {}).items():
         text.calls.append(f"    t[{new!r}] = t.pop({old!r})")
     title = {"pre": "Pre-processing", "post": "Post-processing"}[stage]
+    # the field behind each column of a result, where the steps know it: the runtime's errors name it
+    columns = {(renames or {}).get(t.name, t.name): tuple(t.fields) for t in flow.end
+               if isinstance(t, Columns) and t.fields and all(t.fields)}
     return render("module.py.j2", stage_title=title, name=name, version=version, infc_version=__version__,
+                  columns=repr(columns) if columns else "",
                   step_lines=text.step_lines, imports=sorted(set(text.imports)),
                   examples={k: repr(v) for k, v in text.examples.items()}, constants=text.constants,
                   functions=text.functions, calls=text.calls, results=[t.name for t in flow.end]) + "\n"
