@@ -7,6 +7,7 @@ Each step is a call; the data between them is plain objects (see ARCHITECTURE.md
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -356,16 +357,19 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, Ge
     common = {"name": spec.name, "version": spec.version, "target": plan.target}
     kernels = {f"kernels/{rel}": data.encode() if isinstance(data, str) else data
                for module in modules.values() for rel, data in module.files().items()}
+    runtime = runtime_files()
+    # serve.py pins the verifier it runs first: the one file a bundle must trust by itself
+    verifier = hashlib.sha256(runtime["infc_runtime/verify.py"]).hexdigest()
     return {
         "model.onnx": model.SerializeToString(),
         **kernels,  # pre.py, post.py and the assets they read (kernels/assets/)
-        "serve.py": render("serve.py.j2", **common).encode(),
+        "serve.py": render("serve.py.j2", verify_sha256=verifier, **common).encode(),
         "requirements.txt": pinned_requirements(plan.target, requires).encode(),
         "Dockerfile": render("Dockerfile.j2", base_image="python:3.11-slim", **common).encode(),
         "k8s/deployment.yaml": render("k8s/deployment.yaml.j2", threads=plan.session["intra_op_num_threads"] or 2,
                                       **common).encode(),
         "k8s/inferenceservice.yaml": render("k8s/inferenceservice.yaml.j2", **common).encode(),
-        **runtime_files(),
+        **runtime,
     }
 
 

@@ -276,15 +276,17 @@ def diff(old: Path, new: Path, cache_dir: Path | None, latency_gate: str, all_ro
     click.echo(render_markdown(sides[0], sides[1], rows, all_rows=all_rows), nl=False)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), show_default=True)
-def serve(bundle: Path, host: str, port: int) -> None:
-    """Serve a built BUNDLE directory over the KServe V2 protocol."""
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def serve(bundle: Path, host: str, port: int, options: tuple[str, ...]) -> None:
+    """Serve a built BUNDLE directory over the KServe V2 protocol (the bundle's serve.py options pass through:
+    --log-level, --no-verify, --allow-host, --max-body-bytes, ...; `python BUNDLE/serve.py --help` lists them)."""
     from infc_runtime.serve import main as serve_main
 
-    sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port)]))
+    sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *options]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ injected code never runs; `--no-verify` serves it anyway, and says so."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import marshal
@@ -110,9 +111,18 @@ def manifest_edited_without_its_hash(bundle: Path, outside: Path) -> str:
     return "manifest.json: content_hash does not match"
 
 
+def verifier_replaced_and_resealed(bundle: Path, outside: Path) -> str:
+    """A forger who rewrites the verifier to pass anything, and re-hashes it into a consistent manifest."""
+    verify = bundle / "infc_runtime" / "verify.py"
+    append(verify, PWN)
+    digest = hashlib.sha256(verify.read_bytes()).hexdigest()
+    rewrite_manifest(bundle, lambda m: m["files"].update({"infc_runtime/verify.py": digest}))
+    return "infc_runtime/verify.py: changed (it is not the verifier this bundle was built with)"
+
+
 TAMPERS = [flip_model_byte, append_kernel_line, edit_runtime_line, absolute_kernel_path, dotdot_kernel_path,
            missing_file, extra_kernel_file, planted_stdlib_module, symlink_out_of_the_bundle,
-           manifest_edited_without_its_hash]
+           manifest_edited_without_its_hash, verifier_replaced_and_resealed]
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -441,7 +441,7 @@ def test_non_finite_row_values_fail_their_request(served: dict[str, Served], val
     row = json.dumps(ROW).replace("-2.0", value)
     with Watch(s) as watch:
         response = httpx.post(s.url(), content=rows_body(json.dumps(ROW), row), timeout=20)
-    answered(response, 400, "row 1: model input 'features' holds", "at column 1 after pre-processing",
+    answered(response, 400, "row 1: model input 'features' holds", "at column 1 (field 'b') after pre-processing",
              "serving.allow_non_finite is false")
     watch.check(bound_mb=20)
 
