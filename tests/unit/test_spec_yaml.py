@@ -171,7 +171,7 @@ def test_mutated_specs_read_the_same_by_both_parsers(data: st.DataObject) -> Non
     with pytest.MonkeyPatch.context() as m:
         fast = parse(raw)
         m.setattr(spec_yaml, "_FastLoader", None)
-        assert fast == parse(raw), text
+        assert repr(fast) == repr(parse(raw)), text  # repr: a NaN equals itself, 1 differs from 1.0 and True
 
 
 def test_without_libyaml_the_limits_hold(monkeypatch: pytest.MonkeyPatch) -> None:
