@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import yaml
 
 from .errors import InfcError
 from .lock import read_lock, spec_changes
+from .spec_yaml import parse
 
 __all__ = ["DiffError", "Row", "Side", "compare", "load_side", "side_from_bundle", "render_markdown"]
 
@@ -109,7 +109,7 @@ def _records(passes: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, in
 def side_from_bundle(label: str, manifest: dict[str, Any], spec_text: bytes | None, model: bytes | None,
                      size: int | None, kind: str = "bundle") -> Side:
     """A side from a bundle's manifest, spec.yaml and model bytes (a directory, or an in-memory build)."""
-    spec = yaml.safe_load(spec_text) if spec_text else {}
+    spec = parse(spec_text).data if spec_text else {}  # the spec reader's limits: no alias bombs, no deep nesting
     measurements = manifest.get("measurements", {})
     results = measurements.get("results", {})
     quantized, fused, excluded = _records(manifest.get("passes", []))
@@ -133,7 +133,10 @@ def side_from_bundle(label: str, manifest: dict[str, Any], spec_text: bytes | No
 def _from_directory(path: Path) -> Side:
     manifest = _read_json(path / "manifest.json")
     spec = path / "spec.yaml"
-    model = path / manifest.get("model", {}).get("path", "model.onnx")
+    named = str(manifest.get("model", {}).get("path", "model.onnx"))
+    model = (path / named).resolve()
+    if Path(named).is_absolute() or path.resolve() not in model.parents:
+        raise DiffError(f"{path}/manifest.json: model.path {named!r} is not inside the bundle")
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return side_from_bundle(str(path), manifest, _read_bytes(spec, _MAX_SPEC), _read_bytes(model, _MAX_MODEL), size)
 

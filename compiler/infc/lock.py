@@ -171,7 +171,7 @@ def read_lock(path: Path) -> Lock:
         if data.get("lock_version") != LOCK_VERSION:
             raise ValueError(f"lock_version {data.get('lock_version')!r}, this infc reads {LOCK_VERSION}")
         return Lock.from_dict(data)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
         raise LockError(f"{shown(path)}: not a valid infc lock ({detail}); rebuild with --relock") from None
 

@@ -46,6 +46,8 @@ PATTERN_NAMES = {
 """What each pattern means, in words, for error messages."""
 
 STEP_SECTIONS = {"preprocess": "pre", "postprocess": "post"}
+MAX_STEPS = 256
+"""Steps per section at most: real pipelines have a handful; a thousand-step list is an attack on the checks."""
 
 _SERVING = {  # name: (JSON type, bounds, description); defaults come from ServingConfig
     "max_batch_size": ("integer", {"minimum": 1}, "largest batch the server forms"),
@@ -149,6 +151,7 @@ def _steps(stage: registry.Stage) -> dict[str, Any]:
     return {
         "type": "array",
         "description": f"steps run {where} the model, in order",
+        "maxItems": MAX_STEPS,
         "default": [],
         "items": {
             "title": "a step name, or a mapping of one step name to its parameters",
