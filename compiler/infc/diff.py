@@ -26,6 +26,7 @@ from typing import Any
 
 import onnx
 
+from .bounded import TooLarge, read_bounded
 from .errors import InfcError
 from .lock import read_lock, spec_changes
 from .spec_yaml import parse
@@ -83,12 +84,10 @@ class Row:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_JSON + 1)
-        if len(raw) > _MAX_JSON:
-            raise DiffError(f"{path}: larger than {_MAX_JSON >> 20} MiB")
-        data = json.loads(raw)
-    except (OSError, ValueError) as e:
+        data = json.loads(read_bounded(path, _MAX_JSON))
+    except TooLarge:
+        raise DiffError(f"{path}: larger than {_MAX_JSON >> 20} MiB") from None
+    except (OSError, ValueError, RecursionError) as e:
         raise DiffError(f"{path}: cannot read it ({e})") from None
     if not isinstance(data, dict):
         raise DiffError(f"{path}: not a JSON object")
@@ -146,13 +145,11 @@ def _read_bytes(path: Path, limit: int) -> bytes | None:
     if not path.is_file():
         return None
     try:
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
+        return read_bounded(path, limit)
+    except TooLarge:
+        raise DiffError(f"{path}: larger than {limit >> 20} MiB") from None
     except OSError as e:
         raise DiffError(f"{path}: cannot read it ({e})") from None
-    if len(raw) > limit:
-        raise DiffError(f"{path}: larger than {limit >> 20} MiB")
-    return raw
 
 
 def _from_lock(path: Path) -> Side:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .bounded import TooLarge, read_bounded
 from .errors import InfcError
 from .kernels import registry
 from .spec import Spec
@@ -160,12 +161,11 @@ def find_lock(spec_file: Path) -> Path:
 def read_lock(path: Path) -> Lock:
     """The lock at `path`; LockError (exit 2) when it is not a readable lock of this format."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_LOCK_BYTES + 1)
+        raw = read_bounded(path, _MAX_LOCK_BYTES)
+    except TooLarge:
+        raise LockError(f"{shown(path)}: larger than {_MAX_LOCK_BYTES >> 20} MiB, not an infc lock") from None
     except OSError as e:
         raise LockError(f"{shown(path)}: cannot read the lock: {e.strerror or e}") from None
-    if len(raw) > _MAX_LOCK_BYTES:
-        raise LockError(f"{shown(path)}: larger than {_MAX_LOCK_BYTES >> 20} MiB, not an infc lock")
     try:
         data = json.loads(raw)
         if data.get("lock_version") != LOCK_VERSION:

@@ -24,6 +24,7 @@ import onnx
 from infc_runtime.types import ServingConfig, TensorSpec
 
 from . import spec_budget
+from .bounded import TooLarge, read_bounded
 from .errors import PathPart, SpecError, SpecErrors
 from .isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
 from .kernels import registry
@@ -236,17 +237,14 @@ A pull request can hold any file: past this, nothing more is read."""
 def _read(file: Path, name: str) -> bytes:
     """The spec's bytes, never more than `MAX_SPEC_BYTES` + 1 of them read."""
     try:
-        with open(file, "rb") as f:
-            raw = f.read(MAX_SPEC_BYTES + 1)
-            size = os.fstat(f.fileno()).st_size
+        return read_bounded(file, MAX_SPEC_BYTES)
+    except TooLarge as e:
+        said = f"{e.size:,} bytes" if e.size > MAX_SPEC_BYTES else f"more than {MAX_SPEC_BYTES:,} bytes"  # a pipe
+        raise SpecErrors([SpecError(name, 1, 1, (), f"the spec is {said}; a spec may be at most "
+                                                    f"{MAX_SPEC_BYTES:,} bytes (1 MiB)")]) from None
     except (OSError, ValueError) as e:  # ValueError: a NUL in the path
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise SpecErrors([SpecError(name, 1, 1, (), f"cannot read the spec: {reason}")]) from None
-    if len(raw) > MAX_SPEC_BYTES:
-        said = f"{size:,} bytes" if size > MAX_SPEC_BYTES else f"more than {MAX_SPEC_BYTES:,} bytes"  # a pipe: unknown
-        raise SpecErrors([SpecError(name, 1, 1, (), f"the spec is {said}; a spec may be at most "
-                                                    f"{MAX_SPEC_BYTES:,} bytes (1 MiB)")])
-    return raw
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import json
 import threading
@@ -16,27 +15,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from runtime_bundle import INPUTS, OUTPUTS, gated_pipeline, make_request, write_bundle
+from runtime_bundle import INPUTS, OUTPUTS, gated_pipeline, make_request
 
 from infc_runtime.app import create_app
 from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
 from infc_runtime.protocol import to_datatype
 from infc_runtime.types import ServingConfig, Tensors
-
-
-@pytest.fixture(autouse=True)
-def _isolated_heap() -> Any:
-    """An app that warms up settles the heap (gc.freeze, a higher gen-0 threshold) of the process it runs in:
-    here, pytest's. Undo it after each test so that the rest of the session collects as usual."""
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 @pytest.fixture(scope="module")

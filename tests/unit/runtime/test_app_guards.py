@@ -4,7 +4,6 @@ slow and vanishing clients, non-finite values, and error messages without intern
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import json
 import logging
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from runtime_bundle import INPUTS, OUTPUTS, gated_pipeline, make_request, write_bundle
+from runtime_bundle import INPUTS, OUTPUTS, gated_pipeline, make_request
 from starlette.applications import Starlette
 
 from infc_runtime.app import INLINE_BYTES, create_app
@@ -29,20 +28,6 @@ from infc_runtime.types import ServingConfig, Tensors
 
 Message = dict[str, Any]
 INFER = "/v2/models/toy/infer"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_heap() -> Any:
-    """Undo the heap settling an app's warm-up does to pytest's own process (as in test_app)."""
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def toy(bundle: Path, serving: ServingConfig | None = None,

@@ -11,17 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_bundle import gated_pipeline, make_request, write_bundle
+from runtime_bundle import gated_pipeline, make_request
 
 from infc_runtime.batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from infc_runtime.metrics import Metrics
 from infc_runtime.pipeline import Pipeline, RequestError
 from infc_runtime.types import ServingConfig, Tensors
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 @pytest.fixture(scope="module")
