@@ -3,7 +3,7 @@
 Both pipelines (reference = the original fp32 model, candidate = the optimized
 one) run the same generated pre/post kernels on the spec's validation data, so
 the accuracy measured here is the accuracy of what ships. The metrics themselves
-live in `infc.metrics`, one registry that the spec schema reads too. Latency is measured
+live in `infc.accuracy`, one registry that the spec schema reads too. Latency is measured
 server-side style: one request through pre -> model -> post, timed per call.
 """
 
@@ -20,9 +20,9 @@ import numpy.typing as npt
 from infc_runtime.pipeline import Pipeline
 from infc_runtime.types import Tensors
 
+from .accuracy import METRICS, MetricError, Param
+from .accuracy import PARAMS as METRIC_PARAMS
 from .errors import format_path
-from .metrics import METRICS, MetricError, Param
-from .metrics import PARAMS as METRIC_PARAMS
 from .spec import AccuracyBudget, LatencyBudget
 
 __all__ = ["AccuracyResult", "LatencyResult", "Outputs", "measure_accuracy", "measure_latency", "timed", "METRICS",

@@ -68,11 +68,11 @@ class LatencyBudget:
 
 @dataclass(frozen=True)
 class AccuracyBudget:
-    """`metric` (a name in `infc.metrics.METRICS`) of the optimized model against the original
+    """`metric` (a name in `infc.accuracy.METRICS`) of the optimized model against the original
     must stay >= `min` (or <= `max`, for an error metric).
 
     `params`: the metric's parameters, defaults applied (`output`, `k`, `threshold`,
-    `column`; see `infc.metrics.PARAMS`). `path`: where the spec wrote this budget.
+    `column`; see `infc.accuracy.PARAMS`). `path`: where the spec wrote this budget.
     """
 
     metric: str

@@ -1,7 +1,7 @@
 """Accuracy budgets of a spec: the rules the schema cannot state, and their resolved form.
 
 `budget.accuracy` is one mapping or a list of them, each naming a metric of
-`infc.metrics` with its bound (`min`, or `max` for an error metric) and its
+`infc.accuracy` with its bound (`min`, or `max` for an error metric) and its
 parameters. The schema checks types; here: the bound each metric takes and its
 range, parameters a metric does not take, then, once the data and the model are
 known, labels, sample counts and the tensor each budget compares.
@@ -17,9 +17,9 @@ import numpy as np
 
 from infc_runtime.types import TensorSpec
 
+from .accuracy import METRICS, PARAMS
 from .errors import format_path
 from .kernels.types import INTEGER
-from .metrics import METRICS, PARAMS
 from .spec_validate import Finding, suggest
 from .spec_yaml import KeyPath
 

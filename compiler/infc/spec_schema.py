@@ -17,7 +17,7 @@ from typing import Any
 
 from infc_runtime.types import ServingConfig
 
-from . import metrics
+from . import accuracy as metrics
 from .isa import ISAS, NATIVE
 from .kernels import registry
 
@@ -31,7 +31,7 @@ DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64
           "float16", "float32", "float64", "bytes")
 QUANTIZE = ("none", "dynamic", "static", "fp16", "auto")
 METRICS = tuple(metrics.METRICS)
-"""The metric names a budget may use: the registry's (infc.metrics), listed nowhere else."""
+"""The metric names a budget may use: the registry's (infc.accuracy), listed nowhere else."""
 NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
 SEMVER_PATTERN = (  # https://semver.org, the suggested regular expression
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"

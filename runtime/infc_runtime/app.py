@@ -65,10 +65,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from ._body import decompress, read_body
+from .abi import RequestError, RequestTooLarge
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from .latency import settle_heap
 from .metrics import CONTENT_TYPE, Metrics
-from .pipeline import Pipeline, RequestError, RequestTooLarge
+from .pipeline import Pipeline
 from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request, encode_response, tensor_metadata
 from .types import Tensors
 

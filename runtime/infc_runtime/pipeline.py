@@ -6,7 +6,7 @@ to measure what it is about to ship, so the numbers in a build report come from
 the code that serves.
 
 On the request path (`run_batch`) each request is pre-processed on its own, with
-the serving limits visible to the kernels through `request_limits()` (the decode
+the serving limits visible to the kernels through `abi.request_limits()` (the decode
 step reads `max_pixels` there); then, unless `serving.allow_non_finite`, its
 float model inputs must be finite: a NaN or infinity fails that request (400
 naming the row, the model input and, when the kernel module names its columns in
@@ -22,7 +22,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,9 +29,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .abi import RequestError, limits_for
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
-__all__ = ["Pipeline", "RequestError", "RequestTooLarge", "load_kernel_module", "make_session", "request_limits"]
+__all__ = ["Pipeline", "load_kernel_module", "make_session"]
 
 Kernel = Callable[[Tensors], Tensors]
 
@@ -42,27 +42,6 @@ _OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-class RequestError(ValueError):
-    """A request's own data is wrong; it fails that request only (HTTP 400)."""
-
-
-class RequestTooLarge(RequestError):
-    """A request's data is over a limit (e.g. decoded pixels); it fails that request only (HTTP 413)."""
-
-
-_limits: ContextVar[ServingConfig | None] = ContextVar("infc_request_limits", default=None)
-
-
-def request_limits() -> ServingConfig | None:
-    """The serving limits of the request being pre-processed on this thread; None outside `Pipeline.preprocess`.
-
-    How a per-request limit reaches generated kernels: the decode step checks the
-    decoded pixels of all images of a request against `max_pixels` here, from
-    the image headers, before decoding any.
-    """
-    return _limits.get()
 
 
 def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = None) -> ort.InferenceSession:
@@ -150,11 +129,8 @@ class Pipeline:
     # -- stages ------------------------------------------------------------
     def preprocess(self, request: Tensors) -> Tensors:
         """Request tensors -> model inputs (one request; may raise RequestError)."""
-        token = _limits.set(self.serving)
-        try:
+        with limits_for(self.serving):
             return self._pre(request)
-        finally:
-            _limits.reset(token)
 
     def check_finite(self, model_inputs: Tensors) -> None:
         """RequestError naming the first row and model input holding NaN or an infinity (one request's inputs)."""

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .pipeline import RequestError
+from .abi import RequestError
 
 __all__ = ["Field", "KINDS", "UNKNOWN", "decode_rows", "parse_row"]
 

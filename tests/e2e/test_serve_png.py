@@ -24,7 +24,8 @@ from PIL import Image
 from servers import Server, serving
 
 from infc.build import build
-from infc_runtime.pipeline import Pipeline, RequestError
+from infc_runtime.abi import RequestError
+from infc_runtime.pipeline import Pipeline
 
 SPEC = ROOT / "specs" / "digits_png" / "digits_png.yaml"
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -23,7 +23,8 @@ from examples import ROOT
 from servers import Server, serving
 
 from infc.build import build
-from infc_runtime.pipeline import Pipeline, RequestError
+from infc_runtime.abi import RequestError
+from infc_runtime.pipeline import Pipeline
 
 SPEC = ROOT / "specs" / "tabular" / "tabular.yaml"
 

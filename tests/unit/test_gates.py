@@ -1,4 +1,4 @@
-"""infc.metrics and infc.gates: each metric against hand-computed cases (and scikit-learn's
+"""infc.accuracy and infc.gates: each metric against hand-computed cases (and scikit-learn's
 roc_auc_score), and measure_accuracy on real ONNX Runtime pipelines."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.metrics import roc_auc_score
 
-from infc import metrics
-from infc.gates import METRICS, AccuracyResult, MetricError, measure_accuracy
-from infc.metrics import (
+from infc import accuracy as metrics
+from infc.accuracy import (
     Metric,
     accuracy,
     auc,
@@ -32,6 +31,7 @@ from infc.metrics import (
     scores,
     top1_agreement,
 )
+from infc.gates import METRICS, AccuracyResult, MetricError, measure_accuracy
 from infc.spec import AccuracyBudget
 from infc.spec_schema import METRICS as SCHEMA_METRICS
 from infc.spec_schema import schema

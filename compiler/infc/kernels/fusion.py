@@ -45,7 +45,7 @@ __all__ = ["FusedGroup", "PARALLEL_MIN_ELEMENTS", "REQUEST_ERROR", "start_state"
 PARALLEL_MIN_ELEMENTS = 1 << 12
 """Output elements per row from which a gathering loop is a prange loop (see `parallel` above)."""
 
-REQUEST_ERROR = "from infc_runtime.pipeline import RequestError"
+REQUEST_ERROR = "from infc_runtime.abi import RequestError"
 """The import a module needs when a driver checks the request's data."""
 
 THREADS = ('THREADS = max(1, min(int(os.environ.get("INFC_KERNEL_THREADS", "1")), numba.config.NUMBA_NUM_THREADS))'

@@ -20,9 +20,10 @@ import tritonclient.http as httpclient
 from runtime_bundle import INPUTS, OUTPUTS, gated_pipeline, make_request
 from starlette.applications import Starlette
 
+from infc_runtime.abi import RequestError
 from infc_runtime.app import INLINE_BYTES, create_app
 from infc_runtime.metrics import Metrics
-from infc_runtime.pipeline import Pipeline, RequestError, load_kernel_module, make_session
+from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
 from infc_runtime.protocol import to_datatype
 from infc_runtime.types import ServingConfig, Tensors
 

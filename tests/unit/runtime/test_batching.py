@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from runtime_bundle import gated_pipeline, make_request
 
+from infc_runtime.abi import RequestError
 from infc_runtime.batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from infc_runtime.metrics import Metrics
-from infc_runtime.pipeline import Pipeline, RequestError
+from infc_runtime.pipeline import Pipeline
 from infc_runtime.types import ServingConfig, Tensors
 
 

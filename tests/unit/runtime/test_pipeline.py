@@ -11,7 +11,8 @@ from types import ModuleType
 import numpy as np
 from runtime_bundle import INPUTS, OUTPUTS, make_request, write_bundle
 
-from infc_runtime.pipeline import Pipeline, RequestError, load_kernel_module, make_session, request_limits
+from infc_runtime.abi import RequestError, request_limits
+from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
 from infc_runtime.types import ServingConfig, Tensors
 
 

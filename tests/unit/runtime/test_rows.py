@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infc_runtime.pipeline import RequestError
+from infc_runtime.abi import RequestError
 from infc_runtime.rows import UNKNOWN, Field, decode_rows, parse_row
 
 

@@ -7,7 +7,7 @@ request with a message naming the input and the row (HTTP 400). Sizes are read
 from the image headers before anything is decoded: an image larger than the
 step's `max_pixels`, or images of one request holding more pixels together than
 the server's `serving.max_pixels` (which the kernel reads from
-`infc_runtime.pipeline.request_limits()` at run time), fail the request with a
+`infc_runtime.abi.request_limits()` at run time), fail the request with a
 413 — guards against decompression bombs. Images of one request may differ in
 size when a fused resize / crop / pad follows: it then runs image by image.
 """
@@ -32,7 +32,7 @@ _MODES = {"RGB": (3,), "RGBA": (4,), "L": ()}
 _FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"]
 _DEFAULT_FORMATS = ["PNG", "JPEG"]
 _MAX_PIXELS = 40_000_000
-_REQUEST_LIMITS = "from infc_runtime.pipeline import RequestTooLarge, request_limits"
+_REQUEST_LIMITS = "from infc_runtime.abi import RequestTooLarge, request_limits"
 
 
 def _options(p: Mapping[str, Any]) -> tuple[str, list[str], int]:

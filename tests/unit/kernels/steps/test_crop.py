@@ -13,7 +13,7 @@ from kernelcheck import Steps, assert_same, compile_steps
 
 from infc.kernels.graph import resolve
 from infc.kernels.reference import run_reference
-from infc_runtime.pipeline import RequestError
+from infc_runtime.abi import RequestError
 from infc_runtime.types import TensorSpec
 
 _MODULES: dict[str, Any] = {}

@@ -15,7 +15,8 @@ from PIL import Image
 
 from infc.kernels.graph import resolve
 from infc.kernels.reference import run_reference
-from infc_runtime.pipeline import Pipeline, RequestError, RequestTooLarge
+from infc_runtime.abi import RequestError, RequestTooLarge
+from infc_runtime.pipeline import Pipeline
 from infc_runtime.types import ServingConfig, TensorSpec
 
 _MODULES: dict[str, Any] = {}

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from infc.kernels.codegen import generate
 from infc.kernels.graph import StepIssue, resolve
 from infc.kernels.reference import run_reference
-from infc_runtime.pipeline import RequestError, load_kernel_module
+from infc_runtime.abi import RequestError
+from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import TensorSpec
 
 Steps = list[tuple[str, dict[str, Any]]]

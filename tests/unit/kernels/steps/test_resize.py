@@ -152,7 +152,7 @@ def test_generated_taps_are_the_numpy_taps(tmp_path_factory: pytest.TempPathFact
 
 
 def test_an_empty_image_fails_its_request(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from infc_runtime.pipeline import RequestError
+    from infc_runtime.abi import RequestError
 
     module = _module(tmp_path_factory, "shorter_bilinear", [("resize", {"shorter": 6, "method": "bilinear"})],
                      TensorSpec("image", "uint8", (-1, -1, 3)))

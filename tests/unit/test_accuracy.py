@@ -1,4 +1,4 @@
-"""infc.metrics: an output of one integer per sample is a class label, compared as it is.
+"""infc.accuracy: an output of one integer per sample is a class label, compared as it is.
 
 (The score metrics themselves are tested with the gates, in test_gates.py.)
 """
@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from infc.metrics import METRICS, MetricError, accuracy, is_label, top1_agreement
+from infc.accuracy import METRICS, MetricError, accuracy, is_label, top1_agreement
 
 TREE = Path(__file__).resolve().parents[2] / "tests" / "models" / "tree.onnx"
 
