@@ -7,19 +7,25 @@ imports this file, and so may a bundle's tools that only read it.
   limit; raised by kernels, answered 400 / 413 for that request only.
 - `request_limits()`: the serving limits of the request being pre-processed on
   this thread (`Pipeline.preprocess` sets them with `limits_for`).
+- `KernelModule`: what a generated kernel module (kernels/pre.py, kernels/post.py)
+  defines. The compiler writes these names from the constants here; the runtime
+  reads them through `kernel_module()`, never by string.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .types import ServingConfig
+    from .types import ServingConfig, Tensors
 
-__all__ = ["RequestError", "RequestTooLarge", "limits_for", "request_limits"]
+__all__ = ["RequestError", "RequestTooLarge", "limits_for", "request_limits", "KernelModule", "KernelInfo",
+           "kernel_module", "RUN", "EXAMPLES", "COLUMNS", "THREADS", "THREADS_ENV"]
 
 
 class RequestError(ValueError):
@@ -51,3 +57,43 @@ def limits_for(serving: ServingConfig | None) -> Iterator[None]:
         yield
     finally:
         _limits.reset(token)
+
+
+# -- the kernel module interface -------------------------------------------------
+
+RUN = "run"
+"""`run(tensors) -> tensors`: named arrays in and out, the batch on axis 0."""
+EXAMPLES = "EXAMPLES"
+"""`{input: element}`: one valid element per BYTES request input (warm-up uses it); optional."""
+COLUMNS = "COLUMNS"
+"""`{model input: (field, ...)}`: the field behind each column (errors name it); optional."""
+THREADS = "THREADS"
+"""`int`: threads a parallel fused loop uses (from `THREADS_ENV`, default 1); optional."""
+THREADS_ENV = "INFC_KERNEL_THREADS"
+
+
+class KernelModule(Protocol):
+    """A generated kernel module: `run` is required, the rest optional (see `kernel_module`)."""
+
+    def run(self, tensors: Tensors) -> Tensors: ...
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """A kernel module's interface, read once at load: `run` and the optional tables."""
+
+    run: Any
+    examples: Mapping[str, Any] = field(default_factory=dict)
+    columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+def kernel_module(module: ModuleType) -> KernelInfo:
+    """The interface of a loaded kernel module; a TypeError naming what is missing or wrong."""
+    run = getattr(module, RUN, None)
+    if not callable(run):
+        raise TypeError(f"kernel module {module.__name__!r} defines no callable {RUN}()")
+    examples = getattr(module, EXAMPLES, {})
+    columns = getattr(module, COLUMNS, {})
+    if not isinstance(examples, Mapping) or not isinstance(columns, Mapping):
+        raise TypeError(f"kernel module {module.__name__!r}: {EXAMPLES} and {COLUMNS} must be dicts")
+    return KernelInfo(run=run, examples=examples, columns=columns)
