@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from infc_runtime.abi import ChoiceRecord, KernelFiles, Manifest, ModelFile
 from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
@@ -377,26 +378,25 @@ def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes]
              prepared: list[dict[str, Any]], outputs: list[TensorSpec]) -> Bundle:
     """The bundle's files and the content part of its manifest (measurements are added after)."""
     base, exclude = choices_of(chosen)
-    manifest = {
-        "format": 1,
-        "name": spec.name,
-        "version": spec.version,
-        "inputs": [t.to_dict() for t in spec.inputs],
-        "outputs": [t.to_dict() for t in outputs],
-        "model": {"path": "model.onnx", "source": spec.model.name},
-        "kernels": {"pre": "kernels/pre.py", "post": "kernels/post.py"},
-        "session": plan.session,
-        "serving": serving.to_dict(),
-        "plan": {**plan.to_dict(), "chosen": chosen.candidate.name,
-                 "passes": [{"name": n, "params": p} for n, p in chosen.candidate.passes]},
-        "choice": {"candidate": chosen.candidate.name, "base": base, "exclude": list(exclude)},
-        "passes": chosen.records,
-        "prepared": prepared,
-        "versions": versions(),
-    }
+    manifest = Manifest(
+        name=spec.name,
+        version=spec.version,
+        inputs=tuple(spec.inputs),
+        outputs=tuple(outputs),
+        model=ModelFile("model.onnx", spec.model.name),
+        kernels=KernelFiles("kernels/pre.py", "kernels/post.py"),
+        session=plan.session,
+        serving=serving,
+        plan={**plan.to_dict(), "chosen": chosen.candidate.name,
+              "passes": [{"name": n, "params": p} for n, p in chosen.candidate.passes]},
+        choice=ChoiceRecord(chosen.candidate.name, base, exclude),
+        passes=tuple(chosen.records),
+        prepared=tuple(prepared),
+        versions=versions(),
+    )
     # the bundle's spec.yaml shows what the server uses: the chosen batching, the prepared parameters
     shipped = {**spec.data, "serving": serving.to_dict()}
-    return compute_bundle(name=spec.name, version=spec.version, files_=files, manifest=manifest, spec_data=shipped)
+    return compute_bundle(files_=files, manifest=manifest, spec_data=shipped)
 
 
 def _candidate_record(e: Evaluation) -> dict[str, Any]:

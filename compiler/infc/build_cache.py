@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infc_runtime.abi import Manifest
+
 from . import __version__
 from .bundle import content_hash, write_bundle
 from .errors import BudgetError
@@ -58,20 +60,21 @@ def build_key(spec_path: Path, latency_gate: str) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def verify_bundle(root: Path) -> dict[str, Any] | None:
+def verify_bundle(root: Path) -> Manifest | None:
     """The manifest of the bundle in `root` when every file matches its hash and the content hash holds."""
     try:
-        manifest: dict[str, Any] = json.loads((root / "manifest.json").read_text())
-        listed = {**manifest["files"], **manifest.get("measurements", {}).get("files", {})}
+        raw = json.loads((root / "manifest.json").read_text())
+        manifest = Manifest.from_dict(raw)  # ManifestError is a ValueError
+        listed = {**manifest.files, **manifest.measurements.get("files", {})}
         for rel, digest in listed.items():
             path = (root / rel).resolve()
             if root.resolve() not in path.parents:
                 return None
             if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 return None
-        if content_hash(manifest) != manifest["content_hash"]:
+        if content_hash(raw) != manifest.content_hash:  # over the manifest as written, keys this infc ignores too
             return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return manifest
 

@@ -5,11 +5,14 @@ bundle without touching disk. Same inputs (spec, model, data, lock, versions)
 give the same bytes: files are sorted, carry no timestamps and get fixed modes.
 What a build measures or what depends on the build machine lives apart:
 
-- `manifest["measurements"]`: every measured figure (accuracy, latency with its
+The manifest is an `infc_runtime.abi.Manifest` (the type the runtime reads);
+`manifest.json` is its `to_dict()`.
+
+- `manifest.measurements`: every measured figure (accuracy, latency with its
   intervals, candidates, batch sweep, host noise), plus `files`, the sha256 of
   the measured files: `report.md` and Numba's cache (`kernels/__pycache__/`,
   whose machine code embeds the build machine).
-- `manifest["files"]`: the sha256 of every other file, and `content_hash`: one
+- `manifest.files`: the sha256 of every other file, and `content_hash`: one
   sha256 over those files and the rest of the manifest, equal across rebuilds.
 """
 
@@ -21,12 +24,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from infc_runtime.abi import Manifest
 
 from . import __version__
 from .templating import environment
@@ -75,7 +80,7 @@ class Bundle:
     name: str
     version: str
     files: Mapping[str, bytes]
-    manifest: Mapping[str, Any] = field(default_factory=dict)
+    manifest: Manifest
 
     @property
     def dirname(self) -> str:
@@ -83,11 +88,11 @@ class Bundle:
 
     @property
     def content_hash(self) -> str:
-        return str(self.manifest["content_hash"])
+        return self.manifest.content_hash
 
     def all_files(self) -> dict[str, bytes]:
         """The files with `manifest.json` added."""
-        text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(self.manifest.to_dict(), indent=2, sort_keys=True) + "\n"
         return {**self.files, "manifest.json": text.encode()}
 
     def with_files(self, added: Mapping[str, bytes]) -> Bundle:
@@ -96,31 +101,30 @@ class Bundle:
         if unmeasured:
             raise ValueError(f"only measured files can be added to a computed bundle, not {unmeasured}")
         contents = dict(sorted({**self.files, **added}.items()))
-        measurements = dict(self.manifest.get("measurements", {}))
+        measurements = dict(self.manifest.measurements)
         hashes = {**measurements.get("files", {}), **{p: _sha256(d) for p, d in added.items()}}
         measurements["files"] = dict(sorted(hashes.items()))
-        return Bundle(self.name, self.version, contents, {**self.manifest, "measurements": measurements})
+        return Bundle(self.name, self.version, contents, replace(self.manifest, measurements=measurements))
 
     def with_measurements(self, **sections: Any) -> Bundle:
         """This bundle with sections of `measurements` set (the content hash does not change)."""
-        measurements = {**self.manifest.get("measurements", {}), **sections}
-        return Bundle(self.name, self.version, self.files, {**self.manifest, "measurements": measurements})
+        measurements = {**self.manifest.measurements, **sections}
+        return Bundle(self.name, self.version, self.files, replace(self.manifest, measurements=measurements))
 
     def size(self) -> int:
         return sum(len(b) for b in self.all_files().values())
 
 
-def compute_bundle(*, name: str, version: str, files_: Mapping[str, bytes], manifest: Mapping[str, Any],
-                   spec_data: Mapping[str, Any]) -> Bundle:
+def compute_bundle(*, files_: Mapping[str, bytes], manifest: Manifest, spec_data: Mapping[str, Any]) -> Bundle:
     """Add the resolved spec, the hash of every file and the content hash to the manifest."""
     contents = dict(files_)
     contents["spec.yaml"] = yaml.safe_dump(dict(spec_data), sort_keys=False).encode()
-    full = {k: v for k, v in manifest.items() if k != "measurements"}
-    full["files"] = {path: _sha256(data) for path, data in sorted(contents.items()) if not is_measured(path)}
-    full["content_hash"] = content_hash(full)
+    hashes = {path: _sha256(data) for path, data in sorted(contents.items()) if not is_measured(path)}
+    hashed = replace(manifest, files=hashes, content_hash="")
+    full = replace(hashed, content_hash=content_hash(hashed.to_dict()))
     measured = {p: d for p, d in contents.items() if is_measured(p)}
-    bundle = Bundle(name, version, dict(sorted((p, d) for p, d in contents.items() if not is_measured(p))),
-                    {**full, "measurements": dict(manifest.get("measurements", {}))})
+    bundle = Bundle(manifest.name, manifest.version,
+                    dict(sorted((p, d) for p, d in contents.items() if not is_measured(p))), full)
     return bundle.with_files(measured) if measured else bundle
 
 

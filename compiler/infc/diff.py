@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
+
+from infc_runtime.abi import Manifest, ManifestError
 
 from .bounded import TooLarge, read_bounded
 from .errors import InfcError
@@ -94,7 +97,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _records(passes: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int], list[str]]:
+def _records(passes: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, int], list[str]]:
     quantized: Counter[str] = Counter()
     fused: Counter[str] = Counter()
     excluded: list[str] = []
@@ -105,34 +108,36 @@ def _records(passes: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, in
     return dict(quantized), dict(fused), excluded
 
 
-def side_from_bundle(label: str, manifest: dict[str, Any], spec_text: bytes | None, model: bytes | None,
+def side_from_bundle(label: str, manifest: Manifest, spec_text: bytes | None, model: bytes | None,
                      size: int | None, kind: str = "bundle") -> Side:
     """A side from a bundle's manifest, spec.yaml and model bytes (a directory, or an in-memory build)."""
     spec = parse(spec_text).data if spec_text else {}  # the spec reader's limits: no alias bombs, no deep nesting
-    measurements = manifest.get("measurements", {})
-    results = measurements.get("results", {})
-    quantized, fused, excluded = _records(manifest.get("passes", []))
+    results = manifest.measurements.get("results", {})
+    quantized, fused, excluded = _records(manifest.passes)
     ops = None
     if model is not None:
         graph = onnx.load_from_string(model).graph
         ops = dict(sorted(Counter(n.op_type for n in graph.node).items()))
     latency = {p["name"]: p for p in results.get("latency", {}).get("percentiles", [])}
     return Side(label, kind, spec if isinstance(spec, dict) else {},
-                model_sha256=manifest.get("files", {}).get("model.onnx"), content_hash=manifest.get("content_hash"),
-                chosen=manifest.get("choice", {}).get("candidate") or manifest.get("plan", {}).get("chosen"),
+                model_sha256=manifest.files.get("model.onnx"), content_hash=manifest.content_hash or None,
+                chosen=manifest.choice.candidate if manifest.choice else (manifest.plan or {}).get("chosen"),
                 ops=ops, quantized=quantized, fused=fused, excluded=excluded, bundle_bytes=size,
                 model_bytes=len(model) if model is not None else None,
                 accuracy=[{k: a.get(k) for k in ("metric", "params", "value", "bound", "op", "passed")}
                           for a in results.get("accuracy", [])],
-                latency=latency, serving={k: manifest.get("serving", {}).get(k)
-                                          for k in ("max_batch_size", "max_queue_delay_ms")},
+                latency=latency, serving={"max_batch_size": manifest.serving.max_batch_size,
+                                          "max_queue_delay_ms": manifest.serving.max_queue_delay_ms},
                 passed=results.get("passed"))
 
 
 def _from_directory(path: Path) -> Side:
-    manifest = _read_json(path / "manifest.json")
+    try:
+        manifest = Manifest.from_dict(_read_json(path / "manifest.json"))
+    except ManifestError as e:
+        raise DiffError(f"{path}/manifest.json: {e}") from None
     spec = path / "spec.yaml"
-    named = str(manifest.get("model", {}).get("path", "model.onnx"))
+    named = manifest.model.path
     model = (path / named).resolve()
     if Path(named).is_absolute() or path.resolve() not in model.parents:
         raise DiffError(f"{path}/manifest.json: model.path {named!r} is not inside the bundle")

@@ -1,7 +1,11 @@
-"""The contract between a generated kernel module and the runtime that loads it.
+"""The bundle's interface between the compiler and the runtime: the manifest and the kernel modules.
 
 Imports nothing heavy (no onnxruntime, no numba): every generated kernel module
 imports this file, and so may a bundle's tools that only read it.
+
+- `Manifest`: `manifest.json`, typed. The compiler builds one and writes
+  `to_dict()`; the runtime reads `Manifest.from_dict()`, which refuses another
+  major `schema_version` (`ManifestError`, one line).
 
 - `RequestError` / `RequestTooLarge`: a request's own data is wrong or over a
   limit; raised by kernels, answered 400 / 413 for that request only.
@@ -14,6 +18,7 @@ imports this file, and so may a bundle's tools that only read it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,11 +26,14 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .types import ServingConfig, TensorSpec
+
 if TYPE_CHECKING:
-    from .types import ServingConfig, Tensors
+    from .types import Tensors
 
 __all__ = ["RequestError", "RequestTooLarge", "limits_for", "request_limits", "KernelModule", "KernelInfo",
-           "kernel_module", "RUN", "EXAMPLES", "COLUMNS", "THREADS", "THREADS_ENV"]
+           "kernel_module", "RUN", "EXAMPLES", "COLUMNS", "THREADS", "THREADS_ENV", "SCHEMA_VERSION",
+           "SCHEMA_MAJOR", "schema_version", "ManifestError", "Manifest", "ModelFile", "KernelFiles", "ChoiceRecord"]
 
 
 class RequestError(ValueError):
@@ -97,3 +105,149 @@ def kernel_module(module: ModuleType) -> KernelInfo:
     if not isinstance(examples, Mapping) or not isinstance(columns, Mapping):
         raise TypeError(f"kernel module {module.__name__!r}: {EXAMPLES} and {COLUMNS} must be dicts")
     return KernelInfo(run=run, examples=examples, columns=columns)
+
+
+# -- the manifest ----------------------------------------------------------------
+
+SCHEMA_VERSION = "1.1"
+"""MAJOR.MINOR of `manifest.json`. A reader refuses another major; a newer minor only adds keys,
+which an older reader ignores. 1.0: the manifests of `"format": 1` written before the version
+was (they have no `schema_version`); 1.1: `schema_version` added."""
+SCHEMA_MAJOR = 1
+
+
+class ManifestError(ValueError):
+    """A manifest this runtime cannot read: another major schema version, or a key missing or mistyped."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The optimized graph in the bundle, and the file name of the model it was built from."""
+
+    path: str
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    """The generated kernel modules, as bundle paths."""
+
+    pre: str
+    post: str
+
+
+@dataclass(frozen=True)
+class ChoiceRecord:
+    """The candidate the build shipped: its name, the plan candidate it derives from, the nodes kept in fp32."""
+
+    candidate: str
+    base: str
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`manifest.json`, as the compiler writes it and the runtime reads it.
+
+    The runtime needs `name` to `serving`; the rest records the build for
+    people and tools (`infc diff`, the report): the plan, the pass records, the
+    prepared step parameters and the tool versions stay plain JSON. `files` and
+    `content_hash` are set when the bundle's files are known (`infc.bundle`);
+    `measurements` (measured figures, measured files' hashes) is outside the
+    content hash.
+    """
+
+    name: str
+    version: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    model: ModelFile
+    kernels: KernelFiles
+    session: Mapping[str, Any] = field(default_factory=dict)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    plan: Mapping[str, Any] | None = None
+    choice: ChoiceRecord | None = None
+    passes: tuple[Mapping[str, Any], ...] = ()
+    prepared: tuple[Mapping[str, Any], ...] = ()
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)
+    content_hash: str = ""
+    measurements: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: str = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
+        """Read a parsed manifest.json; ManifestError (one line) for another major version or a bad key."""
+        if not isinstance(d, Mapping):
+            raise ManifestError("expected a JSON object")
+        schema = schema_version(d)
+        try:
+            model, kernels, choice = d["model"], d["kernels"], d.get("choice")
+            return cls(
+                name=_text(d["name"], "name"), version=_text(d["version"], "version"),
+                inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+                model=ModelFile(_text(model["path"], "model.path"), model.get("source")),
+                kernels=KernelFiles(_text(kernels["pre"], "kernels.pre"), _text(kernels["post"], "kernels.post")),
+                session=dict(d.get("session") or {}),
+                serving=ServingConfig.from_dict(d.get("serving") or {}),
+                plan=d.get("plan"),
+                choice=None if choice is None else ChoiceRecord(_text(choice["candidate"], "choice.candidate"),
+                                                                _text(choice["base"], "choice.base"),
+                                                                tuple(choice.get("exclude", ()))),
+                passes=tuple(d.get("passes", ())), prepared=tuple(d.get("prepared", ())),
+                versions=dict(d.get("versions", {})), files=dict(d.get("files", {})),
+                content_hash=str(d.get("content_hash", "")), measurements=dict(d.get("measurements", {})),
+                schema_version=schema,
+            )
+        except KeyError as exc:
+            raise ManifestError(f"missing key {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"unexpected value ({type(exc).__name__}: {exc})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of manifest.json (what `content_hash` is computed over, less `measurements`)."""
+        d: dict[str, Any] = {
+            "format": SCHEMA_MAJOR,
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "version": self.version,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "model": {"path": self.model.path, "source": self.model.source},
+            "kernels": {"pre": self.kernels.pre, "post": self.kernels.post},
+            "session": dict(self.session),
+            "serving": self.serving.to_dict(),
+            "passes": [dict(r) for r in self.passes],
+            "prepared": [dict(p) for p in self.prepared],
+            "versions": dict(self.versions),
+        }
+        if self.plan is not None:
+            d["plan"] = dict(self.plan)
+        if self.choice is not None:
+            d["choice"] = {"candidate": self.choice.candidate, "base": self.choice.base,
+                           "exclude": list(self.choice.exclude)}
+        if self.files:
+            d["files"] = dict(self.files)
+        if self.content_hash:
+            d["content_hash"] = self.content_hash
+        d["measurements"] = dict(self.measurements)
+        return d
+
+
+def schema_version(manifest: Mapping[str, Any]) -> str:
+    """The manifest's `schema_version` ("1.0" for one written before it was), or ManifestError for another major."""
+    value = manifest.get("schema_version", f"{manifest.get('format', SCHEMA_MAJOR)}.0")
+    found = re.fullmatch(r"(\d+)\.(\d+)", value) if isinstance(value, str) else None
+    if found is None:
+        raise ManifestError(f"schema_version {value!r}: expected MAJOR.MINOR, e.g. {SCHEMA_VERSION!r}")
+    if int(found[1]) != SCHEMA_MAJOR:
+        raise ManifestError(f"schema_version {value}: this runtime reads schema {SCHEMA_MAJOR}.x only (serve the "
+                            "bundle with the runtime it ships, `python serve.py`, or rebuild it with this infc)")
+    return value
+
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ManifestError(f"{key}: expected a non-empty string, got {value!r}")
+    return value

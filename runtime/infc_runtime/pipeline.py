@@ -1,7 +1,8 @@
 """The served pipeline: pre kernel -> ONNX Runtime session -> post kernel.
 
 A `Pipeline` is what the server runs. `Pipeline.load(bundle_dir)` builds one
-from a bundle's `manifest.json`; the compiler builds the same object in process
+from a bundle's `manifest.json` (read as an `abi.Manifest`) and its kernel
+modules (read through `abi.kernel_module`); the compiler builds the same object in process
 to measure what it is about to ship, so the numbers in a build report come from
 the code that serves.
 
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .abi import RequestError, limits_for
+from .abi import KernelInfo, Manifest, RequestError, kernel_module, limits_for
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 __all__ = ["Pipeline", "load_kernel_module", "make_session"]
@@ -92,38 +93,39 @@ class Pipeline:
         inputs: Sequence[TensorSpec],
         outputs: Sequence[TensorSpec],
         session: ort.InferenceSession,
-        pre: Kernel,
-        post: Kernel,
+        pre: KernelInfo | Kernel,
+        post: KernelInfo | Kernel,
         serving: ServingConfig | None = None,
     ) -> None:
+        """`pre` / `post`: a kernel module's interface (`abi.kernel_module`), or a bare function (no tables)."""
         self.name = name
         self.version = version
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.session = session
         self.serving = serving or ServingConfig()
-        self._pre = pre
-        self._post = post
+        pre_info = pre if isinstance(pre, KernelInfo) else KernelInfo(run=pre)
+        self._pre: Kernel = pre_info.run
+        self._post: Kernel = post.run if isinstance(post, KernelInfo) else post
         self._model_inputs = [i.name for i in session.get_inputs()]
         # the fields behind each column of a tabular model input, when the pre kernel module names them
-        self._columns: dict[str, Sequence[str]] = getattr(_module_of(pre), "COLUMNS", {})
+        self._columns = pre_info.columns
+        self._examples = pre_info.examples
 
     @classmethod
     def load(cls, bundle_dir: str | Path) -> Pipeline:
-        """Build the pipeline a bundle describes (its `manifest.json`)."""
+        """Build the pipeline a bundle describes (its `manifest.json`); ManifestError when it cannot be read."""
         root = Path(bundle_dir)
-        manifest = json.loads((root / "manifest.json").read_text())
-        pre = load_kernel_module(root / manifest["kernels"]["pre"])
-        post = load_kernel_module(root / manifest["kernels"]["post"])
+        manifest = Manifest.from_dict(json.loads((root / "manifest.json").read_text()))
         return cls(
-            name=manifest["name"],
-            version=manifest["version"],
-            inputs=[TensorSpec.from_dict(t) for t in manifest["inputs"]],
-            outputs=[TensorSpec.from_dict(t) for t in manifest["outputs"]],
-            session=make_session(root / manifest["model"]["path"], manifest.get("session")),
-            pre=pre.run,
-            post=post.run,
-            serving=ServingConfig.from_dict(manifest.get("serving", {})),
+            name=manifest.name,
+            version=manifest.version,
+            inputs=manifest.inputs,
+            outputs=manifest.outputs,
+            session=make_session(root / manifest.model.path, dict(manifest.session)),
+            pre=kernel_module(load_kernel_module(root / manifest.kernels.pre)),
+            post=kernel_module(load_kernel_module(root / manifest.kernels.post)),
+            serving=manifest.serving,
         )
 
     # -- stages ------------------------------------------------------------
@@ -226,7 +228,7 @@ class Pipeline:
         A BYTES input is filled with the pre kernel module's `EXAMPLES[name]` when
         it has one (a JSON row that parses, say), else with empty strings.
         """
-        examples = getattr(_module_of(self._pre), "EXAMPLES", {})
+        examples = self._examples
         req: Tensors = {}
         for spec in self.inputs:
             shape = (batch, *(1 if s < 0 else s for s in spec.shape))
@@ -241,11 +243,6 @@ class Pipeline:
             result = self.run_batch([self.example_request(batch)])[0]
             if isinstance(result, Exception):
                 raise result
-
-
-def _module_of(kernel: Kernel) -> ModuleType | None:
-    """The module a kernel function comes from (a generated `kernels/pre.py`), if imported."""
-    return sys.modules.get(getattr(kernel, "__module__", ""))
 
 
 def _concat_key(tensors: Tensors) -> tuple[Any, ...]:

@@ -74,6 +74,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import measure_cli
+from .abi import ManifestError
 from .pipeline import Pipeline
 from .verify import BundleError, verify_bundle
 
@@ -107,6 +108,8 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Pipeline:
         return Pipeline.load(root)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest}: invalid JSON ({exc})") from None
+    except ManifestError as exc:  # another major schema version, a key missing or mistyped
+        raise BundleError(f"{manifest}: {exc}") from None
     except KeyError as exc:
         raise BundleError(f"{manifest}: missing key {exc}") from None
     except FileNotFoundError as exc:

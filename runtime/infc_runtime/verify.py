@@ -4,7 +4,9 @@
 naming the file and what is wrong) at the first problem:
 
 1. `manifest.json` is a regular file inside the bundle, at most
-   `MAX_MANIFEST_BYTES`, valid UTF-8 JSON, and its `content_hash` is the sha256
+   `MAX_MANIFEST_BYTES`, valid UTF-8 JSON, of a schema version whose major is
+   `SCHEMA_MAJOR` (`abi.SCHEMA_VERSION`'s: a bundle of another major is
+   refused by name before its layout is read), and its `content_hash` is the sha256
    of the manifest without `measurements` and `content_hash` (as the compiler's
    `infc.bundle.content_hash` computes it; it covers `files`).
 2. Every path the manifest names (`files`, `measurements.files`, `model.path`,
@@ -56,10 +58,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["MAX_MANIFEST_BYTES", "BundleError", "Verified", "content_hash", "verify_bundle"]
+__all__ = ["MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "BundleError", "Verified", "content_hash", "verify_bundle"]
 
 MAX_MANIFEST_BYTES = 32 << 20
 """A larger manifest.json is refused before it is parsed."""
+
+SCHEMA_MAJOR = 1
+"""The manifest schema's major version this verifier reads: `abi.SCHEMA_MAJOR` (a test keeps them equal;
+this module imports nothing of the package, see above)."""
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
@@ -102,6 +108,7 @@ def verify_bundle(root: str | Path) -> Verified:
         raise BundleError(f"{root}: not a directory")
     manifest = _read_manifest(base, root)
     where = f"{root}/{MANIFEST}"
+    _check_schema(manifest, where)
     expected = manifest.get("content_hash")
     if not isinstance(expected, str) or content_hash(manifest) != expected:
         raise BundleError(f"{where}: content_hash does not match the manifest (edited after the build?)")
@@ -157,6 +164,18 @@ def _read_manifest(base: Path, root: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: invalid JSON (expected an object)")
     return manifest
+
+
+def _check_schema(manifest: dict[str, Any], where: str) -> None:
+    """Refuse a manifest of another major schema version (one written before `schema_version` is 1.0)."""
+    value = manifest.get("schema_version", f"{manifest.get('format', SCHEMA_MAJOR)}.0")
+    found = re.fullmatch(r"(\d+)\.(\d+)", value) if isinstance(value, str) else None
+    if found is None:
+        raise BundleError(f"{where}: schema_version {value!r}: expected MAJOR.MINOR")
+    if int(found[1]) != SCHEMA_MAJOR:
+        raise BundleError(f"{where}: schema_version {value}: this runtime reads schema {SCHEMA_MAJOR}.x only "
+                          "(serve the bundle with the runtime it ships, `python serve.py`, or rebuild it with "
+                          "this infc)")
 
 
 def _listing(value: Any, where: str, key: str) -> dict[str, str]:

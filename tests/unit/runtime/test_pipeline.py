@@ -6,12 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 from runtime_bundle import INPUTS, OUTPUTS, make_request, write_bundle
 
-from infc_runtime.abi import RequestError, request_limits
+from infc_runtime.abi import KernelInfo, RequestError, request_limits
 from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
 from infc_runtime.types import ServingConfig, Tensors
 
@@ -49,18 +48,14 @@ def _passing_pipeline(bundle: Path, serving: ServingConfig, seen: list[ServingCo
                       columns: dict[str, tuple[str, ...]] | None = None) -> Pipeline:
     """The toy bundle's pipeline with a pre kernel that lets non-finite offsets through (and records the limits
     it saw); `columns` is what a kernel module may declare as COLUMNS."""
-    module = ModuleType("toy_pre_passing")
-    module.COLUMNS = columns or {}  # type: ignore[attr-defined]
 
     def run(tensors: Tensors) -> Tensors:
         if seen is not None:
             seen.append(request_limits())
         return {"x": tensors["pixels"].astype(np.float32) / 255, "offset": tensors["offset"]}
 
-    run.__module__ = module.__name__
-    sys.modules[module.__name__] = module
     return Pipeline(name="toy", version="1", inputs=INPUTS, outputs=OUTPUTS,
-                    session=make_session(bundle / "model.onnx"), pre=run,
+                    session=make_session(bundle / "model.onnx"), pre=KernelInfo(run=run, columns=columns or {}),
                     post=load_kernel_module(bundle / "kernels" / "post.py").run, serving=serving)
 
 
