@@ -11,12 +11,13 @@ embeddings included), then this pass for whatever attention is left.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import onnx
 
 from ._transformer_graph import prepare_for_quantization
-from .base import PassContext, PassResult, op_counts, register
+from .base import PassContext, PassResult, fused, op_counts, ops_change, register, unchanged
 
 __all__ = ["FuseAttentionPass"]
 
@@ -28,6 +29,11 @@ class FuseAttentionPass:
     """Fuse attention (and the norms and GELUs around it) with onnxscript's rewriter."""
 
     name = "fuse_attention"
+
+    @staticmethod
+    def summary(record: Mapping[str, Any]) -> str:
+        """The patterns fused, or why none was."""
+        return unchanged(record) or fused(record) or ops_change(record)
 
     def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         import onnx_ir as ir  # imported here: onnxscript is heavy and most builds never need it

@@ -9,10 +9,13 @@ the build host's exact ISA: only when the host is the target).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import onnx
 import onnxruntime as ort
 
-from .base import PassContext, PassResult, op_counts, register
+from .base import PassContext, PassResult, op_counts, ops_change, register, unchanged
 
 __all__ = ["FuseGraphPass"]
 
@@ -26,6 +29,11 @@ class FuseGraphPass:
     """Run ORT's graph optimizer offline and keep the optimized graph."""
 
     name = "fuse_graph"
+
+    @staticmethod
+    def summary(record: Mapping[str, Any]) -> str:
+        """The op types the optimizer removed and added, at its level."""
+        return unchanged(record) or ops_change(record)
 
     def __init__(self, level: str = "extended", provider: str = "CPUExecutionProvider") -> None:
         if level not in _LEVELS:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,7 +26,7 @@ import onnxruntime as ort
 from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
 
 from ._transformer_graph import TransformerShape, detect_transformer, prepare_for_quantization
-from .base import PassContext, PassResult, op_counts, register
+from .base import PassContext, PassResult, fused, op_counts, ops_change, register, unchanged
 
 __all__ = ["FuseTransformerPass"]
 
@@ -61,6 +61,11 @@ class FuseTransformerPass:
     """Fuse attention, layer norms and GELU of a transformer graph into ORT's contrib ops."""
 
     name = "fuse_transformer"
+
+    @staticmethod
+    def summary(record: Mapping[str, Any]) -> str:
+        """The patterns fused, or why none was."""
+        return unchanged(record) or fused(record) or ops_change(record)
 
     def __init__(self, model_type: str | None = None, num_heads: int = 0, hidden_size: int = 0, opt_level: int = 1,
                  use_gpu: bool | None = None) -> None:

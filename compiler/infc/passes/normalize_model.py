@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import onnx
 import onnxruntime as ort
 from onnx import version_converter
 
-from .base import PassContext, PassResult, op_counts, register
+from .base import PassContext, PassResult, op_counts, ops_change, register, unchanged
 
 __all__ = ["NormalizeModelPass", "name_nodes"]
 
@@ -43,6 +46,11 @@ class NormalizeModelPass:
     """Checker, opset upgrade, shape inference, constant folding, node names."""
 
     name = "normalize"
+
+    @staticmethod
+    def summary(record: Mapping[str, Any]) -> str:
+        """The op types constant folding removed and added."""
+        return unchanged(record) or ops_change(record)
 
     def __init__(self, min_opset: int = 13, fold_constants: bool = True) -> None:
         self.min_opset, self.fold_constants = min_opset, fold_constants

@@ -7,13 +7,14 @@ lost much more accuracy on transformers). `exclude` names nodes to keep in fp32
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from ._quant import quant_record, quiet, skip_reason, skipped
-from .base import PassContext, PassResult, register
+from ._quant import quant_record, quant_summary, quiet, skip_reason, skipped
+from .base import PassContext, PassResult, register, unchanged
 
 __all__ = ["QuantizeDynamicPass"]
 
@@ -25,6 +26,11 @@ class QuantizeDynamicPass:
     """Dynamic int8 quantization with onnxruntime.quantization."""
 
     name = "quantize_dynamic"
+
+    @staticmethod
+    def summary(record: Mapping[str, Any]) -> str:
+        """The quantized op types and the nodes kept in fp32, or why nothing was quantized."""
+        return unchanged(record) or quant_summary(record)
 
     def __init__(self, per_channel: bool = True, weight_type: str = "int8", reduce_range: bool = False,
                  exclude: Sequence[str] = ()) -> None:

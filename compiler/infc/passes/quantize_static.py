@@ -8,15 +8,15 @@ are those the model will really see. `exclude` keeps named nodes in fp32.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from ..errors import InfcError
-from ._quant import quant_record, quiet, skip_reason, skipped
-from .base import PassContext, PassResult, register
+from ._quant import quant_record, quant_summary, quiet, skip_reason, skipped
+from .base import PassContext, PassResult, register, unchanged
 
 __all__ = ["QuantizeStaticPass"]
 
@@ -38,6 +38,11 @@ class QuantizeStaticPass:
     """Static int8 (QDQ) quantization, calibrated."""
 
     name = "quantize_static"
+
+    @staticmethod
+    def summary(record: Mapping[str, Any]) -> str:
+        """The quantized op types and the nodes kept in fp32, or why nothing was quantized."""
+        return unchanged(record) or quant_summary(record)
 
     def __init__(self, method: str = "minmax", per_channel: bool = True, activation_type: str = "int8",
                  exclude: Sequence[str] = ()) -> None:

@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from infc.errors import PassError
-from infc.passes import PASSES, PassContext, op_counts, run_passes
+from infc.passes import PASSES, PassContext, op_counts, run_passes, summary
+from infc.passes.base import register
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "specs" / "digits" / "digits.onnx"
@@ -143,3 +144,35 @@ def test_fp16_keeps_overflowing_nodes_fp32(tmp_path: Path) -> None:
     got = ort.InferenceSession(out.SerializeToString()).run(None, {"x": x})[0]
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, x * 1e6, rtol=2e-3)
+
+
+@pytest.mark.parametrize(("record", "line"), [
+    ({"pass": "normalize", "modified": True, "level": "basic (constant folding)", "opset": 13,
+      "ops_before": {"Add": 2, "MatMul": 1}, "ops_after": {"Add": 1, "Gemm": 1}},
+     "level basic (constant folding): removed Add, MatMul; added Gemm"),
+    ({"pass": "fuse_graph", "modified": False, "level": "all", "ops_before": {"Add": 1}, "ops_after": {"Add": 1}},
+     "level all: no change"),
+    ({"pass": "fuse_transformer", "modified": False, "reason": "not a transformer", "fused": {}},
+     "no change: not a transformer"),
+    ({"pass": "fuse_attention", "modified": True, "fused": {"sdpa": 2, "gelu": 1}},
+     "fused: sdpa x2, gelu x1"),
+    ({"pass": "quantize_dynamic", "modified": False, "skipped": "nothing to quantize", "quantized_ops": {}},
+     "skipped: nothing to quantize"),
+    ({"pass": "quantize_static", "modified": True, "quantized_ops": {"QLinearConv": 2}, "excluded": ["Conv_3"]},
+     "quantized: QLinearConv x2; kept in fp32: Conv_3"),
+    ({"pass": "convert_fp16", "modified": True, "fp16_initializers": 7}, "7 fp16 initializers, I/O kept fp32"),
+])
+def test_each_pass_summarises_its_own_record(record: dict[str, Any], line: str) -> None:
+    assert summary(record) == line
+
+
+def test_a_pass_without_a_summary_is_refused_when_registered() -> None:
+    class NoSummaryPass:
+        name = "no_summary"
+
+        def call(self, model: onnx.ModelProto, ctx: PassContext) -> Any:
+            return model
+
+    with pytest.raises(ValueError, match="'no_summary' has no summary"):
+        register(NoSummaryPass)  # type: ignore[type-var]
+    assert "no_summary" not in PASSES
