@@ -38,6 +38,8 @@ class Candidate:
 
     name: str
     passes: PassList
+    baseline: bool = False
+    """The plan's unoptimized candidate (fp32): every other one must beat it to be chosen."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Plan:
     candidates: tuple[Candidate, ...]
     session: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    shared: int = 0
+    """How many leading passes every candidate shares (normalize, the fusions): the search runs them once."""
 
     @property
     def passes(self) -> PassList:
@@ -64,6 +68,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["shared"]
         d["candidates"] = [{"name": c.name, "passes": [{"name": n, "params": p} for n, p in c.passes]}
                            for c in self.candidates]
         d["passes"] = d["candidates"][0]["passes"]
@@ -116,7 +121,8 @@ def make_plan(spec: Spec) -> Plan:
     if target != "cuda" and isa not in _U8S8_SAFE:
         notes.append(f"{isa} has no VNNI/dot-product: int8 activations are S8 (U8S8 can saturate)")
     modes = _modes(spec.optimize.quantize, target, spec.target.fp16, isa)
-    candidates = tuple(Candidate(name, (*front, *middle, *back)) for name, middle in modes.items())
+    # the candidate that adds nothing between the fusions is the baseline
+    candidates = tuple(Candidate(name, (*front, *middle, *back), baseline=not middle) for name, middle in modes.items())
     # 0: onnxruntime uses the physical cores of whatever machine the bundle runs on
     threads = spec.target.threads or 0
     session = {
@@ -133,7 +139,7 @@ def make_plan(spec: Spec) -> Plan:
                      "candidates cannot be proven faster than fp32 here (use `isa: native` to build for this host)")
     return Plan(target=target, isa=isa, host=host_hardware(), host_isa=host_isa_name, host_matches_target=same_isa,
                 host_runs_target=runs_here,
-                provider=provider, candidates=candidates, session=session, notes=tuple(notes))
+                provider=provider, candidates=candidates, session=session, notes=tuple(notes), shared=len(front))
 
 
 def _params(params: dict[str, Any]) -> str:
