@@ -46,7 +46,7 @@ def main(out: Path) -> None:
                 lat = f"p50 {ev.latency.p50_ms:.3f} ms, "
                 lat += f"batch {ev.latency.batch_size} {ev.latency.throughput_rps:.0f} rows/s"
             acc = ", ".join(f"{a.name} {a.value:.4f}" for a in ev.accuracy)
-            print(f"  {ev.candidate.name}: {acc}; {lat}; {ev.verdict}")
+            print(f"  {ev.candidate.name}: {acc}; {lat}; {result.choice.verdict(ev)}")
 
 
 if __name__ == "__main__":

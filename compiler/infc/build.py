@@ -12,22 +12,22 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import onnx
 
-from infc_runtime.abi import ChoiceRecord, KernelFiles, Manifest, ModelFile
+from infc_runtime.abi import ChoiceRecord, KernelFiles, KernelInfo, Manifest, ModelFile, kernel_module
 from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
+from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
 from .errors import BudgetError, InfcError, SpecErrors
-from .gates import AccuracyResult
+from .gates import Outputs
 from .isa import host_cpu
 from .kernels import registry
 from .kernels.codegen import GeneratedModule, generate_module
@@ -47,25 +47,16 @@ from .lock import (
     read_lock,
     write_lock,
 )
+from .outcome import BuildOutcome
 from .passes import PassContext
 from .pins import pinned_requirements, versions
 from .plan import Plan, make_plan
 from .report import build_report
-from .search import (
-    Bench,
-    Evaluation,
-    choices_of,
-    choose,
-    confirm,
-    evaluate_all,
-    evaluate_locked,
-    locked_candidate,
-    time_candidate,
-)
+from .search import Bench, Validation, choices_of, evaluate_locked, locked_candidate, pipeline_for, search
 from .serving_tune import SIZES, BatchPoint, choose_serving
 from .spec import Spec, load_spec
 
-__all__ = ["BuildResult", "Evaluation", "OutputError", "build", "load_requests"]
+__all__ = ["BuildOutcome", "OutputError", "build", "load_requests"]
 
 Progress = Callable[[str], None]
 
@@ -74,33 +65,6 @@ class OutputError(InfcError):
     """Where the build was asked to write cannot be written (exit 2, before any work)."""
 
     exit_code = 2
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What a build produced and measured (also carried by the BudgetError of a failed build)."""
-
-    spec: Spec
-    plan: Plan
-    chosen: Evaluation
-    evaluations: list[Evaluation]
-    bundle: Bundle
-    report: str
-    path: Path | None
-    passed: bool
-    latency: LatencyGate
-    lock: LockStatus
-    serving: ServingConfig
-
-    @property
-    def accuracy(self) -> list[AccuracyResult]:
-        return self.chosen.accuracy
-
-    @property
-    def warnings(self) -> list[str]:
-        """What a passing build must still say (an inconclusive or unenforced latency budget)."""
-        warning = self.latency.warning()
-        return [warning] if warning else []
 
 
 def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
@@ -123,10 +87,10 @@ def check_writable(folder: Path, what: str) -> None:
 
 def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300,
           latency_gate: str = "lenient", lock: str = "auto", report_path: str | Path | None = None,
-          write: bool = True, progress: Progress | None = None) -> BuildResult:
+          write: bool = True, progress: Progress | None = None) -> BuildOutcome:
     """Build the bundle a spec describes; raises BudgetError (carrying the result, after writing the
     report) on a miss. `latency_gate`: strict | lenient | off (see infc.latency_gate); `lock`: auto |
-    relock | locked | ignore (see infc.lock)."""
+    relock | locked | ignore (see infc.lock). The outcome's bundle, report and `--json` are views of it."""
     say = progress or (lambda message: None)
     if latency_gate not in GATE_MODES or lock not in LOCK_MODES:
         raise ValueError(f"latency_gate {latency_gate!r} / lock {lock!r}")
@@ -157,10 +121,11 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp:
         work = Path(tmp)
         # the modules run from a kernels/ folder laid out as the bundle's (their assets beside them)
-        kernels = {stage: load_kernel_module(module.write(work / "kernels")) for stage, module in modules.items()}
+        kernels = {stage: kernel_module(load_kernel_module(module.write(work / "kernels")))
+                   for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
         say("loading calibration and validation data")
-        bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations, say)
+        bench = _bench(spec, plan, kernels, tuple(post_flow.end), source, work, iterations, say)
         # 5-6. passes and gates: the locked candidate, or every candidate and the fastest accurate one
         candidate = locked_candidate(plan, locked.choices.base, locked.choices.candidate,
                                      locked.choices.exclude) if locked else None
@@ -169,17 +134,8 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
             if lock == "locked":
                 raise LockError(f"{status.path} cannot be reused: {reason} (run `infc build --relock`)")
             status = LockStatus(status.path, "invalidated", (reason,))
-        if candidate is not None:
-            evaluations = [evaluate_locked(candidate, source, bench)]
-            chosen = evaluations[0]
-        else:
-            evaluations = evaluate_all(source, bench)
-            chosen = choose(evaluations, measurable=plan.host_matches_target)
-            if chosen.candidate.name != "fp32" and any(e.candidate.name == "fp32" for e in evaluations):
-                say(f"confirming {chosen.candidate.name} against fp32, side by side")
-            chosen = confirm(chosen, evaluations, bench)
-            time_candidate(chosen, bench)
-        assert chosen.model is not None
+        choice = evaluate_locked(candidate, source, bench) if candidate is not None else search(source, bench)
+        chosen = choice.chosen
         # 7. the bundle about to ship, staged and measured in a fresh process (its own runtime)
         first = with_limits(spec, _initial_serving(spec, locked if candidate is not None else None))
         files = _files(spec, plan, chosen.model, modules, requires)
@@ -205,27 +161,25 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     # 9. bundle: files, manifest (content + measurements), report
     if passed and status.state in ("written", "relocked", "invalidated"):
         say(f"writing the lock {status.path}")
-    status = _save_lock(status, passed, spec, inputs, chosen, serving, evaluations, serving_why, batches, plan)
-    bundle = _compute(spec, plan, chosen, files, serving, prepared, outputs).with_files(cache.files)
-    bundle = bundle.with_measurements(
-        results={"passed": passed, "accuracy": [asdict(a) for a in chosen.accuracy], "latency": latency.to_dict()},
-        candidates=[_candidate_record(e) for e in evaluations],
-        serving_tuning={"reason": serving_why, "batches": [asdict(p) for p in batches]},
-        kernel_cache=cache.to_dict(), lock=status.to_dict(),
-        host={"cpu": host_cpu(), "hardware": plan.host, "isa": plan.host_isa, "cpus": os.cpu_count()})
-    report = build_report(spec, plan, bundle, chosen, evaluations, pre_flow, post_flow, passed, latency=latency,
-                          lock=status, serving=serving, serving_why=serving_why, batches=batches)
-    bundle = bundle.with_files({"report.md": report.encode()})
+    status = _save_lock(status, passed, spec, inputs, choice, serving, serving_why, batches, plan)
+    outcome = BuildOutcome(spec=spec, plan=plan, choice=choice, pre=pre_flow, post=post_flow, latency=latency,
+                           lock=status, serving=serving, serving_why=serving_why, batches=tuple(batches),
+                           kernel_cache=cache, host=_host(plan),
+                           content=_compute(spec, plan, chosen, files, serving, prepared, outputs))
+    outcome = replace(outcome, report=build_report(outcome))
     if report_path:
-        Path(report_path).write_text(report)
-    path = None
+        Path(report_path).write_text(outcome.report)
     if write and passed:
-        say(f"writing {Path(outdir) / bundle.dirname}")
-        path = write_bundle(bundle, Path(outdir))
-    result = BuildResult(spec, plan, chosen, evaluations, bundle, report, path, passed, latency, status, serving)
+        say(f"writing {Path(outdir) / outcome.bundle.dirname}")
+        outcome = replace(outcome, path=write_bundle(outcome.bundle, Path(outdir)))
     if not passed:
-        raise BudgetError(_miss_message(result), result)
-    return result
+        raise BudgetError(_miss_message(outcome), outcome)
+    return outcome
+
+
+def _host(plan: Plan) -> dict[str, Any]:
+    """The build host, as the manifest and the lock record it."""
+    return {"cpu": host_cpu(), "hardware": plan.host, "isa": plan.host_isa, "cpus": os.cpu_count()}
 
 
 def _open_lock(spec: Spec, inputs: LockInputs, mode: str) -> tuple[LockStatus, Lock | None]:
@@ -250,22 +204,22 @@ def _open_lock(spec: Spec, inputs: LockInputs, mode: str) -> tuple[LockStatus, L
     return LockStatus(path, "reused"), lock
 
 
-def _save_lock(status: LockStatus, passed: bool, spec: Spec, inputs: LockInputs, chosen: Evaluation,
-               serving: ServingConfig, evaluations: list[Evaluation], serving_why: str,
-               batches: list[BatchPoint], plan: Plan) -> LockStatus:
+def _save_lock(status: LockStatus, passed: bool, spec: Spec, inputs: LockInputs, choice: Choice,
+               serving: ServingConfig, serving_why: str, batches: list[BatchPoint], plan: Plan) -> LockStatus:
     """Write the lock when the build searched and passed; the status says what happened."""
     if status.state not in ("written", "relocked", "invalidated") or status.path is None:
         return status
     if not passed:
         return LockStatus(status.path, "not written", ("the build missed a budget", *status.reasons))
+    chosen = choice.chosen
     base, exclude = choices_of(chosen)
     choices = Choices(chosen.candidate.name, base, exclude,
                       {"max_batch_size": serving.max_batch_size, "max_queue_delay_ms": serving.max_queue_delay_ms})
     evidence = {
-        "measured_on": {"cpu": host_cpu(), "hardware": plan.host, "isa": plan.host_isa, "cpus": os.cpu_count()},
-        "candidates": [{"name": e.candidate.name, "verdict": e.verdict,
+        "measured_on": _host(plan),
+        "candidates": [{"name": e.candidate.name, "verdict": choice.verdict(e),
                         "accuracy": {a.name: _round(a.value) for a in e.accuracy},
-                        "p50_ms": _round(e.latency.p50_ms) if e.latency else None} for e in evaluations],
+                        "p50_ms": _round(e.latency.p50_ms) if e.latency else None} for e in choice.evaluations],
         "serving": {"reason": serving_why, "batches": [{k: _round(v) for k, v in asdict(p).items()}
                                                        for p in batches]},
     }
@@ -333,24 +287,29 @@ def _serving(spec: Spec, plan: Plan, locked: Lock | None, latency: LatencyGate, 
     return first, "the build host is not the target: serving settings from the spec", batches
 
 
-def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list[TensorSpec],
+def _bench(spec: Spec, plan: Plan, kernels: dict[str, KernelInfo], outputs: tuple[TensorSpec, ...],
            source: onnx.ModelProto, work: Path, iterations: int, progress: Progress) -> Bench:
     calibration = load_requests(spec, spec.optimize.calibration)[0] if spec.optimize.calibration else None
-
-    def feeds() -> Iterator[dict[str, Any]]:
-        assert calibration is not None
-        n = len(next(iter(calibration.values())))
-        for start in range(0, n, 16):
-            yield kernels["pre"].run({k: v[start:start + 16] for k, v in calibration.items()})
-
-    ctx = PassContext(workdir=work, target=plan.target, calibration=feeds if calibration is not None else None)
-    bench = Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations, progress)
+    feeds = _feeds(kernels["pre"], calibration) if calibration is not None else None
+    ctx = PassContext(workdir=work, target=plan.target, calibration=feeds)
+    reference = pipeline_for(spec, plan, kernels, outputs, source)
     if spec.optimize.validation:
         requests, labels = load_requests(spec, spec.optimize.validation)
-        bench.reference, bench.requests, bench.labels = bench.pipeline(source), requests, labels
-    else:
-        bench.requests = bench.pipeline(source).example_request(1)
-    return bench
+        validation = Validation(requests, labels, Outputs(reference, requests, response=True))
+        return Bench(spec=spec, plan=plan, kernels=kernels, outputs=outputs, ctx=ctx, requests=requests,
+                     validation=validation, iterations=iterations, progress=progress)
+    return Bench(spec=spec, plan=plan, kernels=kernels, outputs=outputs, ctx=ctx,
+                 requests=reference.example_request(1), iterations=iterations, progress=progress)
+
+
+def _feeds(pre: KernelInfo, calibration: Tensors) -> Callable[[], Iterator[dict[str, Any]]]:
+    """Model-input feeds from the calibration requests (after pre-processing), 16 rows at a time."""
+    def feeds() -> Iterator[dict[str, Any]]:
+        n = len(next(iter(calibration.values())))
+        for start in range(0, n, 16):
+            yield pre.run({k: v[start:start + 16] for k, v in calibration.items()})
+
+    return feeds
 
 
 def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, GeneratedModule],
@@ -399,12 +358,7 @@ def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes]
     return compute_bundle(files_=files, manifest=manifest, spec_data=shipped)
 
 
-def _candidate_record(e: Evaluation) -> dict[str, Any]:
-    return {"name": e.candidate.name, "verdict": e.verdict, "error": e.error, "sensitivity": e.sensitivity,
-            "accuracy": [asdict(a) for a in e.accuracy], "latency": asdict(e.latency) if e.latency else None}
-
-
-def _miss_message(result: BuildResult) -> str:
+def _miss_message(result: BuildOutcome) -> str:
     lines = [f"{result.spec.name} {result.spec.version}: budget missed, no bundle written"]
     for acc in result.accuracy:
         if not acc.passed:
@@ -414,5 +368,6 @@ def _miss_message(result: BuildResult) -> str:
         for finding in result.latency.findings():
             lines.append(f"  latency: {finding} (candidate {result.chosen.candidate.name})")
     if len(result.evaluations) > 1:
-        lines.append("  candidates: " + "; ".join(f"{e.candidate.name}: {e.verdict}" for e in result.evaluations))
+        lines.append("  candidates: " + "; ".join(f"{e.candidate.name}: {result.choice.verdict(e)}"
+                                                  for e in result.evaluations))
     return "\n".join(lines)

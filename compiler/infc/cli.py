@@ -14,12 +14,15 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .errors import InfcError, SpecError, SpecErrors
+
+if TYPE_CHECKING:
+    from .outcome import BuildOutcome
 
 __all__ = ["main", "cli"]
 
@@ -78,23 +81,28 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
         raise click.UsageError("--relock, --locked and --no-lock exclude each other")
     lock = "relock" if relock else "locked" if locked else "ignore" if no_lock else "auto"
     progress = Progress(quiet=quiet)
-    result, error = None, None
+
+    def run() -> BuildOutcome:
+        return run_build(spec, outdir, iterations=iterations, report_path=report_path, progress=progress,
+                         latency_gate="off" if no_gate else latency_gate, lock=lock)
+
+    if as_json:  # every outcome is a document (internal errors: exit 1)
+        outcome, error = None, None
+        try:
+            outcome = run()
+        except Exception as exc:
+            error, outcome = exc, getattr(exc, "result", None)
+        finally:
+            progress.close()
+        _emit(build_document(spec, outcome, error))
+        return
     try:
-        result = run_build(spec, outdir, iterations=iterations, report_path=report_path, progress=progress,
-                           latency_gate="off" if no_gate else latency_gate, lock=lock)
-    except Exception as exc:  # with --json, every outcome is a document (internal errors: exit 1)
-        if not as_json:
-            raise
-        error = exc
-        result = getattr(exc, "result", None)
+        result = run()
     finally:
         progress.close()
-    if as_json:
-        _emit(build_document(spec, result, error))
-        return
-    assert result is not None and result.path is not None
+    written = Path(outdir) / result.bundle.dirname
     lat = result.latency
-    click.echo(f"built {result.path}  ({result.bundle.size() / 1e6:.2f} MB, content {result.bundle.content_hash[:16]})")
+    click.echo(f"built {written}  ({result.bundle.size() / 1e6:.2f} MB, content {result.bundle.content_hash[:16]})")
     for a in result.accuracy:
         budget = f" (budget {a.op} {a.bound:g})" if a.bound is not None else ""
         click.echo(f"  accuracy  {a.name} = {a.value:.4f}{budget}")
@@ -110,7 +118,7 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
     click.echo(f"  {result.lock.describe()}")
     for warning in result.warnings:
         click.echo(f"infc: warning: {warning}", err=True)
-    click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(result.path / 'serve.py')} "
+    click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(written / 'serve.py')} "
                "--host 127.0.0.1 --port 8000")
 
 

@@ -74,7 +74,7 @@ class PassError(InfcError):
 
 class BudgetError(InfcError):
     """The build missed a budget; the message says which, by how much. `result` is the build's
-    `BuildResult` (measurements, report), for `--json` and `infc diff`."""
+    `BuildOutcome` (measurements, report), for `--json` and `infc diff`."""
 
     exit_code = 4
 

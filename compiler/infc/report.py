@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from infc_runtime.types import ServingConfig
-
-from .bundle import Bundle, render
+from .bundle import render
 from .gates import AccuracyResult
-from .kernels.graph import Dataflow
 from .latency_gate import LatencyGate
-from .lock import LockStatus
+from .passes import summary
 from .pins import versions
 from .plan import Plan
-from .serving_tune import BatchPoint
-from .spec import Spec
 
 if TYPE_CHECKING:
-    from .search import Evaluation
+    from .outcome import BuildOutcome
 
-__all__ = ["build_report", "headline", "pass_summary"]
-
-
-def pass_summary(record: dict[str, Any]) -> str:
-    """One line saying what a pass did, from its record."""
-    if record.get("skipped"):
-        return f"skipped: {record['skipped']}"
-    if record.get("reason") and not record.get("modified"):
-        return f"no change: {record['reason']}"
-    if record.get("fused"):
-        return "fused: " + ", ".join(f"{k} x{v}" for k, v in record["fused"].items())
-    if "quantized_ops" in record:
-        done = "quantized: " + (", ".join(f"{k} x{v}" for k, v in record["quantized_ops"].items()) or "nothing")
-        return done + (f"; kept in fp32: {', '.join(record['excluded'])}" if record.get("excluded") else "")
-    if "fp16_initializers" in record:
-        return f"{record['fp16_initializers']} fp16 initializers, I/O kept fp32"
-    if "ops_after" in record:
-        gone = [k for k, v in record["ops_before"].items() if record["ops_after"].get(k, 0) < v]
-        new = [k for k, v in record["ops_after"].items() if record["ops_before"].get(k, 0) < v]
-        if not gone and not new:
-            return f"level {record.get('level')}: no change"
-        return f"level {record.get('level')}: removed {', '.join(gone) or '-'}; added {', '.join(new) or '-'}"
-    return f"opset {record['opset']}" if "opset" in record else ""
+__all__ = ["build_report", "headline"]
 
 
 def _size(n: int) -> str:
@@ -71,25 +43,25 @@ def headline(accurate: bool, latency: LatencyGate, plan: Plan) -> str:
             "(--latency-gate=lenient does not fail the build; strict does).")
 
 
-def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, evaluations: list[Evaluation],
-                 pre_flow: Dataflow, post_flow: Dataflow, passed: bool, *, latency: LatencyGate, lock: LockStatus,
-                 serving: ServingConfig, serving_why: str, batches: Sequence[BatchPoint]) -> str:
-    """Render report.md for a build (pass or fail)."""
+def build_report(outcome: BuildOutcome) -> str:
+    """Render report.md for a build (pass or fail): a view of its outcome."""
+    spec, plan, latency, serving, chosen = outcome.spec, outcome.plan, outcome.latency, outcome.serving, outcome.chosen
+    bundle = outcome.measured
     percentiles = [{"name": p.name, "value": p.value_ms, "interval": p.interval(),
                     "budget": "-" if p.bound_ms is None else f"{p.bound_ms:g} ms",
                     "verdict": _verdict(p.verdict, latency)} for p in latency.percentiles]
-    results = chosen.accuracy or [AccuracyResult("none (no validation data)", float("nan"), None, True, 0)]
+    results = chosen.accuracy or (AccuracyResult("none (no validation data)", float("nan"), None, True, 0),)
     accuracy = [{"name": a.name, "value": a.value, "budget": "-" if a.bound is None else f"{a.op} {a.bound:g}",
                  "verdict": "pass" if a.passed else "**MISS**"} for a in results]
     shown = {a.name for a in results}
     kernel_lines = [f"{stage}process[{s.index}] {s.name}: {s.input.name} -> {', '.join(o.name for o in s.outputs)}"
-                    for stage, flow in (("pre", pre_flow), ("post", post_flow)) for s in flow.steps]
-    candidates = [{"name": e.candidate.name, "verdict": e.verdict,
+                    for stage, flow in (("pre", outcome.pre), ("post", outcome.post)) for s in flow.steps]
+    candidates = [{"name": e.candidate.name, "verdict": outcome.choice.verdict(e),
                    "metric": ", ".join(f"{a.value:.4f}" for a in e.accuracy) or "-",
                    "p50": f"{e.latency.p50_ms:.3f}" if e.latency else "-",
                    "p95": f"{e.latency.p95_ms:.3f}" if e.latency else "-",
                    "throughput": f"{e.latency.throughput_rps:.0f}" if e.latency else "-",
-                   "size": _size(e.model.ByteSize()) if e.model is not None else "-"} for e in evaluations]
+                   "size": _size(e.model.ByteSize()) if e.model is not None else "-"} for e in outcome.evaluations]
     served = next((b for b in latency.batches if b.batch == serving.max_batch_size), None)
     return render("report.md.j2", name=spec.name, version=spec.version,
                   verdict=headline(chosen.accurate, latency, plan),
@@ -99,11 +71,11 @@ def build_report(spec: Spec, plan: Plan, bundle: Bundle, chosen: Evaluation, eva
                   samples=results[0].samples, metric_names=", ".join(a.name for a in results),
                   details={k: v for k, v in results[0].details.items() if k not in shown}, latency=latency,
                   percentiles=percentiles, noise=latency.noise, served=served,
-                  lock=lock.describe().removeprefix("lock "), content_hash=bundle.content_hash,
+                  lock=outcome.lock.describe().removeprefix("lock "), content_hash=bundle.content_hash,
                   candidates=candidates,
-                  candidates_batch=next((e.latency.batch_size for e in evaluations if e.latency), "-"),
-                  passes=[{**r, "summary": pass_summary(r)} for r in chosen.records], kernel_lines=kernel_lines,
-                  serving=serving, serving_why=serving_why, batches=batches,
+                  candidates_batch=next((e.latency.batch_size for e in outcome.evaluations if e.latency), "-"),
+                  passes=[{**r, "summary": summary(r)} for r in chosen.records], kernel_lines=kernel_lines,
+                  serving=serving, serving_why=outcome.serving_why, batches=outcome.batches,
                   pinned=sorted(spec.serving_pinned))
 
 

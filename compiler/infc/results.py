@@ -22,8 +22,8 @@ from .report import headline
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .build import BuildResult
     from .diff import Row, Side
+    from .outcome import BuildOutcome
     from .plan import Plan
 
 __all__ = ["results_schema", "error_records", "build_document", "validate_document", "plan_document",
@@ -54,7 +54,7 @@ def _exit_code(exc: BaseException | None) -> int:
     return exc.exit_code if isinstance(exc, InfcError) else 1
 
 
-def _budgets(result: BuildResult) -> list[dict[str, Any]]:
+def _budgets(result: BuildOutcome) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
         {"kind": "accuracy", "name": a.name, "value": a.value, "bound": a.bound, "op": a.op,
          "verdict": "pass" if a.passed else "fail", "enforced": True}
@@ -69,7 +69,7 @@ def _budgets(result: BuildResult) -> list[dict[str, Any]]:
     return out
 
 
-def build_document(spec: Path, result: BuildResult | None, exc: BaseException | None) -> dict[str, Any]:
+def build_document(spec: Path, result: BuildOutcome | None, exc: BaseException | None) -> dict[str, Any]:
     """`infc build --json`: what was built (or why not) and every budget with its verdict."""
     code = _exit_code(exc)
     doc: dict[str, Any] = {"command": "build", "infc_version": __version__, "spec": str(spec), "ok": code == 0,
@@ -86,7 +86,8 @@ def build_document(spec: Path, result: BuildResult | None, exc: BaseException | 
                    "size_bytes": b.size(), "model_bytes": len(b.files["model.onnx"]), "files": len(b.all_files())},
         "plan": {"target": result.plan.target, "isa": result.plan.isa, "provider": result.plan.provider,
                  "host_matches_target": result.plan.host_matches_target, "chosen": result.chosen.candidate.name,
-                 "candidates": [{"name": e.candidate.name, "verdict": e.verdict} for e in result.evaluations],
+                 "candidates": [{"name": e.candidate.name, "verdict": result.choice.verdict(e)}
+                                for e in result.evaluations],
                  "passes": [{"name": n, "params": p} for n, p in result.chosen.candidate.passes]},
         "serving": result.serving.to_dict(),
         "budgets": _budgets(result),

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from examples import DIGITS_SPEC
 
-from infc.build import BuildResult, build
+from infc.build import BuildOutcome, build
 
 
 @pytest.fixture(scope="session")
-def digits_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+def digits_build(tmp_path_factory: pytest.TempPathFactory) -> BuildOutcome:
     return build(DIGITS_SPEC, tmp_path_factory.mktemp("build"), iterations=50, latency_gate="off", lock="ignore")
 
 
 @pytest.fixture(scope="session")
-def digits_bundle(digits_build: BuildResult) -> Path:
+def digits_bundle(digits_build: BuildOutcome) -> Path:
     assert digits_build.path is not None
     return digits_build.path

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from examples import DIGITS_SPEC, digits_copy
 
-from infc.build import BuildResult, build, load_requests
+from infc.build import BuildOutcome, build, load_requests
 from infc.bundle import content_hash
 from infc.bundle import is_measured as bundle_is_measured
 from infc.spec import load_spec
@@ -52,7 +52,7 @@ def test_bundle_has_every_file_and_the_manifest_hashes_them(digits_bundle: Path)
     assert manifest["versions"]["onnxruntime"] and manifest["versions"]["numba"]
 
 
-def test_manifest_records_the_measured_numbers(digits_build: BuildResult, digits_bundle: Path) -> None:
+def test_manifest_records_the_measured_numbers(digits_build: BuildOutcome, digits_bundle: Path) -> None:
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
     results = manifest["measurements"]["results"]
     (acc,), lat = results["accuracy"], results["latency"]

@@ -18,7 +18,7 @@ import numpy as np
 from examples import DIGITS_DIR
 from servers import Server
 
-from infc.build import BuildResult
+from infc.build import BuildOutcome
 
 # in a fresh interpreter without the compiler: load the bundle, answer one request, report Numba's dispatchers
 SCRIPT = r"""
@@ -60,7 +60,7 @@ def _first_request(bundle: Path) -> dict[str, dict[str, int]]:
     return stats
 
 
-def test_the_manifest_lists_the_shipped_cache(digits_build: BuildResult, digits_bundle: Path) -> None:
+def test_the_manifest_lists_the_shipped_cache(digits_build: BuildOutcome, digits_bundle: Path) -> None:
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
     cache = manifest["measurements"]["kernel_cache"]
     assert digits_build.plan.host_matches_target
