@@ -19,6 +19,7 @@ from infc.build import BuildOutcome, build, load_requests
 from infc.bundle import content_hash
 from infc.bundle import is_measured as bundle_is_measured
 from infc.spec import load_spec
+from infc_runtime.abi import SCHEMA_VERSION, Manifest
 from infc_runtime.pipeline import Pipeline
 
 EXPECTED = {"manifest.json", "spec.yaml", "model.onnx", "kernels/pre.py", "kernels/post.py", "serve.py",
@@ -67,6 +68,18 @@ def test_manifest_records_the_measured_numbers(digits_build: BuildOutcome, digit
     assert f"{acc['value']:.4f}" in report and f"{p99['value_ms']:.3f} ms" in report
     # measured with the gate off: the headline never claims a latency pass it did not check
     assert ("**PASS**: every budget met." in report) == (p99["verdict"] == "pass" and p95["verdict"] == "pass")
+
+
+def test_the_manifest_and_the_report_are_views_of_the_outcome(digits_build: BuildOutcome, digits_bundle: Path) -> None:
+    raw = json.loads((digits_bundle / "manifest.json").read_text())
+    manifest = Manifest.from_dict(raw)
+    assert raw["schema_version"] == SCHEMA_VERSION and manifest.to_dict() == raw
+    assert json.loads(json.dumps(digits_build.bundle.manifest.to_dict())) == raw
+    expected = json.loads(json.dumps({**digits_build.measurements(), "files": raw["measurements"]["files"]}))
+    assert raw["measurements"] == expected
+    assert (digits_bundle / "report.md").read_text() == digits_build.report
+    verdicts = [c["verdict"] for c in raw["measurements"]["candidates"]]
+    assert verdicts == [digits_build.choice.verdict(e) for e in digits_build.evaluations] and all(verdicts)
 
 
 def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
