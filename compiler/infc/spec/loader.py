@@ -23,18 +23,18 @@ import onnx
 
 from infc_runtime.types import ServingConfig, TensorSpec
 
-from . import spec_budget
-from .bounded import TooLarge, read_bounded
-from .errors import PathPart, SpecError, SpecErrors
-from .isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
-from .kernels import registry
-from .kernels.prepare import steps_needing_data
-from .kernels.signature import broken, check_pipeline, resolve_stages
-from .modelio import graph_outputs
-from .spec_files import check_arrays, compare_inputs, load_model, model_inputs, shown
-from .spec_schema import STEP_SECTIONS, schema
-from .spec_validate import Finding, validate
-from .spec_yaml import KeyPath, Mark, parse
+from ..bounded import TooLarge, read_bounded
+from ..errors import PathPart, SpecError, SpecErrors
+from ..isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
+from ..kernels import registry
+from ..kernels.prepare import steps_needing_data
+from ..kernels.signature import broken, check_pipeline, resolve_stages
+from ..modelio import graph_outputs
+from . import budgets
+from .files import check_arrays, compare_inputs, load_model, model_inputs, shown
+from .schema import STEP_SECTIONS, schema
+from .validate import Finding, validate
+from .yaml import KeyPath, Mark, parse
 
 __all__ = [
     "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Optimize", "Step", "Spec",
@@ -264,7 +264,7 @@ def _check_files_and_steps(file: Path, raw: dict[str, Any], doc_marks: Mapping[K
     accuracy budgets compare: every check whose inputs are usable."""
     out = _Checked([], [], None, dict(doc_marks))
     opt, accuracy = _mapping(raw.get("optimize")), _mapping(raw.get("budget")).get("accuracy")
-    budgets = usable(("budget", "accuracy"))
+    budgeted = usable(("budget", "accuracy"))
     no_pre = usable(("preprocess",)) and not raw.get("preprocess")
     data_keys = [k for k in ("calibration", "validation") if k in opt and usable(("optimize", k))]
 
@@ -296,8 +296,8 @@ def _check_files_and_steps(file: Path, raw: dict[str, Any], doc_marks: Mapping[K
         messages, summary = check_arrays(npz, out.inputs or [])
         at: KeyPath = ("optimize", key)
         out.findings += [Finding(at, m) for m in messages]
-        if key == "validation" and summary is not None and not messages and budgets:
-            out.findings += spec_budget.data_findings(accuracy, summary.labels, summary.samples, shown(npz), at)
+        if key == "validation" and summary is not None and not messages and budgeted:
+            out.findings += budgets.data_findings(accuracy, summary.labels, summary.samples, shown(npz), at)
     if model is None:
         return out
 
@@ -308,10 +308,10 @@ def _check_files_and_steps(file: Path, raw: dict[str, Any], doc_marks: Mapping[K
     pre, post = (() if s in skip else _steps(file, raw.get(s) or [], s) for s in ("preprocess", "postprocess"))
     stages = _Stages(file, out.marks, tuple(out.inputs or ()), pre, post)
     out.errors += check_pipeline(stages, model, skip)
-    if budgets and spec_budget.written(accuracy):
+    if budgeted and budgets.written(accuracy):
         response = list(resolve_stages(stages, model, skip)[1].end)
         known = "postprocess" not in skip and not broken(out.errors, "postprocess")
-        out.findings += spec_budget.output_findings(accuracy, graph_outputs(model), response, complete=known)
+        out.findings += budgets.output_findings(accuracy, graph_outputs(model), response, complete=known)
     return out
 
 
@@ -354,11 +354,11 @@ def _cross_checks(raw: dict[str, Any]) -> list[Finding]:
         out.append(Finding(q, "quantize auto needs budget.accuracy to choose between candidates"))
 
     accuracy = budget.get("accuracy")
-    if spec_budget.written(accuracy):
+    if budgets.written(accuracy):
         if "validation" not in opt:
             out.append(Finding(("budget", "accuracy"), "an accuracy budget needs optimize.validation "
                                                        "(an .npz with an array per request input)"))
-        out += spec_budget.static_findings(accuracy)
+        out += budgets.static_findings(accuracy)
 
     latency = _mapping(budget.get("latency_ms"))
     given = [(p, latency[p]) for p in ("p50", "p95", "p99") if _number(latency.get(p))]
@@ -430,7 +430,7 @@ def _resolve(raw: dict[str, Any]) -> dict[str, Any]:
     else:
         data["target"]["isa"] = target.get("isa", DEFAULT_ISA[hardware])
     if "accuracy" in data["budget"]:
-        data["budget"]["accuracy"] = spec_budget.resolve(data["budget"]["accuracy"])
+        data["budget"]["accuracy"] = budgets.resolve(data["budget"]["accuracy"])
     for section in STEP_SECTIONS:
         data[section] = _canonical_steps(data[section])
     data["serving"] = _serving_config(data["serving"]).to_dict()
@@ -472,7 +472,7 @@ def _build(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
     data = {key: data[key] for key in order if key in data}
     budget, opt = data["budget"], data["optimize"]
     latency = budget.get("latency_ms")
-    paths = [w.path for w in spec_budget.written(raw["budget"].get("accuracy"))] if "budget" in raw else []
+    paths = [w.path for w in budgets.written(raw["budget"].get("accuracy"))] if "budget" in raw else []
     accuracy = tuple(
         AccuracyBudget(b["metric"], number(b.get("min")), number(b.get("max")),
                        MappingProxyType({k: v for k, v in b.items() if k not in ("metric", "min", "max")}), path)

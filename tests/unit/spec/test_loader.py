@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-import infc.spec
+import infc.spec.loader
 from infc.errors import SpecError, SpecErrors, format_path
 from infc.kernels import registry
 from infc.spec import (
@@ -30,7 +30,7 @@ from infc.spec import (
 )
 from infc_runtime.types import ServingConfig, TensorSpec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "specs" / "digits"
 
 # The example, restated with lines numbered here so that tests can name exact positions.
@@ -530,11 +530,11 @@ def test_targets_get_their_isa_and_precision(workdir: Path, target: str, expecte
 
 
 def test_isa_native_is_the_build_host(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    host = infc.spec.host_hardware()
+    host = infc.spec.loader.host_hardware()
     spec = load_spec(write(workdir, MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")))
     assert spec.target.isa == "native" and spec.data["target"]["isa"] == "native"
     other = "arm" if host == "x86" else "x86"
-    monkeypatch.setattr(infc.spec, "host_hardware", lambda: other)
+    monkeypatch.setattr(infc.spec.loader, "host_hardware", lambda: other)
     (e,) = errors_of(write(workdir, MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")))
     assert where(e) == (f"4:{27 + len(host)}", "target.isa")
     assert e.message.startswith(f"isa native means the build host's, but the build host is {other} "
@@ -604,7 +604,7 @@ def test_pipeline_check_runs_whenever_the_model_loads(workdir: Path, monkeypatch
         calls.append(set(skip))
         return [spec.error(("preprocess", 2, "layout", "to"), "the model takes 1x8x8")]
 
-    monkeypatch.setattr(infc.spec, "check_pipeline", check)
+    monkeypatch.setattr(infc.spec.loader, "check_pipeline", check)
     (e,) = errors_of(write(workdir, BASE))
     assert where(e) == ("17:28", "preprocess[2].layout.to") and calls == [set()]
     # a mistake elsewhere does not hide it
@@ -755,10 +755,10 @@ def test_nesting_10000_deep_is_one_located_error(workdir: Path, opened: str, clo
 
 
 def test_a_spec_over_the_size_cap_is_refused_naming_its_size(workdir: Path) -> None:
-    path = write(workdir, BASE + "#" * (infc.spec.MAX_SPEC_BYTES - len(BASE)) + "\n")
+    path = write(workdir, BASE + "#" * (infc.spec.loader.MAX_SPEC_BYTES - len(BASE)) + "\n")
     (e,) = errors_of(path)
     assert str(e) == f"{path}:1:1 the spec is 1,048,577 bytes; a spec may be at most 1,048,576 bytes (1 MiB)"
-    path.write_text(BASE + "#" * (infc.spec.MAX_SPEC_BYTES - len(BASE) - 1) + "\n")  # at the cap: read
+    path.write_text(BASE + "#" * (infc.spec.loader.MAX_SPEC_BYTES - len(BASE) - 1) + "\n")  # at the cap: read
     assert load_spec(path).name == "digits"
 
 

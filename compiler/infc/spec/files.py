@@ -15,9 +15,9 @@ import onnx
 
 from infc_runtime.types import TensorSpec, numpy_dtype
 
-from .spec_schema import DTYPES
-from .spec_validate import suggest
-from .spec_yaml import KeyPath
+from .schema import DTYPES
+from .validate import suggest
+from .yaml import KeyPath
 
 __all__ = ["load_model", "model_inputs", "compare_inputs", "check_arrays", "Arrays", "shown"]
 
