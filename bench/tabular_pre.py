@@ -44,9 +44,9 @@ import onnx
 from infc.build import load_requests
 from infc.kernels.codegen import generate
 from infc.kernels.graph import resolve
-from infc.kernels.prepare import prepare_spec
-from infc.kernels.signature import resolve_stages
 from infc.spec import load_spec
+from infc.spec.dataflow import resolve_stages
+from infc.spec.prepare import prepare_spec
 from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import TensorSpec
 

@@ -30,8 +30,6 @@ from .gates import AccuracyResult
 from .isa import host_cpu
 from .kernels import registry
 from .kernels.codegen import GeneratedModule, generate_module
-from .kernels.prepare import prepare_spec
-from .kernels.signature import resolve_stages
 from .latency_gate import GATE_MODES, LatencyGate, gate, measure_bundle
 from .lock import MODES as LOCK_MODES
 from .lock import (
@@ -63,6 +61,8 @@ from .search import (
 )
 from .serving_tune import SIZES, BatchPoint, choose_serving
 from .spec import Spec, load_spec
+from .spec.dataflow import resolve_stages
+from .spec.prepare import prepare_spec
 
 __all__ = ["BuildResult", "Evaluation", "OutputError", "build", "load_requests"]
 

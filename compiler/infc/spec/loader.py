@@ -27,11 +27,11 @@ from ..bounded import TooLarge, read_bounded
 from ..errors import PathPart, SpecError, SpecErrors
 from ..isa import DEFAULT_ISA, ISAS, NATIVE, host_hardware
 from ..kernels import registry
-from ..kernels.prepare import steps_needing_data
-from ..kernels.signature import broken, check_pipeline, resolve_stages
 from ..modelio import graph_outputs
 from . import budgets
+from .dataflow import broken, check_pipeline, resolve_stages
 from .files import check_arrays, compare_inputs, load_model, model_inputs, shown
+from .prepare import steps_needing_data
 from .schema import STEP_SECTIONS, schema
 from .validate import Finding, validate
 from .yaml import KeyPath, Mark, parse

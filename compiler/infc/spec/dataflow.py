@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import onnx
 
+from ..kernels.graph import Dataflow, StepIssue, resolve
 from ..modelio import graph_inputs, graph_outputs, shape_matches
-from .graph import Dataflow, StepIssue, resolve
 
 if TYPE_CHECKING:
     from infc_runtime.types import TensorSpec
 
     from ..errors import PathPart, SpecError
-    from ..spec import Step
+    from .loader import Step
 
 __all__ = ["Stages", "check_pipeline", "resolve_stages", "broken"]
 

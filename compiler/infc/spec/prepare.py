@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from infc_runtime.types import Tensors
 
-from .graph import resolve
-from .reference import run_reference
-from .registry import get, needs_data, params_schema
-from .types import StepIssue
+from ..kernels.graph import resolve
+from ..kernels.reference import run_reference
+from ..kernels.registry import get, needs_data, params_schema
+from ..kernels.types import StepIssue
 
 if TYPE_CHECKING:
-    from ..spec import Spec
+    from .loader import Spec
 
 __all__ = ["prepare_spec", "steps_needing_data"]
 
@@ -51,7 +51,7 @@ def prepare_spec(spec: Spec, load: Callable[[Path], Tensors]) -> tuple[Spec, lis
     `load` reads the request tensors of an .npz (called only when a step needs them).
     A request the references reject (a bad row in the data) is a located SpecError.
     """
-    from ..errors import SpecErrors  # the compiler's error types; kernels stay importable alone
+    from ..errors import SpecErrors
 
     steps: list[tuple[str, Mapping[str, Any]]] = [(s.name, s.params) for s in spec.preprocess]
     todo = [i for i, (name, params) in enumerate(steps) if needs_data(name, params)]

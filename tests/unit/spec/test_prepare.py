@@ -11,9 +11,9 @@ import pytest
 
 from infc.build import load_requests
 from infc.errors import SpecErrors, format_path
-from infc.kernels.prepare import prepare_spec
 from infc.kernels.registry import get
 from infc.spec import load_spec
+from infc.spec.prepare import prepare_spec
 
 TABULAR = Path(__file__).resolve().parents[3] / "specs" / "tabular"
 
