@@ -17,15 +17,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import onnx
 
 from infc_runtime.pipeline import load_kernel_module
-from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
+from infc_runtime.types import ServingConfig, TensorSpec
 
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
 from .coldstart import KernelCache, collect_kernel_cache
-from .errors import BudgetError, InfcError, SpecErrors
+from .errors import BudgetError, InfcError
 from .gates import AccuracyResult
 from .isa import host_cpu
 from .kernels import registry
@@ -60,11 +59,9 @@ from .search import (
     time_candidate,
 )
 from .serving_tune import SIZES, BatchPoint, choose_serving
-from .spec import Spec, load_spec
-from .spec.dataflow import resolve_stages
-from .spec.prepare import prepare_spec
+from .spec import CheckedSpec, Spec, load_spec, prepare_spec
 
-__all__ = ["BuildResult", "Evaluation", "OutputError", "build", "load_requests"]
+__all__ = ["BuildResult", "Evaluation", "OutputError", "build"]
 
 Progress = Callable[[str], None]
 
@@ -102,14 +99,6 @@ class BuildResult:
         return [warning] if warning else []
 
 
-def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
-    """Request tensors (cast to the declared dtypes) and optional labels from an npz."""
-    with np.load(path, allow_pickle=False) as data:
-        requests = {t.name: np.ascontiguousarray(data[t.name], dtype=numpy_dtype(t.dtype)) for t in spec.inputs}
-        labels = np.asarray(data["labels"]) if "labels" in data.files else None
-    return requests, labels
-
-
 def check_writable(folder: Path, what: str) -> None:
     """Create `folder` if needed and prove a file can be written there, or raise OutputError."""
     try:
@@ -136,19 +125,18 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         check_writable(Path(report_path).absolute().parent, "--report folder")
     # 1. spec: parse, validate against the schema, resolve paths, check files and steps
     say("checking the spec")
-    spec = load_spec(spec_path)
+    checked = load_spec(spec_path)
+    spec = checked.spec
     # 2. plan: candidate pass lists and run-time settings for the target
     plan = make_plan(spec)
     # 2a. lock: the measured choices of an earlier build, reused while their inputs are unchanged
     inputs = current_inputs(spec, {"hardware": plan.target, "isa": plan.isa})
     status, locked = _open_lock(spec, inputs, lock)
     # 2b. prepare: step parameters computed from the calibration data (`from: calibration`)
-    spec, prepared = prepare_spec(spec, lambda path: load_requests(spec, path)[0])
-    # 3. kernels: resolve pre/post dataflows and generate their Numba modules
-    source = onnx.load(str(spec.model))
-    pre_flow, post_flow, errors = resolve_stages(spec, source)
-    if errors:
-        raise SpecErrors(errors)
+    checked, prepared = prepare_spec(checked)
+    spec = checked.spec
+    # 3. kernels: generate the Numba modules of the pre/post dataflows (resolved when the spec loaded)
+    source, pre_flow, post_flow = checked.model, checked.pre, checked.post
     modules = {stage: generate_module(stage, flow, name=spec.name, version=spec.version)
                for stage, flow in (("pre", pre_flow), ("post", post_flow))}
     requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
@@ -159,7 +147,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         kernels = {stage: load_kernel_module(module.write(work / "kernels")) for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
         say("loading calibration and validation data")
-        bench = _bench(spec, plan, kernels, list(post_flow.end), source, work, iterations, say)
+        bench = _bench(checked, plan, kernels, list(post_flow.end), work, iterations, say)
         # 5-6. passes and gates: the locked candidate, or every candidate and the fastest accurate one
         candidate = locked_candidate(plan, locked.choices.base, locked.choices.candidate,
                                      locked.choices.exclude) if locked else None
@@ -332,9 +320,10 @@ def _serving(spec: Spec, plan: Plan, locked: Lock | None, latency: LatencyGate, 
     return first, "the build host is not the target: serving settings from the spec", batches
 
 
-def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list[TensorSpec],
-           source: onnx.ModelProto, work: Path, iterations: int, progress: Progress) -> Bench:
-    calibration = load_requests(spec, spec.optimize.calibration)[0] if spec.optimize.calibration else None
+def _bench(checked: CheckedSpec, plan: Plan, kernels: dict[str, ModuleType], outputs: list[TensorSpec],
+           work: Path, iterations: int, progress: Progress) -> Bench:
+    spec, source = checked.spec, checked.model
+    calibration = checked.calibration.requests if checked.calibration else None
 
     def feeds() -> Iterator[dict[str, Any]]:
         assert calibration is not None
@@ -344,8 +333,8 @@ def _bench(spec: Spec, plan: Plan, kernels: dict[str, ModuleType], outputs: list
 
     ctx = PassContext(workdir=work, target=plan.target, calibration=feeds if calibration is not None else None)
     bench = Bench(spec, plan, kernels, outputs, None, {}, None, ctx, iterations, progress)
-    if spec.optimize.validation:
-        requests, labels = load_requests(spec, spec.optimize.validation)
+    if checked.validation:
+        requests, labels = checked.validation.requests, checked.validation.labels
         bench.reference, bench.requests, bench.labels = bench.pipeline(source), requests, labels
     else:
         bench.requests = bench.pipeline(source).example_request(1)
