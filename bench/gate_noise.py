@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spec", type=Path, action="append")
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
-    from infc.build import build, load_requests
+    from infc.build import build
+    from infc.spec import load_spec
 
     print(f"# gate_noise  nproc={os.cpu_count()}  load={os.getloadavg()[0]:.2f}  python={sys.version.split()[0]}")
     print("| spec | way | p99 ms median (min-max) | builds failed | rounds |")
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             result = build(spec_path, scratch / spec_path.stem, iterations=50, latency_gate="off", lock="ignore")
             assert result.path is not None
             spec = result.spec
-            requests = (load_requests(spec, spec.optimize.validation)[0] if spec.optimize.validation
-                        else {t.name: None for t in spec.inputs})
+            validation = load_spec(spec_path).validation
+            requests = validation.requests if validation else {t.name: None for t in spec.inputs}
             budget = spec.budget.latency_ms
             runs: dict[str, list[dict[str, Any]]] = {"in process (before)": [], "shipped (now)": []}
             for i in range(args.rounds):

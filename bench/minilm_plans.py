@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(VAL) as data:
         texts = data["text"].astype(object)
     # token ids as the bundle makes them: the spec's own pre-processing (its tokenize step)
-    steps = [(s.name, dict(s.params)) for s in load_spec(SPEC).preprocess]
+    steps = [(s.name, dict(s.params)) for s in load_spec(SPEC).spec.preprocess]
     val = {k: v.astype(np.int64) for k, v in run_reference(steps, {"text": texts}).items() if k in INPUTS}
     seq = val["input_ids"].shape[1]
     one = {k: v[:1] for k, v in val.items()}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from infc.build import build, load_requests
+from infc.build import build
 from infc.gates import measure_latency
 from infc.spec import load_spec
 from infc_runtime.pipeline import Pipeline
@@ -62,9 +62,10 @@ def bench_spec(spec_path: Path, rounds: int, n: int) -> str:
         chosen = build(spec_path, tmp / "chosen", iterations=100, lock="ignore")
         fp32 = build(_fp32_copy(spec_path, tmp), tmp / "fp32", iterations=100, lock="ignore")
         assert chosen.path is not None and fp32.path is not None
-        spec = load_spec(spec_path)
-        assert spec.optimize.validation is not None
-        requests, _ = load_requests(spec, spec.optimize.validation)
+        checked = load_spec(spec_path)
+        spec = checked.spec
+        assert checked.validation is not None
+        requests = checked.validation.requests
         batch = json.loads((chosen.path / "manifest.json").read_text())["serving"]["max_batch_size"]
         runs: dict[str, list[dict[str, float]]] = {"fp32": [], "chosen": []}
         for _ in range(rounds):

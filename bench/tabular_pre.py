@@ -39,14 +39,10 @@ from typing import Any
 
 import numba
 import numpy as np
-import onnx
 
-from infc.build import load_requests
 from infc.kernels.codegen import generate
 from infc.kernels.graph import resolve
-from infc.kernels.prepare import prepare_spec
-from infc.kernels.signature import resolve_stages
-from infc.spec import load_spec
+from infc.spec import load_spec, prepare_spec
 from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import TensorSpec
 
@@ -63,10 +59,8 @@ except ImportError:  # pandas is optional here
 def _kernels(tmp: Path) -> tuple[Any, Any, list[str], np.ndarray, np.ndarray]:
     """The example's generated pre module, the same standardize step alone on a float32 matrix,
     the field names, and the resolved mean/std."""
-    spec = load_spec(SPEC)
-    spec, _ = prepare_spec(spec, lambda path: load_requests(spec, path)[0])
-    pre, _, errors = resolve_stages(spec, onnx.load(str(spec.model)))
-    assert not errors, errors
+    checked, _ = prepare_spec(load_spec(SPEC))
+    spec, pre = checked.spec, checked.pre
     (tmp / "pre.py").write_text(generate("pre", pre, name=spec.name, version=spec.version))
     params = spec.preprocess[1].params
     fields = [f if isinstance(f, str) else f["name"] for f in spec.preprocess[0].params["fields"]]

@@ -16,23 +16,20 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from infc_runtime.abi import ChoiceRecord, KernelFiles, KernelInfo, Manifest, ModelFile, kernel_module
 from infc_runtime.pipeline import load_kernel_module
-from infc_runtime.types import ServingConfig, Tensors, TensorSpec, numpy_dtype
+from infc_runtime.types import ServingConfig, Tensors, TensorSpec
 
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
 from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
-from .errors import BudgetError, InfcError, SpecErrors
+from .errors import BudgetError, InfcError
 from .gates import Outputs
 from .isa import host_cpu
 from .kernels import registry
 from .kernels.codegen import GeneratedModule, generate_module
-from .kernels.prepare import prepare_spec
-from .kernels.signature import resolve_stages
 from .latency_gate import GATE_MODES, LatencyGate, gate, measure_bundle
 from .lock import MODES as LOCK_MODES
 from .lock import (
@@ -54,9 +51,9 @@ from .plan import Plan, make_plan
 from .report import build_report
 from .search import Bench, Validation, choices_of, evaluate_locked, locked_candidate, pipeline_for, search
 from .serving_tune import SIZES, BatchPoint, choose_serving
-from .spec import Spec, load_spec
+from .spec import CheckedSpec, Spec, load_spec, prepare_spec
 
-__all__ = ["BuildOutcome", "OutputError", "build", "load_requests"]
+__all__ = ["BuildOutcome", "OutputError", "build"]
 
 Progress = Callable[[str], None]
 
@@ -67,12 +64,6 @@ class OutputError(InfcError):
     exit_code = 2
 
 
-def load_requests(spec: Spec, path: Path) -> tuple[Tensors, np.ndarray | None]:
-    """Request tensors (cast to the declared dtypes) and optional labels from an npz."""
-    with np.load(path, allow_pickle=False) as data:
-        requests = {t.name: np.ascontiguousarray(data[t.name], dtype=numpy_dtype(t.dtype)) for t in spec.inputs}
-        labels = np.asarray(data["labels"]) if "labels" in data.files else None
-    return requests, labels
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -101,19 +92,18 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         check_writable(Path(report_path).absolute().parent, "--report folder")
     # 1. spec: parse, validate against the schema, resolve paths, check files and steps
     say("checking the spec")
-    spec = load_spec(spec_path)
+    checked = load_spec(spec_path)
+    spec = checked.spec
     # 2. plan: candidate pass lists and run-time settings for the target
     plan = make_plan(spec)
     # 2a. lock: the measured choices of an earlier build, reused while their inputs are unchanged
     inputs = current_inputs(spec, {"hardware": plan.target, "isa": plan.isa})
     status, locked = _open_lock(spec, inputs, lock)
     # 2b. prepare: step parameters computed from the calibration data (`from: calibration`)
-    spec, prepared = prepare_spec(spec, lambda path: load_requests(spec, path)[0])
-    # 3. kernels: resolve pre/post dataflows and generate their Numba modules
-    source = onnx.load(str(spec.model))
-    pre_flow, post_flow, errors = resolve_stages(spec, source)
-    if errors:
-        raise SpecErrors(errors)
+    checked, prepared = prepare_spec(checked)
+    spec = checked.spec
+    # 3. kernels: generate the Numba modules of the pre/post dataflows (resolved when the spec loaded)
+    source, pre_flow, post_flow = checked.model, checked.pre, checked.post
     modules = {stage: generate_module(stage, flow, name=spec.name, version=spec.version)
                for stage, flow in (("pre", pre_flow), ("post", post_flow))}
     requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
@@ -125,7 +115,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
                    for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
         say("loading calibration and validation data")
-        bench = _bench(spec, plan, kernels, tuple(post_flow.end), source, work, iterations, say)
+        bench = _bench(checked, plan, kernels, tuple(post_flow.end), work, iterations, say)
         # 5-6. passes and gates: the locked candidate, or every candidate and the fastest accurate one
         candidate = locked_candidate(plan, locked.choices.base, locked.choices.candidate,
                                      locked.choices.exclude) if locked else None
@@ -287,14 +277,15 @@ def _serving(spec: Spec, plan: Plan, locked: Lock | None, latency: LatencyGate, 
     return first, "the build host is not the target: serving settings from the spec", batches
 
 
-def _bench(spec: Spec, plan: Plan, kernels: dict[str, KernelInfo], outputs: tuple[TensorSpec, ...],
-           source: onnx.ModelProto, work: Path, iterations: int, progress: Progress) -> Bench:
-    calibration = load_requests(spec, spec.optimize.calibration)[0] if spec.optimize.calibration else None
+def _bench(checked: CheckedSpec, plan: Plan, kernels: dict[str, KernelInfo], outputs: tuple[TensorSpec, ...],
+           work: Path, iterations: int, progress: Progress) -> Bench:
+    spec, source = checked.spec, checked.model
+    calibration = checked.calibration.requests if checked.calibration else None
     feeds = _feeds(kernels["pre"], calibration) if calibration is not None else None
     ctx = PassContext(workdir=work, target=plan.target, calibration=feeds)
     reference = pipeline_for(spec, plan, kernels, outputs, source)
-    if spec.optimize.validation:
-        requests, labels = load_requests(spec, spec.optimize.validation)
+    if checked.validation:
+        requests, labels = checked.validation.requests, checked.validation.labels
         validation = Validation(requests, labels, Outputs(reference, requests, response=True))
         return Bench(spec=spec, plan=plan, kernels=kernels, outputs=outputs, ctx=ctx, requests=requests,
                      validation=validation, iterations=iterations, progress=progress)

@@ -44,7 +44,7 @@ def default_cache_dir() -> Path:
 
 def build_key(spec_path: Path, latency_gate: str) -> str:
     """The cache key of building `spec_path` now, on this host."""
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path).spec
     plan = make_plan(spec)
     inputs = current_inputs(spec, {"hardware": plan.target, "isa": plan.isa})
     choices = None

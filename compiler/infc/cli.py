@@ -189,7 +189,7 @@ def plan(spec: Path, as_json: bool) -> None:
     from .spec import load_spec
 
     try:
-        loaded = load_spec(spec)
+        loaded = load_spec(spec).spec
     except InfcError as exc:
         if not as_json:
             raise

@@ -32,7 +32,7 @@ from infc_runtime.abi import Manifest, ManifestError
 from .bounded import TooLarge, read_bounded
 from .errors import InfcError
 from .lock import read_lock, spec_changes
-from .spec_yaml import parse
+from .spec.yaml import parse
 
 __all__ = ["DiffError", "Row", "Side", "compare", "load_side", "side_from_bundle", "render_markdown"]
 

@@ -32,7 +32,7 @@ from .bounded import TooLarge, read_bounded
 from .errors import InfcError
 from .kernels import registry
 from .spec import Spec
-from .spec_files import shown
+from .spec.files import shown
 
 __all__ = ["LOCK_VERSION", "MODES", "Choices", "Lock", "LockError", "LockInputs", "LockStatus", "changes",
            "current_inputs", "file_sha256", "find_lock", "flatten", "read_lock", "spec_changes", "write_lock"]

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 from .latency import PERCENTILES, measure, measure_batches, settle_heap
 from .pipeline import Pipeline
 from .types import Tensors, numpy_dtype
+from .verify import BundleError
 
 __all__ = ["FORMAT", "add_options", "load_requests", "run"]
 
@@ -151,10 +153,11 @@ def _measure(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, Any]:
     return {"format": FORMAT, **result.to_dict()}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the parsed `measure` command; print the JSON document; return the exit code."""
-    from .serve import BundleError, load_bundle  # serve imports this module for its parser
+def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
+    """Run the parsed `measure` command; print the JSON document; return the exit code.
 
+    `load_bundle`: `serve.load_bundle` (passed in: serve imports this module for its parser).
+    """
     if not 1 <= args.min_samples <= args.max_samples or not 0 <= args.min_seconds <= args.max_seconds:
         print("error: need 1 <= --min-samples <= --max-samples and 0 <= --min-seconds <= --max-seconds",
               file=sys.stderr)

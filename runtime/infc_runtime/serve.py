@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage error
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    return measure_cli.run(args) if args.command == "measure" else _serve(args)
+    return measure_cli.run(args, load_bundle) if args.command == "measure" else _serve(args)
 
 
 def serve_bundle(bundle_dir: str | Path, argv: Sequence[str] | None = None, *, verified: str | None = None) -> int:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from examples import DIGITS_SPEC, digits_copy
 
-from infc.build import BuildOutcome, build, load_requests
+from infc.build import BuildOutcome, build
 from infc.bundle import content_hash
 from infc.bundle import is_measured as bundle_is_measured
 from infc.spec import load_spec
@@ -104,9 +104,9 @@ def test_resolved_spec_and_deploy_files_parse(digits_bundle: Path) -> None:
 
 def test_bundle_pipeline_matches_the_model_on_validation_data(digits_bundle: Path) -> None:
     pipeline = Pipeline.load(digits_bundle)
-    spec = load_spec(DIGITS_SPEC)
-    assert spec.optimize.validation is not None
-    requests, labels = load_requests(spec, spec.optimize.validation)
+    validation = load_spec(DIGITS_SPEC).validation
+    assert validation is not None
+    requests, labels = validation.requests, validation.labels
     out = pipeline.run(requests)
     assert out["labels"].shape == (450, 3) and out["scores"].shape == (450, 3)
     names = np.array([n.encode() for n in ["zero", "one", "two", "three", "four", "five", "six", "seven",

@@ -108,7 +108,7 @@ def test_top1_agreement_on_a_classifiers_label_output(tmp_path: Path) -> None:
 
 def test_cuda_fp16_plan_structure(tmp_path: Path) -> None:
     cuda = "target: {hardware: cuda, fp16: true}"
-    spec = load_spec(digits_copy(tmp_path, {"target: {hardware: x86, isa: native}": cuda}))
+    spec = load_spec(digits_copy(tmp_path, {"target: {hardware: x86, isa: native}": cuda})).spec
     plan = make_plan(spec)
     assert [c.name for c in plan.candidates] == ["fp32", "fp16"]
     fp16 = dict(plan.candidates[1].passes)

@@ -33,8 +33,8 @@ from infc.accuracy import (
 )
 from infc.gates import METRICS, AccuracyResult, MetricError, measure_accuracy
 from infc.spec import AccuracyBudget
-from infc.spec_schema import METRICS as SCHEMA_METRICS
-from infc.spec_schema import schema
+from infc.spec.schema import METRICS as SCHEMA_METRICS
+from infc.spec.schema import schema
 from infc_runtime.pipeline import Pipeline, make_session
 from infc_runtime.types import TensorSpec
 

@@ -16,27 +16,27 @@ TARGET = {"hardware": "x86", "isa": "avx2"}
 
 
 def _lock(spec_file: Path) -> Lock:
-    inputs = current_inputs(load_spec(spec_file), TARGET)
+    inputs = current_inputs(load_spec(spec_file).spec, TARGET)
     choices = Choices("dynamic+fp32x1", "dynamic", ("matmul0",), {"max_batch_size": 64, "max_queue_delay_ms": 1.0})
     return Lock(spec_file.name, inputs, choices, {"candidates": []})
 
 
 def test_unchanged_inputs_hash_the_same_and_comments_do_not_count(tmp_path: Path) -> None:
     spec = digits_copy(tmp_path)
-    before = current_inputs(load_spec(spec), TARGET)
+    before = current_inputs(load_spec(spec).spec, TARGET)
     spec.write_text("# a comment that changes no decision\n" + spec.read_text().replace("version: 1.0.0",
                                                                                           "version: 1.0.1"))
-    assert changes(before, current_inputs(load_spec(spec), TARGET)) == []
+    assert changes(before, current_inputs(load_spec(spec).spec, TARGET)) == []
 
 
 def test_each_changed_input_is_named(tmp_path: Path) -> None:
     spec = digits_copy(tmp_path)
-    before = current_inputs(load_spec(spec), TARGET)
+    before = current_inputs(load_spec(spec).spec, TARGET)
     spec.write_text(spec.read_text().replace("k: 3", "k: 2").replace("p99: 10", "p99: 8"))
     with np.load(tmp_path / "calib.npz") as data:
         arrays = {k: data[k][:-1] for k in data.files}
     np.savez(tmp_path / "calib.npz", **arrays)
-    after = current_inputs(load_spec(spec), {"hardware": "x86", "isa": "avx512_vnni"})
+    after = current_inputs(load_spec(spec).spec, {"hardware": "x86", "isa": "avx512_vnni"})
     after.versions["onnxruntime"] = "0.0.1"
     found = changes(before, after)
     assert found[0] == "spec changed (budget.latency_ms.p99, postprocess[1].topk.k)"

@@ -45,7 +45,7 @@ def _write(folder: Path, *edits: tuple[str, str]) -> Path:
 
 
 def test_the_base_spec_is_valid(folder: Path) -> None:
-    spec = load_spec(_write(folder))
+    spec = load_spec(_write(folder)).spec
     assert [s.name for s in spec.preprocess] == ["resize", "channel_order", "to_float", "normalize", "layout"]
 
 

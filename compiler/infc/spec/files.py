@@ -15,11 +15,10 @@ import onnx
 
 from infc_runtime.types import TensorSpec, numpy_dtype
 
-from .spec_schema import DTYPES
-from .spec_validate import suggest
-from .spec_yaml import KeyPath
+from .validate import suggest
+from .yaml import KeyPath
 
-__all__ = ["load_model", "model_inputs", "compare_inputs", "check_arrays", "Arrays", "shown"]
+__all__ = ["load_model", "compare_inputs", "check_arrays", "Arrays", "shown"]
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -52,43 +51,6 @@ def load_model(path: Path) -> onnx.ModelProto | str:
         return onnx.load(str(path))
     except Exception as e:  # protobuf, checker and shape-inference errors all mean "not a valid model"
         return f"not a valid ONNX model ({shown(path)}): {_first_line(e)}"
-
-
-def _dtype_name(elem_type: int) -> str | None:
-    if elem_type == onnx.TensorProto.STRING:
-        return "bytes"
-    try:
-        name = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
-    except Exception:  # element types numpy has no dtype for (bfloat16, float8, ...)
-        return None
-    return name if name in DTYPES else None
-
-
-def model_inputs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[str]]:
-    """The model's graph inputs (initializers excluded) as request tensors: batch dim dropped,
-    symbolic dims as -1; and a message for each input that cannot be one."""
-    weights = {init.name for init in model.graph.initializer}
-    tensors: list[TensorSpec] = []
-    problems: list[str] = []
-    for value in model.graph.input:
-        if value.name in weights:
-            continue
-        if not value.type.HasField("tensor_type"):
-            problems.append(f"model input {value.name!r} is not a tensor")
-            continue
-        kind = value.type.tensor_type
-        dtype = _dtype_name(kind.elem_type)
-        if dtype is None:
-            problems.append(f"model input {value.name!r} has element type "
-                            f"{onnx.TensorProto.DataType.Name(kind.elem_type)}, which a request cannot carry")
-            continue
-        if not kind.HasField("shape") or not kind.shape.dim:
-            problems.append(f"model input {value.name!r} has no batch dimension (unknown or zero rank); "
-                            "list the request tensors under `inputs`")
-            continue
-        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in kind.shape.dim[1:])
-        tensors.append(TensorSpec(value.name, dtype, shape))
-    return tensors, problems
 
 
 def _shape(shape: Sequence[int], batch: str | None = None) -> str:
@@ -127,10 +89,12 @@ def _casts(array: np.ndarray[Any, Any], dtype: str) -> bool:
 
 
 class Arrays(NamedTuple):
-    """What an .npz that could be read holds: samples N (None: unknown) and `labels` (or None)."""
+    """What an .npz that could be read holds: samples N (None: unknown), `labels` (or None)
+    and every array by name (kept: the build reads the file no more)."""
 
     samples: int | None
     labels: np.ndarray[Any, Any] | None
+    arrays: dict[str, np.ndarray[Any, Any]]
 
 
 def check_arrays(path: Path, inputs: Sequence[TensorSpec]) -> tuple[list[str], Arrays | None]:
@@ -191,4 +155,4 @@ def check_arrays(path: Path, inputs: Sequence[TensorSpec]) -> tuple[list[str], A
         problems.append(f"`labels` has {len(labels)} entries, expected N = {max(lengths.values())} "
                         "(one per sample)")
     samples = next(iter(lengths.values())) if len(set(lengths.values())) == 1 else None
-    return problems, Arrays(samples, labels)
+    return problems, Arrays(samples, labels, arrays)

@@ -17,11 +17,11 @@ import numpy as np
 
 from infc_runtime.types import TensorSpec
 
-from .accuracy import METRICS, PARAMS
-from .errors import format_path
-from .kernels.types import INTEGER
-from .spec_validate import Finding, suggest
-from .spec_yaml import KeyPath
+from ..accuracy import METRICS, PARAMS
+from ..errors import format_path
+from ..kernels.types import INTEGER
+from .validate import Finding, suggest
+from .yaml import KeyPath
 
 __all__ = ["Written", "written", "static_findings", "resolve", "data_findings", "output_findings"]
 

@@ -38,7 +38,7 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from .errors import PathPart
+from ..errors import PathPart
 
 __all__ = [
     "KeyPath", "Mark", "Problem", "Document", "parse", "MAX_DEPTH", "MAX_ALIAS_VALUES", "MAX_ALIAS_DEPTH",

@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
-from .kernels import registry
-from .spec_schema import PATTERN_NAMES, STEP_SECTIONS
-from .spec_yaml import KeyPath
+from ..kernels import registry
+from .schema import PATTERN_NAMES, STEP_SECTIONS
+from .yaml import KeyPath
 
 __all__ = ["Finding", "validate", "describe", "suggest", "MAX_FINDINGS"]
 

@@ -1,4 +1,4 @@
-"""infc.spec_yaml: plain data with marks; what a hostile file can cost is bounded; libyaml reads as PyYAML."""
+"""infc.spec.yaml: plain data with marks; what a hostile file can cost is bounded; libyaml reads as PyYAML."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infc import spec_yaml
-from infc.spec_yaml import MAX_ALIAS_DEPTH, MAX_ALIAS_VALUES, MAX_DEPTH, MAX_PROBLEMS, Document, parse
+from infc.spec import yaml as spec_yaml
+from infc.spec.yaml import MAX_ALIAS_DEPTH, MAX_ALIAS_VALUES, MAX_DEPTH, MAX_PROBLEMS, Document, parse
 
 HEAD = "name: digits\nversion: 1.0.0\nmodel: digits.onnx\ntarget: x86\n"
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from infc_runtime.types import ServingConfig
 
-from . import accuracy as metrics
-from .isa import ISAS, NATIVE
-from .kernels import registry
+from .. import accuracy as metrics
+from ..isa import ISAS, NATIVE
+from ..kernels import registry
 
 __all__ = [
     "DTYPES", "HARDWARE", "METRICS", "QUANTIZE", "NAME_PATTERN", "SEMVER_PATTERN",

@@ -14,12 +14,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-import infc.spec
+import infc.spec.loader
+import infc.spec.rules
 from infc.errors import SpecError, SpecErrors, format_path
 from infc.kernels import registry
+from infc.kernels.types import Dataflow
 from infc.spec import (
+    MAX_SPEC_BYTES,
     AccuracyBudget,
     Budget,
+    CheckedSpec,
     LatencyBudget,
     Optimize,
     Spec,
@@ -28,9 +32,10 @@ from infc.spec import (
     load_spec,
     schema,
 )
+from infc.spec.dataflow import Pipeline
 from infc_runtime.types import ServingConfig, TensorSpec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "specs" / "digits"
 
 # The example, restated with lines numbered here so that tests can name exact positions.
@@ -104,7 +109,7 @@ def uint8_images(n: int, *shape: int) -> np.ndarray:
 
 
 def test_example_loads_typed_with_defaults() -> None:
-    spec = load_spec(DIGITS / "digits.yaml")
+    spec = load_spec(DIGITS / "digits.yaml").spec
     assert isinstance(spec, Spec)
     assert spec.file == DIGITS / "digits.yaml" and spec.model == DIGITS / "digits.onnx"
     assert (spec.name, spec.version) == ("digits", "1.0.0")
@@ -124,8 +129,27 @@ def test_example_loads_typed_with_defaults() -> None:
     assert spec.marks[("postprocess", 1, "topk", "k")] == (line_of(DIGITS / "digits.yaml", "- topk:"), 15)
 
 
+def test_the_checked_spec_carries_what_loading_checked() -> None:
+    checked = load_spec(DIGITS / "digits.yaml")
+    assert isinstance(checked, CheckedSpec)
+    assert [i.name for i in checked.model.graph.input] == ["image"]  # the model, read once
+    assert checked.signature.inputs == (TensorSpec("image", "float32", (1, 8, 8)),)
+    assert checked.signature.request_inputs == list(checked.signature.inputs) and not checked.signature.problems
+    assert [s.name for s in checked.pre.steps] == ["to_float", "normalize", "layout"]
+    assert checked.pre.start == checked.spec.inputs and checked.pre.end == checked.signature.inputs
+    assert checked.post.start == checked.signature.outputs
+    assert [t.name for t in checked.post.end] == ["scores", "labels"]
+    assert checked.calibration is not None and checked.validation is not None
+    assert checked.calibration.path == DIGITS / "calib.npz" and checked.validation.path == DIGITS / "val.npz"
+    with np.load(DIGITS / "val.npz") as val:
+        np.testing.assert_array_equal(checked.validation.requests["image"], val["image"])
+        np.testing.assert_array_equal(checked.validation.labels, val["labels"])
+        assert checked.validation.samples == len(val["image"])
+    assert checked.validation.requests["image"].dtype == np.uint8  # the declared dtype
+
+
 def test_minimal_spec_gets_defaults_and_the_model_inputs(workdir: Path) -> None:
-    spec = load_spec(write(workdir, MINIMAL))
+    spec = load_spec(write(workdir, MINIMAL)).spec
     assert spec.inputs == (TensorSpec("image", "float32", (1, 8, 8)),)  # batch dim dropped
     assert spec.budget == Budget(None, ())
     assert spec.optimize == Optimize("none", True, None, None)
@@ -141,7 +165,7 @@ def test_minimal_spec_gets_defaults_and_the_model_inputs(workdir: Path) -> None:
 def test_long_forms_and_bare_step_names(workdir: Path) -> None:
     text = MINIMAL.replace("target: x86", "target: {hardware: cuda, threads: 2}") + (
         "optimize: {quantize: fp16}\npostprocess:\n  - softmax\n  - topk: {k: 2.0}\n")
-    spec = load_spec(write(workdir, text))
+    spec = load_spec(write(workdir, text)).spec
     assert spec.target == Target("cuda", 2, None, True)
     assert spec.data["target"] == {"hardware": "cuda", "threads": 2, "fp16": True}
     assert spec.postprocess[0] == Step("softmax", {}, ("postprocess", 0))
@@ -164,12 +188,12 @@ def test_example_and_resolved_data_validate_against_the_schema(workdir: Path) ->
     validator = Draft202012Validator(schema())
     raw = yaml.safe_load((DIGITS / "digits.yaml").read_text())
     assert list(validator.iter_errors(raw)) == []
-    assert list(validator.iter_errors(dict(load_spec(DIGITS / "digits.yaml").data))) == []
-    assert list(validator.iter_errors(dict(load_spec(write(workdir, MINIMAL)).data))) == []
+    assert list(validator.iter_errors(dict(load_spec(DIGITS / "digits.yaml").spec.data))) == []
+    assert list(validator.iter_errors(dict(load_spec(write(workdir, MINIMAL)).spec.data))) == []
 
 
 def test_spec_error_locates_at_the_nearest_written_ancestor() -> None:
-    spec = load_spec(DIGITS / "digits.yaml")
+    spec = load_spec(DIGITS / "digits.yaml").spec
     normalize, serving = (line_of(DIGITS / "digits.yaml", key) for key in ("- normalize:", "serving:"))
     e = spec.error(("preprocess", 1, "normalize", "std"), "too small")
     assert (e.line, e.col, e.path) == (normalize, 35, ("preprocess", 1, "normalize", "std"))
@@ -485,7 +509,7 @@ BUDGETS = """\
 
 
 def test_several_accuracy_budgets_load_typed_with_defaults(workdir: Path) -> None:
-    spec = load_spec(write(workdir, BASE, ("  accuracy: {metric: top1_agreement, min: 0.99}\n", BUDGETS)))
+    spec = load_spec(write(workdir, BASE, ("  accuracy: {metric: top1_agreement, min: 0.99}\n", BUDGETS))).spec
     top1, neighbour, decision, error, cos = spec.budget.accuracy
     assert top1 == AccuracyBudget("top1_agreement", 0.99, None)
     assert neighbour == AccuracyBudget("neighbour_agreement", 0.9, None, {"k": 1})
@@ -498,7 +522,7 @@ def test_several_accuracy_budgets_load_typed_with_defaults(workdir: Path) -> Non
     assert spec.data["budget"]["accuracy"][2] == {"metric": "decision_agreement", "min": 0.95,
                                                   "output": "scores", "threshold": 0.5, "column": 0}
     # the resolved data is a spec that loads to the same thing
-    again = load_spec(write(workdir, yaml.safe_dump(dict(spec.data), sort_keys=False)))
+    again = load_spec(write(workdir, yaml.safe_dump(dict(spec.data), sort_keys=False))).spec
     assert (again.budget, again.target, again.serving) == (spec.budget, spec.target, spec.serving)
     assert again.data == spec.data
 
@@ -525,16 +549,17 @@ def test_several_budget_mistakes_are_reported_together(workdir: Path) -> None:
     ("{hardware: cuda, fp16: false}", Target("cuda", None, None, False)),
 ])
 def test_targets_get_their_isa_and_precision(workdir: Path, target: str, expected: Target) -> None:
-    spec = load_spec(write(workdir, MINIMAL.replace("target: x86", f"target: {target}")))
+    spec = load_spec(write(workdir, MINIMAL.replace("target: x86", f"target: {target}"))).spec
     assert spec.target == expected
 
 
 def test_isa_native_is_the_build_host(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    host = infc.spec.host_hardware()
-    spec = load_spec(write(workdir, MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")))
+    host = infc.spec.rules.host_hardware()
+    native = MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")
+    spec = load_spec(write(workdir, native)).spec
     assert spec.target.isa == "native" and spec.data["target"]["isa"] == "native"
     other = "arm" if host == "x86" else "x86"
-    monkeypatch.setattr(infc.spec, "host_hardware", lambda: other)
+    monkeypatch.setattr(infc.spec.rules, "host_hardware", lambda: other)
     (e,) = errors_of(write(workdir, MINIMAL.replace("target: x86", f"target: {{hardware: {host}, isa: native}}")))
     assert where(e) == (f"4:{27 + len(host)}", "target.isa")
     assert e.message.startswith(f"isa native means the build host's, but the build host is {other} "
@@ -542,7 +567,7 @@ def test_isa_native_is_the_build_host(workdir: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_serving_pinned_is_what_the_spec_wrote(workdir: Path) -> None:
-    spec = load_spec(write(workdir, MINIMAL + "serving: {max_queue: 64, timeout_ms: 500}\n"))
+    spec = load_spec(write(workdir, MINIMAL + "serving: {max_queue: 64, timeout_ms: 500}\n")).spec
     assert spec.serving_pinned == {"max_queue", "timeout_ms"}
     assert spec.serving == ServingConfig(max_queue=64, timeout_ms=500.0)  # the rest: defaults
 
@@ -600,11 +625,12 @@ def test_error_file_is_relative_under_the_working_directory(
 def test_pipeline_check_runs_whenever_the_model_loads(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[set[str]] = []
 
-    def check(spec: Spec, model: Any, skip: set[str]) -> list[SpecError]:
+    def check(spec: Spec, signature: Any, skip: set[str]) -> Pipeline:
         calls.append(set(skip))
-        return [spec.error(("preprocess", 2, "layout", "to"), "the model takes 1x8x8")]
+        empty = Dataflow((), (), ())
+        return Pipeline(empty, empty, [spec.error(("preprocess", 2, "layout", "to"), "the model takes 1x8x8")])
 
-    monkeypatch.setattr(infc.spec, "check_pipeline", check)
+    monkeypatch.setattr(infc.spec.loader, "check_pipeline", check)
     (e,) = errors_of(write(workdir, BASE))
     assert where(e) == ("17:28", "preprocess[2].layout.to") and calls == [set()]
     # a mistake elsewhere does not hide it
@@ -635,7 +661,7 @@ def test_top1_agreement_on_an_integer_label_output_loads(tmp_path: Path) -> None
     # skl2onnx's classifier: `label` (int64, one per sample) first, `probabilities` second
     shutil.copy(ROOT / "tests" / "models" / "tree.onnx", tmp_path / "tree.onnx")
     np.savez(tmp_path / "val.npz", X=np.zeros((8, 30), np.float32), labels=np.zeros(8, np.int64))
-    spec = load_spec(write(tmp_path, TREE_SPEC))
+    spec = load_spec(write(tmp_path, TREE_SPEC)).spec
     assert spec.budget.accuracy == (AccuracyBudget("top1_agreement", 0.95, None),)
     assert load_spec(write(tmp_path, TREE_SPEC, ("min: 0.95}", "min: 0.95, output: label}")))
     assert load_spec(write(tmp_path, TREE_SPEC, ("metric: top1_agreement", "metric: accuracy")))
@@ -755,17 +781,17 @@ def test_nesting_10000_deep_is_one_located_error(workdir: Path, opened: str, clo
 
 
 def test_a_spec_over_the_size_cap_is_refused_naming_its_size(workdir: Path) -> None:
-    path = write(workdir, BASE + "#" * (infc.spec.MAX_SPEC_BYTES - len(BASE)) + "\n")
+    path = write(workdir, BASE + "#" * (MAX_SPEC_BYTES - len(BASE)) + "\n")
     (e,) = errors_of(path)
     assert str(e) == f"{path}:1:1 the spec is 1,048,577 bytes; a spec may be at most 1,048,576 bytes (1 MiB)"
-    path.write_text(BASE + "#" * (infc.spec.MAX_SPEC_BYTES - len(BASE) - 1) + "\n")  # at the cap: read
-    assert load_spec(path).name == "digits"
+    path.write_text(BASE + "#" * (MAX_SPEC_BYTES - len(BASE) - 1) + "\n")  # at the cap: read
+    assert load_spec(path).spec.name == "digits"
 
 
 def test_a_spec_reusing_a_step_s_parameters_through_an_alias_loads(workdir: Path) -> None:
     spec = load_spec(write(workdir, BASE, ("  - normalize: {mean: [0.5], std: [0.5]}\n",
                                            "  - normalize: &unit {mean: [0.5], std: [0.5]}\n"
-                                           "  - normalize: *unit\n")))
+                                           "  - normalize: *unit\n"))).spec
     assert [s.name for s in spec.preprocess] == ["to_float", "normalize", "normalize", "layout"]
     assert spec.preprocess[1].params == spec.preprocess[2].params and spec.preprocess[2].params["std"] == [0.5]
     assert spec.error(("preprocess", 2, "normalize", "std"), "m").line == line_of(workdir / "spec.yaml", "- normalize:")

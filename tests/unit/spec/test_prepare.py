@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infc.build import load_requests
 from infc.errors import SpecErrors, format_path
-from infc.kernels.prepare import prepare_spec
 from infc.kernels.registry import get
-from infc.spec import load_spec
+from infc.spec import load_spec, prepare_spec
 
 TABULAR = Path(__file__).resolve().parents[3] / "specs" / "tabular"
 
@@ -45,9 +43,11 @@ def test_standardize_statistics_skip_nan_and_inf() -> None:
 
 
 def test_the_tabular_example_gets_mean_and_std_of_its_calibration_rows(workdir: Path) -> None:
-    spec = load_spec(workdir / "tabular.yaml")
+    checked = load_spec(workdir / "tabular.yaml")
+    spec = checked.spec
     assert dict(spec.preprocess[1].params) == {"from": "calibration"}
-    prepared, records = prepare_spec(spec, lambda path: load_requests(spec, path)[0])
+    done, records = prepare_spec(checked)
+    prepared = done.spec
     rows = np.load(workdir / "calib.npz")["rows"]
     names = spec.preprocess[0].params["fields"]
     x = np.array([[json.loads(r)[n] for n in names] for r in rows], np.float32).astype(np.float64)
@@ -58,7 +58,8 @@ def test_the_tabular_example_gets_mean_and_std_of_its_calibration_rows(workdir: 
     assert prepared.data["preprocess"][1] == {"standardize": dict(params)}, "the resolved spec says what it uses"
     assert records == [{"step": "preprocess[1]", "name": "standardize", "from": "calibration", "rows": len(rows),
                         "params": dict(params)}]
-    assert prepare_spec(prepared, lambda path: pytest.fail("nothing left to prepare")) == (prepared, [])
+    assert done.pre.steps[1].params == dict(params), "the pre dataflow is resolved with them"
+    assert prepare_spec(done) == (done, []), "nothing left to prepare"
 
 
 def test_from_calibration_without_calibration_data_is_a_located_error(workdir: Path) -> None:
@@ -79,9 +80,9 @@ def test_a_bad_calibration_row_is_a_located_error(workdir: Path) -> None:
     rows = rows.astype(object)
     rows[3] = json.dumps(row).encode()
     np.savez(workdir / "calib.npz", rows=rows.astype(bytes))
-    spec = load_spec(workdir / "tabular.yaml")
+    checked = load_spec(workdir / "tabular.yaml")
     with pytest.raises(SpecErrors) as info:
-        prepare_spec(spec, lambda path: load_requests(spec, path)[0])
+        prepare_spec(checked)
     message = str(info.value)
     assert "preprocess[1].standardize.from: cannot compute standardize from the calibration data" in message
     assert "rows[3]: field 'mean area' must be a number" in message

@@ -1,33 +1,31 @@
-"""Check that the pre steps turn the request inputs into what the model takes,
-and that the post steps apply to what the model gives.
+"""The spec's pre/post dataflows: resolved once, when the spec loads, and checked against the model.
 
-Runs at `infc validate` time; every problem is a located `SpecError`. Both
-stages are checked in full: a broken step is reported and the steps that do
-not depend on it are still checked (see `graph.resolve`).
+The pre steps must turn the request inputs into what the model takes, and the
+post steps must apply to what the model gives. Every problem is a located
+`SpecError`. Both stages are checked in full: a broken step is reported and
+the steps that do not depend on it are still checked (see `kernels.graph.resolve`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-import onnx
-
-from ..modelio import graph_inputs, graph_outputs, shape_matches
-from .graph import Dataflow, StepIssue, resolve
+from ..kernels.graph import Dataflow, StepIssue, resolve
+from ..modelio import Signature, shape_matches
 
 if TYPE_CHECKING:
     from infc_runtime.types import TensorSpec
 
     from ..errors import PathPart, SpecError
-    from ..spec import Step
+    from .model import Step
 
-__all__ = ["Stages", "check_pipeline", "resolve_stages", "broken"]
+__all__ = ["Stages", "Pipeline", "check_pipeline", "broken"]
 
 
 class Stages(Protocol):
     """What the pipeline check reads of a spec: a `Spec` is one, and so is what `load_spec`
-    assembles from the usable parts of a spec that has problems elsewhere."""
+    assembles from the usable parts of a spec that may have problems elsewhere."""
 
     @property
     def inputs(self) -> Sequence[TensorSpec]: ...
@@ -38,8 +36,16 @@ class Stages(Protocol):
     def error(self, path: Sequence[PathPart], message: str) -> SpecError: ...
 
 
-def resolve_stages(spec: Stages, model: onnx.ModelProto,
-                   skip: Collection[str] = ()) -> tuple[Dataflow, Dataflow, list[SpecError]]:
+class Pipeline(NamedTuple):
+    """A spec's resolved dataflows (request inputs -> model inputs, model outputs -> response)
+    and every located problem found on the way."""
+
+    pre: Dataflow
+    post: Dataflow
+    errors: list[SpecError]
+
+
+def _resolve_stages(spec: Stages, signature: Signature, skip: Collection[str]) -> Pipeline:
     """The pre and post dataflows of a spec against its model, and their errors (a stage
     named in `skip` is taken as empty)."""
     errors: list[SpecError] = []
@@ -58,8 +64,8 @@ def resolve_stages(spec: Stages, model: onnx.ModelProto,
         return [(s.name, s.params) for s in chosen]
 
     pre = resolve(steps("preprocess"), list(spec.inputs), on_issue("preprocess"))
-    post = resolve(steps("postprocess"), graph_outputs(model), on_issue("postprocess"), side=graph_inputs(model))
-    return pre, post, errors
+    post = resolve(steps("postprocess"), signature.outputs, on_issue("postprocess"), side=signature.inputs)
+    return Pipeline(pre, post, errors)
 
 
 def broken(errors: Sequence[SpecError], stage: str) -> bool:
@@ -71,20 +77,21 @@ def _fmt(dtype: str, shape: tuple[int, ...]) -> str:
     return f"{dtype} {list(shape)}"
 
 
-def check_pipeline(spec: Stages, model: onnx.ModelProto, skip: Collection[str] = ()) -> list[SpecError]:
-    """Every located problem of the spec's pre/post steps against the model.
+def check_pipeline(spec: Stages, signature: Signature, skip: Collection[str] = ()) -> Pipeline:
+    """The spec's pre/post dataflows against the model whose signature is given, with every
+    located problem of its steps.
 
-    `skip`: stages not to check (ones whose problems are already reported, e.g. a step
-    list the schema rejected, or a preprocess whose request inputs are unknown).
+    `skip`: stages not to check, taken as empty (ones whose problems are already reported, e.g.
+    a step list the schema rejected, or a preprocess whose request inputs are unknown).
     """
-    pre, _post, errors = resolve_stages(spec, model, skip)
+    pre, post, errors = _resolve_stages(spec, signature, skip)
     if "preprocess" in skip:
-        return errors
+        return Pipeline(pre, post, errors)
     where = ("preprocess",) if spec.preprocess else ("inputs",)
     what = "pre-processing yields" if spec.preprocess else "the request inputs are"
     partial = broken(errors, "preprocess")  # some results unknown: judge only the tensors that are known
     have = {t.name: t for t in pre.end}
-    for want in graph_inputs(model):
+    for want in signature.inputs:
         got = have.pop(want.name, None)
         if got is None and not partial:
             errors.append(spec.error(where, f"the model takes input {want.name!r} ({_fmt(want.dtype, want.shape)}), "
@@ -94,4 +101,4 @@ def check_pipeline(spec: Stages, model: onnx.ModelProto, skip: Collection[str] =
                                             f"(batch dimension aside), but {what} {_fmt(got.dtype, got.shape)}"))
     for extra in [] if partial else have:
         errors.append(spec.error(where, f"{what} tensor {extra!r}, which the model does not take"))
-    return errors
+    return Pipeline(pre, post, errors)
