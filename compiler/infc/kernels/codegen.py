@@ -3,8 +3,9 @@
 Consecutive per-element steps where each reads the previous one's result are
 fused into ONE `@numba.njit` loop over the batch: the value of each element is
 carried through every step in a register and written once, to its final index
-(so `to_float -> normalize -> layout` makes no intermediate arrays). Other
-steps get a kernel each. The module's `run(tensors)` calls them in order.
+(so `to_float -> normalize -> layout` makes no intermediate arrays). Every
+other step is one call into the runtime's ops library (`infc_runtime.ops`),
+which is hand-written and tested on its own. The module's `run(tensors)` calls them in order.
 How each step is written is the step's own business (`kernels/steps/`).
 """
 

@@ -4,9 +4,9 @@ A step is registered once with everything about it: the JSON Schema of its
 parameters (the spec schema is built from this registry, so an unknown step or
 a bad parameter is rejected when the spec loads, with file:line:col), its
 shape/dtype rule, its numpy reference and how code is generated for it (a
-per-element snippet that codegen fuses with its neighbours, or a kernel of its
-own). Registration validates eagerly: a malformed step fails at import.
-Steps live in `kernels/steps/`, one module per family.
+per-element snippet that codegen fuses with its neighbours, or one call into
+the runtime's ops library, `infc_runtime.ops`), and its hooks. Registration
+validates eagerly: a malformed step fails at import. Steps live in `kernels/steps/`, one module per family.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class FuseState:
 
 
 def render(template: str, **values: Any) -> str:
-    """Render one of templates/kernels/ (without its trailing newlines: snippets are joined by the caller)."""
+    """Render one of templates/kernels/ (the module, a fused loop) without its trailing newlines."""
     return environment("kernels").get_template(template).render(**values).rstrip("\n")
 
 

@@ -48,7 +48,7 @@ def fit_size(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 def linear_taps(n_in: int, n_out: int) -> tuple[Array, Array, Array, Array]:
-    """numpy twin of the generated `linear_taps`: (i0, i1, w0, w1) for each output index."""
+    """numpy twin of `infc_runtime.ops.linear_taps`: (i0, i1, w0, w1) for each output index."""
     s = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     f = np.floor(s)
     i, w = f.astype(np.intp), s - f
@@ -58,7 +58,7 @@ def linear_taps(n_in: int, n_out: int) -> tuple[Array, Array, Array, Array]:
 
 
 def nearest_taps(n_in: int, n_out: int) -> Array:
-    """numpy twin of the generated `nearest_taps`."""
+    """numpy twin of `infc_runtime.ops.nearest_taps`."""
     return np.minimum(np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.intp), n_in - 1)
 
 
