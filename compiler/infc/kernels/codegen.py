@@ -64,7 +64,6 @@ def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str, ragg
         fuse = get(step.name).fuse
         assert fuse is not None
         fuse(state, step)
-        state.dtype = step.outputs[0].dtype
     fn = f"{stage}_group{g}"
     doc = " + ".join(s.name for s in group) + f" ({_where(stage, first.index, last.index)})"
     made = lay_out(state, fn, doc, last.outputs[0].dtype)

@@ -67,8 +67,7 @@ class FusedGroup:
 def start_state(group: int, first: ResolvedStep) -> FuseState:
     """The state before the group's first step: the input array `x` as it is."""
     shape = first.input.shape
-    return FuseState(group=group, dtype=first.input.dtype,
-                     sizes=[str(s) if s >= 0 else f"x.shape[{i + 1}]" for i, s in enumerate(shape)],
+    return FuseState(group=group, sizes=[str(s) if s >= 0 else f"x.shape[{i + 1}]" for i, s in enumerate(shape)],
                      order=[float(i) for i in range(len(shape))])
 
 

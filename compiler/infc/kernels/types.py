@@ -174,8 +174,6 @@ class FuseState:
     """
 
     group: int
-    dtype: str
-    """dtype of the current value."""
     sizes: list[str]
     """Size of each current axis: an integer literal, `x.shape[i]` or a size variable."""
     order: list[float | None]
