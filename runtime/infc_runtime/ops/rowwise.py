@@ -1,4 +1,4 @@
-"""Ops over the last axis of a tensor, row by row: softmax, l2_normalize, argmax, topk.
+"""Ops over the last axis of a tensor, row by row: softmax, log_softmax, l2_normalize, argmax, topk.
 
 Each public function takes the whole batch (any leading shape) and returns new
 arrays; the Numba kernel behind it sees the rows as a 2-D array. The numpy
@@ -14,7 +14,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["softmax", "l2_normalize", "argmax", "topk"]
+__all__ = ["softmax", "log_softmax", "l2_normalize", "argmax", "topk"]
 
 Array = npt.NDArray[Any]
 
@@ -33,6 +33,21 @@ def _softmax_rows(x, out):  # type: ignore[no-untyped-def]
             s += e
         for c in range(x.shape[1]):
             out[r, c] = out[r, c] / s
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_softmax_rows(x, out):  # type: ignore[no-untyped-def]
+    """log softmax over the last axis of a 2-D array: x - max - log(sum(exp(x - max))), the sum in float64."""
+    for r in range(x.shape[0]):
+        m = x[r, 0]
+        for c in range(1, x.shape[1]):
+            m = max(m, x[r, c])
+        total = 0.0
+        for c in range(x.shape[1]):
+            total += np.exp(np.float64(x[r, c] - m))
+        lse = np.float32(np.log(total))
+        for c in range(x.shape[1]):
+            out[r, c] = (x[r, c] - m) - lse
 
 
 @numba.njit(cache=True, nogil=True)
@@ -98,6 +113,15 @@ def softmax(x: Array) -> Array:
     rows = x.reshape(-1, x.shape[-1])
     out = np.empty_like(rows)
     _softmax_rows(rows, out)
+    return out.reshape(x.shape)
+
+
+def log_softmax(x: Array) -> Array:
+    """float32 log softmax over the last axis (no log of a tiny probability: exact for large logits)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows = x.reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+    _log_softmax_rows(rows, out)
     return out.reshape(x.shape)
 
 

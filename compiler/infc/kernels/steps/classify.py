@@ -43,6 +43,27 @@ register(StepDef("softmax", ("post",), "softmax over the last axis", _softmax_in
                  emit=_softmax_emit))
 
 
+# -- log_softmax --------------------------------------------------------------
+def _log_softmax_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping[str, TensorSpec]) -> Out:
+    _rows(t, "log_softmax")
+    return (TensorSpec(out, "float32", t.shape),), {}
+
+
+def _log_softmax_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
+    """x - max - log(sum(exp(x - max))) in float32, the sum of exponentials in float64."""
+    shifted = x.astype(np.float32) - x.astype(np.float32).max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(shifted.astype(np.float64)).sum(axis=-1, keepdims=True)).astype(np.float32)
+    return ((shifted - lse).astype(np.float32),)
+
+
+def _log_softmax_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "log_softmax", outputs=[step.outputs[0].name], module="infc_runtime.ops.rowwise")
+
+
+register(StepDef("log_softmax", ("post",), "log of the softmax over the last axis (float32, stable for large "
+                 "logits)", _log_softmax_infer, _log_softmax_ref, emit=_log_softmax_emit))
+
+
 # -- topk -------------------------------------------------------------------
 def _topk_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping[str, TensorSpec]) -> Out:
     _rows(t, "topk")

@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from infc.kernels.registry import get
 from infc_runtime.ops import argmax, l2_normalize, softmax, topk
+from infc_runtime.ops.rowwise import log_softmax
 
 
 def _ref(step: str, x: np.ndarray, **params: Any) -> tuple[np.ndarray, ...]:
@@ -31,6 +32,20 @@ def test_softmax(x: np.ndarray) -> None:
     (want,) = _ref("softmax", x)
     assert got.dtype == np.float32 and got.shape == x.shape
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # numpy's and LLVM's float32 exp: an ulp apart
+
+
+@settings(max_examples=40, deadline=None)
+@given(_rows)
+def test_log_softmax(x: np.ndarray) -> None:
+    got = log_softmax(x)
+    (want,) = _ref("log_softmax", x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)  # the float64 sums may differ in order
+
+
+def test_log_softmax_stays_finite_where_softmax_underflows() -> None:
+    got = log_softmax(np.array([[0.0, -200.0, 200.0]], np.float32))
+    np.testing.assert_array_equal(got, [[-200.0, -400.0, 0.0]])
 
 
 @settings(max_examples=40, deadline=None)
