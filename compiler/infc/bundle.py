@@ -10,7 +10,7 @@ The manifest is an `infc_runtime.abi.Manifest` (the type the runtime reads);
 
 - `manifest.measurements`: every measured figure (accuracy, latency with its
   intervals, candidates, batch sweep, host noise), plus `files`, the sha256 of
-  the measured files: `report.md` and Numba's cache (`kernels/__pycache__/`,
+  the measured files: `report.md` and Numba's cache (`kernels/__pycache__/`, `infc_runtime/ops/__pycache__/`,
   whose machine code embeds the build machine).
 - `manifest.files`: the sha256 of every other file, and `content_hash`: one
   sha256 over those files and the rest of the manifest, equal across rebuilds.
@@ -39,7 +39,7 @@ from .templating import environment
 __all__ = ["Bundle", "compute_bundle", "content_hash", "is_measured", "write_bundle", "stage_bundle",
            "runtime_files", "render"]
 
-_MEASURED_PREFIXES = ("kernels/__pycache__/",)
+_MEASURED_PREFIXES = ("kernels/__pycache__/", "infc_runtime/ops/__pycache__/")
 _MEASURED_FILES = ("report.md",)
 
 
@@ -49,12 +49,13 @@ def render(template: str, **values: Any) -> str:
 
 
 def runtime_files() -> dict[str, bytes]:
-    """The `infc_runtime` package, as bundle paths -> bytes (sources only)."""
-    root = files("infc_runtime")
+    """The `infc_runtime` package and its `ops` subpackage, as bundle paths -> bytes (sources only)."""
     out: dict[str, bytes] = {}
-    for entry in sorted(root.iterdir(), key=lambda e: e.name):
-        if entry.is_file() and entry.name.endswith((".py", ".txt")):
-            out[f"infc_runtime/{entry.name}"] = entry.read_bytes()
+    for package in ("infc_runtime", "infc_runtime.ops"):
+        folder = package.replace(".", "/")
+        for entry in sorted(files(package).iterdir(), key=lambda e: e.name):
+            if entry.is_file() and entry.name.endswith((".py", ".txt")):
+                out[f"{folder}/{entry.name}"] = entry.read_bytes()
     return out
 
 

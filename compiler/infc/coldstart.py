@@ -19,7 +19,8 @@ The cache is made by the latency gate's measurement (`infc.latency_gate`): a
 fresh interpreter runs the server's own warm-up (`Pipeline.warmup`, so it holds
 every signature the server compiles) with the bundle's own runtime, on the
 bundle's files staged in a scratch folder; `collect_kernel_cache` then takes
-what it left in `kernels/__pycache__`. The index files (`.nbi`) are the same for
+what it left in `kernels/__pycache__` and `infc_runtime/ops/__pycache__` (the
+runtime's ops library, which the kernels call: compiled by the same warm-up). The index files (`.nbi`) are the same for
 the same inputs; the machine code (`.nbc`) is not byte for byte: Numba records
 the source's path, numbers each compile of a function within a process and
 names some objects by their address. So the cache files are measured files
@@ -39,6 +40,9 @@ from typing import Any
 import numba
 
 __all__ = ["KernelCache", "collect_kernel_cache"]
+
+_CACHED = ("kernels", "infc_runtime/ops")
+"""Bundle folders whose Numba cache (`__pycache__/*.nbi|*.nbc`) a bundle built for its host ships."""
 
 @dataclass(frozen=True)
 class KernelCache:
@@ -75,8 +79,10 @@ def collect_kernel_cache(stage: Path, *, host_is_target: bool) -> KernelCache:
     if not _content_stamped():
         return KernelCache(False, f"Numba {numba.__version__} stamps its cache with file times, which copying "
                                   "the bundle changes: the server compiles during its warm-up")
-    found = sorted(p for p in (stage / "kernels" / "__pycache__").glob("*") if p.suffix in (".nbi", ".nbc"))
-    cache = {f"kernels/__pycache__/{p.name}": p.read_bytes() for p in found}
+    cache = {}
+    for folder in _CACHED:  # the generated kernels, and the runtime's ops library they call
+        found = sorted(p for p in (stage / folder / "__pycache__").glob("*") if p.suffix in (".nbi", ".nbc"))
+        cache.update({f"{folder}/__pycache__/{p.name}": p.read_bytes() for p in found})
     if not cache:
         return KernelCache(False, "the kernels have no Numba functions: nothing to compile")
     return KernelCache(True, f"Numba's cache of the kernels for CPU {_cpu()}: a server on this CPU does not "

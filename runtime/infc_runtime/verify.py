@@ -14,7 +14,7 @@ naming the file and what is wrong) at the first problem:
    `/`, no `..`, `.` or empty parts, no backslash) that stays inside the bundle
    once symlinks are resolved; `model.path` and the kernels are among `files`;
    `measurements.files` names only measured files (`report.md`, Numba's cache
-   `kernels/__pycache__/*.nbi|*.nbc`).
+   `kernels/__pycache__/*.nbi|*.nbc` and `infc_runtime/ops/__pycache__/*.nbi|*.nbc`).
 3. Every file in `files` and `report.md` exists, is a regular file, and has
    its listed sha256 (read in 1 MiB chunks: memory stays bounded whatever the
    size).
@@ -70,7 +70,8 @@ this module imports nothing of the package, see above)."""
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_NUMBA_CACHE = re.compile(r"kernels/__pycache__/[^/]+\.nb[ic]")
+_NUMBA_CACHE = re.compile(r"(kernels|infc_runtime/ops)/__pycache__/[^/]+\.nb[ic]")
+"""Numba's cache: of the generated kernels, and of the runtime's ops library they call."""
 _REPORT = "report.md"
 
 
@@ -120,7 +121,8 @@ def verify_bundle(root: str | Path) -> Verified:
     for path in measured:
         if path != _REPORT and not _NUMBA_CACHE.fullmatch(path):
             raise BundleError(f"{where}: measurements.files: {path!r} is not a measured file "
-                              "(report.md or Numba's cache kernels/__pycache__/*.nbi|*.nbc)")
+                              "(report.md or Numba's cache kernels/__pycache__/*.nbi|*.nbc, "
+                              "infc_runtime/ops/__pycache__/*.nbi|*.nbc)")
     for key, path in _named_paths(manifest, where):
         _check_shape(path, where, key)
         if path not in files:

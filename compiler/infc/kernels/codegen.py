@@ -3,8 +3,9 @@
 Consecutive per-element steps where each reads the previous one's result are
 fused into ONE `@numba.njit` loop over the batch: the value of each element is
 carried through every step in a register and written once, to its final index
-(so `to_float -> normalize -> layout` makes no intermediate arrays). Other
-steps get a kernel each. The module's `run(tensors)` calls them in order.
+(so `to_float -> normalize -> layout` makes no intermediate arrays). Every
+other step is one call into the runtime's ops library (`infc_runtime.ops`),
+which is hand-written and tested on its own. The module's `run(tensors)` calls them in order.
 How each step is written is the step's own business (`kernels/steps/`).
 """
 
@@ -14,11 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infc_runtime import abi
+
 from .. import __version__
 from .columns import Columns
 from .fusion import lay_out, start_state
 from .registry import get
-from .types import Dataflow, ModuleText, ResolvedStep, render
+from .types import Dataflow, EmitContext, ModuleText, ResolvedStep, render
 
 __all__ = ["GeneratedModule", "generate", "generate_module"]
 
@@ -60,19 +63,18 @@ def _fused(group: list[ResolvedStep], g: int, text: ModuleText, stage: str, ragg
     for step in group:
         fuse = get(step.name).fuse
         assert fuse is not None
-        state.start_step()
         fuse(state, step)
-        state.dtype = step.outputs[0].dtype
     fn = f"{stage}_group{g}"
     doc = " + ".join(s.name for s in group) + f" ({_where(stage, first.index, last.index)})"
     made = lay_out(state, fn, doc, last.outputs[0].dtype)
     text.constants.extend(c for c in made.constants if c not in text.constants)
-    text.functions.extend(h for h in made.helpers.values() if h not in text.functions)
-    text.functions += [made.loop, made.driver]
+    text.functions.append(made.functions)
     text.imports += made.imports
-    src = f"t.{'get' if first.keep else 'pop'}({first.input.name!r})"
-    value = f"per_image({fn}, {src}, {first.input.name!r})" if ragged else f"{fn}({src})"
-    text.calls += [f"    # {doc}", f"    t[{last.outputs[0].name!r}] = {value}"]
+    ctx = EmitContext(fn, doc, first.input.name, first.keep, g)
+    if ragged:  # decoded images of different sizes may come as a list: the loop runs image by image
+        text.call(ctx, "per_image", repr(first.input.name), outputs=[last.outputs[0].name], first=fn)
+    else:
+        text.calls += [f"    # {doc}", f"    t[{last.outputs[0].name!r}] = {fn}({ctx.source})"]
 
 
 def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str,
@@ -81,8 +83,7 @@ def _single(step: ResolvedStep, g: int, text: ModuleText, stage: str,
     assert emit is not None
     fn = f"{stage}_{step.name}{g}"
     doc = f"{step.name} ({_where(stage, step.index)})"
-    emit(text, step, {"fn": fn, "doc": doc, "src": step.input.name, "keep": step.keep, "group": g,
-                      "reader": reader})
+    emit(text, step, EmitContext(fn, doc, step.input.name, step.keep, g, tuple(reader or ())))
 
 
 def _reader(step: ResolvedStep, groups: list[list[ResolvedStep]]) -> list[ResolvedStep] | None:
@@ -145,7 +146,7 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
     # the field behind each column of a result, where the steps know it: the runtime's errors name it
     columns = {(renames or {}).get(t.name, t.name): tuple(t.fields) for t in flow.end
                if isinstance(t, Columns) and t.fields and all(t.fields)}
-    return render("module.py.j2", stage_title=title, name=name, version=version, infc_version=__version__,
+    return render("module.py.j2", abi=abi, stage_title=title, name=name, version=version, infc_version=__version__,
                   columns=repr(columns) if columns else "",
                   step_lines=text.step_lines, imports=sorted(set(text.imports)),
                   examples={k: repr(v) for k, v in text.examples.items()}, constants=text.constants,

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import FuseState, Inner, Ix, Line, ResolvedStep, render
+from infc_runtime import abi
+
+from .types import OPS, FuseState, Inner, Ix, Line, ResolvedStep, render
 
 __all__ = ["FusedGroup", "PARALLEL_MIN_ELEMENTS", "REQUEST_ERROR", "start_state", "lay_out", "use_parallel"]
 
@@ -48,27 +50,24 @@ PARALLEL_MIN_ELEMENTS = 1 << 12
 REQUEST_ERROR = "from infc_runtime.abi import RequestError"
 """The import a module needs when a driver checks the request's data."""
 
-THREADS = ('THREADS = max(1, min(int(os.environ.get("INFC_KERNEL_THREADS", "1")), numba.config.NUMBA_NUM_THREADS))'
-           "  # threads of each parallel loop")
+THREADS = (f'{abi.THREADS} = max(1, min(int(os.environ.get("{abi.THREADS_ENV}", "1")), '
+           'numba.config.NUMBA_NUM_THREADS))  # threads of each parallel loop')
 """The module constant parallel loops take their thread count from (see `parallel` above)."""
 
 
 @dataclass(frozen=True)
 class FusedGroup:
-    """The generated text of one group: the loop function, its driver and what they need."""
+    """The generated text of one group: the loop function and its driver, and what they need."""
 
-    loop: str
-    driver: str
+    functions: str
     constants: list[str]
-    helpers: dict[str, str]
     imports: list[str]
 
 
 def start_state(group: int, first: ResolvedStep) -> FuseState:
     """The state before the group's first step: the input array `x` as it is."""
     shape = first.input.shape
-    return FuseState(group=group, dtype=first.input.dtype,
-                     sizes=[str(s) if s >= 0 else f"x.shape[{i + 1}]" for i, s in enumerate(shape)],
+    return FuseState(group=group, sizes=[str(s) if s >= 0 else f"x.shape[{i + 1}]" for i, s in enumerate(shape)],
                      order=[float(i) for i in range(len(shape))])
 
 
@@ -118,7 +117,6 @@ def _levels(state: FuseState, lines: list[Line], loops: list[str], parallel: boo
 
 def lay_out(state: FuseState, fn: str, doc: str, out_dtype: str, parallel: bool | None = None) -> FusedGroup:
     """The loop function `{fn}_loop` and the driver `{fn}` for a state every step has added to."""
-    state.flush()
     if parallel is None:
         parallel = use_parallel(state)
     rank = len(state.sizes)
@@ -127,13 +125,15 @@ def lay_out(state: FuseState, fn: str, doc: str, out_dtype: str, parallel: bool 
     loops = [f"i{k}" for _, k in keyed]
     lines = _emit(state, idx)
     write = "".join(f", {i.text}" for i in idx)
-    loop = render("fused.py.j2", fn=f"{fn}_loop", doc=doc, parallel=parallel,
-                  args=[*state.size_args, *state.args], prologue=state.prologue,
-                  levels=_levels(state, lines, loops, parallel), write=f"out[n{write}] = v")
-    driver = render("fused_call.py.j2", fn=fn, doc=doc, size_lines=state.size_lines, out_shape=state.sizes,
-                    out_dtype=out_dtype, parallel=parallel, args=[*state.size_args, *(a.upper() for a in state.args)])
-    imports = ["import os"] if parallel else []
+    functions = render("fused.py.j2", fn=fn, doc=doc, parallel=parallel, args=[*state.size_args, *state.tables],
+                       prologue=state.prologue, levels=_levels(state, lines, loops, parallel),
+                       write=f"out[n{write}] = v", size_lines=state.size_lines, out_shape=state.sizes,
+                       out_dtype=out_dtype, threads=abi.THREADS,
+                       call_args=[*state.size_args, *(a.upper() for a in state.tables)])
+    imports = [f"from {OPS} import {op}" for op in sorted(state.imports)]
+    if parallel:
+        imports.append("import os")
     if any("RequestError" in line for line in state.size_lines):
         imports.append(REQUEST_ERROR)
-    return FusedGroup(loop, driver, [*state.constants, *([THREADS] if parallel else [])], dict(state.helpers),
-                      imports)
+    constants = [f"{name.upper()} = {expr}" for name, expr in state.tables.items()]
+    return FusedGroup(functions, [*constants, *([THREADS] if parallel else [])], imports)

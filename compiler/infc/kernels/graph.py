@@ -58,9 +58,8 @@ def resolve(steps: Sequence[tuple[str, Mapping[str, Any]]], start: Sequence[Tens
             others = {**{t.name: t for t in side}, **live}
             outputs, extra = step.infer(live[src], params, out_name, others)
             classes = index_range.get(src, -1)
-            if name == "labels" and classes >= 0 and len(params["names"]) < classes:
-                raise StepIssue(f"expected at least {classes} names (one per class of {src!r}), "
-                                f"got {len(params['names'])}", "names")
+            if step.check_classes is not None and classes >= 0:
+                step.check_classes(classes, params, src)
         except StepIssue as issue:
             on_issue(i, issue)
             current = _forget(live, unknown, params, step.default_output, src)

@@ -4,9 +4,9 @@ A step is registered once with everything about it: the JSON Schema of its
 parameters (the spec schema is built from this registry, so an unknown step or
 a bad parameter is rejected when the spec loads, with file:line:col), its
 shape/dtype rule, its numpy reference and how code is generated for it (a
-per-element snippet that codegen fuses with its neighbours, or a kernel of its
-own). Registration validates eagerly: a malformed step fails at import.
-Steps live in `kernels/steps/`, one module per family.
+per-element snippet that codegen fuses with its neighbours, or one call into
+the runtime's ops library, `infc_runtime.ops`), and its hooks. Registration
+validates eagerly: a malformed step fails at import. Steps live in `kernels/steps/`, one module per family.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from infc_runtime.types import TensorSpec
 
-from .types import FuseState, ModuleText, ResolvedStep
+from .types import EmitContext, FuseState, ModuleText, ResolvedStep
 
 __all__ = ["StepDef", "COMMON_PARAMS", "register", "get", "names", "params_schema", "all_steps", "needs_data"]
 
@@ -28,7 +28,9 @@ Rule = Callable[[TensorSpec, Mapping[str, Any], str, Mapping[str, TensorSpec]],
                 tuple[tuple[TensorSpec, ...], dict[str, Any]]]
 Reference = Callable[..., tuple[npt.NDArray[Any], ...]]
 Fuse = Callable[[FuseState, ResolvedStep], None]
-Emit = Callable[[ModuleText, ResolvedStep, dict[str, Any]], None]
+Emit = Callable[[ModuleText, ResolvedStep, EmitContext], None]
+CheckClasses = Callable[[int, Mapping[str, Any], str], None]
+ExampleSize = Callable[[tuple[int, int], Mapping[str, Any]], "tuple[int, int] | None"]
 Prepare = Callable[[Mapping[str, Any], npt.NDArray[Any]], dict[str, Any]]
 
 COMMON_PARAMS: dict[str, Any] = {
@@ -53,7 +55,7 @@ class StepDef:
     fuse: Fuse | None = None
     """Per-element steps: add to a fused loop (they fuse with their neighbours)."""
     emit: Emit | None = None
-    """Other steps: add a kernel function and its call to the module."""
+    """Other steps: add their call into the runtime's ops library to the module (`ModuleText.call`)."""
     params: Mapping[str, Any] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     default_output: str | None = None
@@ -72,7 +74,15 @@ class StepDef:
     prepare: Prepare | None = None
     """Build time, for parameters computed from data (`from: calibration`): (params, the step's
     input computed over the calibration requests) -> params with those values filled in and
-    `from` removed. Called by `infc.kernels.prepare` before code generation."""
+    `from` removed. Called by `infc.spec.prepare` before code generation."""
+    check_classes: CheckClasses | None = None
+    """For a step that reads class indices (`labels`): (how many classes the step that made its input
+    reports, params, the input's name) -> None, or a StepIssue when the params do not cover them.
+    Called by `graph.resolve`."""
+    example_size: ExampleSize | None = None
+    """For an image step a decoded image may reach: ([h, w] a warm-up image needs so far, params) -> the
+    size it needs for this step too, or None when this step makes its own size (a resize: what follows
+    asks nothing of the image). Called by `decode` to make its warm-up example fit the steps after it."""
 
     @property
     def elementwise(self) -> bool:

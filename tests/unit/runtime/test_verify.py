@@ -119,6 +119,19 @@ def test_numba_cache_files_are_kept_only_when_listed_and_matching(bundle: Path) 
     assert sorted(p.name for p in cache.iterdir()) == ["pre.scale-8.py311.1.nbc"]
 
 
+def test_the_ops_librarys_numba_cache_is_kept_when_listed(bundle: Path) -> None:
+    cache = bundle / "infc_runtime" / "ops" / "__pycache__"
+    cache.mkdir(parents=True)
+    (cache / "rowwise._softmax_rows-22.py311.nbi").write_bytes(b"index")
+    (cache / "rowwise._softmax_rows-22.py311.1.nbc").write_bytes(b"code")
+    seal(bundle)  # shipped, as the kernels' own cache
+    (cache / "rowwise._topk_rows-60.py311.nbi").write_bytes(b"compiled here since")  # unlisted
+    verified = verify_bundle(bundle)
+    assert verified.removed == ("infc_runtime/ops/__pycache__/rowwise._topk_rows-60.py311.nbi",)
+    assert sorted(p.name for p in cache.iterdir()) == ["rowwise._softmax_rows-22.py311.1.nbc",
+                                                       "rowwise._softmax_rows-22.py311.nbi"]
+
+
 def test_a_cache_that_cannot_be_removed_is_refused(bundle: Path) -> None:
     cache = bundle / "kernels" / "__pycache__"
     cache.mkdir()
@@ -143,7 +156,10 @@ def test_a_cache_that_cannot_be_removed_is_refused(bundle: Path) -> None:
     ("files", {"../outside.py": "0" * 64}, "files: '../outside.py' is outside the bundle (..)"),
     ("measurements.files", {"kernels/pre.py": "0" * 64},
      "measurements.files: 'kernels/pre.py' is not a measured file (report.md or Numba's cache "
-     "kernels/__pycache__/*.nbi|*.nbc)"),
+     "kernels/__pycache__/*.nbi|*.nbc, infc_runtime/ops/__pycache__/*.nbi|*.nbc)"),
+    ("measurements.files", {"infc_runtime/ops/rowwise.py": "0" * 64},
+     "measurements.files: 'infc_runtime/ops/rowwise.py' is not a measured file (report.md or Numba's cache "
+     "kernels/__pycache__/*.nbi|*.nbc, infc_runtime/ops/__pycache__/*.nbi|*.nbc)"),
 ])
 def test_a_manifest_path_outside_the_bundle_is_refused(bundle: Path, key: str, value: Any, message: str) -> None:
     def change(manifest: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import INTEGER, ModuleText, ResolvedStep, StepIssue, render, require_numeric
+from ..types import INTEGER, EmitContext, ModuleText, ResolvedStep, StepIssue, require_numeric
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -35,13 +35,33 @@ def _softmax_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return ((e / e.sum(axis=-1, keepdims=True)).astype(np.float32),)
 
 
-def _softmax_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    text.functions.append(render("softmax.py.j2", fn=common["fn"]))
-    text.calls.append(render("rowwise_call.py.j2", dst=step.outputs[0].name, **common))
+def _softmax_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "softmax", outputs=[step.outputs[0].name])
 
 
 register(StepDef("softmax", ("post",), "softmax over the last axis", _softmax_infer, _softmax_ref,
                  emit=_softmax_emit))
+
+
+# -- log_softmax --------------------------------------------------------------
+def _log_softmax_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mapping[str, TensorSpec]) -> Out:
+    _rows(t, "log_softmax")
+    return (TensorSpec(out, "float32", t.shape),), {}
+
+
+def _log_softmax_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
+    """x - max - log(sum(exp(x - max))) in float32, the sum of exponentials in float64."""
+    shifted = x.astype(np.float32) - x.astype(np.float32).max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(shifted.astype(np.float64)).sum(axis=-1, keepdims=True)).astype(np.float32)
+    return ((shifted - lse).astype(np.float32),)
+
+
+def _log_softmax_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "log_softmax", outputs=[step.outputs[0].name], module="infc_runtime.ops.rowwise")
+
+
+register(StepDef("log_softmax", ("post",), "log of the softmax over the last axis (float32, stable for large "
+                 "logits)", _log_softmax_infer, _log_softmax_ref, emit=_log_softmax_emit))
 
 
 # -- topk -------------------------------------------------------------------
@@ -62,10 +82,8 @@ def _topk_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return np.take_along_axis(x, idx, axis=-1).astype(np.float32), idx.astype(np.int64)
 
 
-def _topk_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    text.functions.append(render("topk.py.j2", fn=common["fn"]))
-    text.calls.append(render("topk_call.py.j2", k=int(step.params["k"]), scores=step.outputs[0].name,
-                             indices=step.outputs[1].name, **common))
+def _topk_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "topk", str(int(step.params["k"])), outputs=[o.name for o in step.outputs])
 
 
 register(StepDef("topk", ("post",), "the k largest values of the last axis: `scores` and `indices`",
@@ -85,14 +103,19 @@ def _labels_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return (names[x],)
 
 
-def _labels_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    const = f"NAMES_{common['group']}"
-    names = [n.encode() for n in step.params["names"]]
-    text.constants.append(f"{const} = np.array({names!r}, dtype=object)")
-    text.calls.append(render("labels_call.py.j2", const=const, dst=step.outputs[0].name, **common))
+def _labels_check(classes: int, p: Mapping[str, Any], src: str) -> None:
+    if len(p["names"]) < classes:
+        raise StepIssue(f"expected at least {classes} names (one per class of {src!r}), got {len(p['names'])}",
+                        "names")
+
+
+def _labels_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    names = text.constant(f"NAMES_{ctx.group}", f"np.array({[n.encode() for n in step.params['names']]!r}, "
+                                                "dtype=object)")
+    text.call(ctx, "labels", names, outputs=[step.outputs[0].name])
 
 
 register(StepDef("labels", ("post",), "map class indices to names (BYTES output)", _labels_infer, _labels_ref,
-                 emit=_labels_emit, default_output="labels",
+                 emit=_labels_emit, check_classes=_labels_check, default_output="labels",
                  params={"names": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
                  required=("names",)))

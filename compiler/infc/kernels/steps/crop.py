@@ -17,7 +17,7 @@ import numpy as np
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import FuseState, Inner, Ix, Line, ResolvedStep, StepIssue, render
+from ..types import FuseState, Inner, Ix, Line, ResolvedStep, StepIssue
 from ._image import SIZE, Array, Out, image_shape, per_image, size_param
 
 _PAD_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float32", "float64")
@@ -81,8 +81,15 @@ def _crop_fuse(state: FuseState, step: ResolvedStep) -> None:
     state.sizes = [str(window[0]), str(window[1]), *state.sizes[2:]]
 
 
+def _crop_example(size: tuple[int, int], p: Mapping[str, Any]) -> tuple[int, int]:
+    """A warm-up image for a crop is at least as large as its window."""
+    window = size_param(p, "size")
+    return max(size[0], window[0]), max(size[1], window[1])
+
+
 register(StepDef("center_crop", ("pre",), "the centre `size: [h, w]` of an image [H, W(, C)]",
-                 _crop_infer, _crop_ref, fuse=_crop_fuse, params={"size": SIZE}, required=("size",)))
+                 _crop_infer, _crop_ref, fuse=_crop_fuse, example_size=_crop_example, params={"size": SIZE},
+                 required=("size",)))
 
 
 # -- pad --------------------------------------------------------------------
@@ -129,8 +136,7 @@ def _pad_fuse(state: FuseState, step: ResolvedStep) -> None:
             clamped.append(Ix(at, ix.deps))
             inside.append(ok)
         lines += inner([*clamped, *idx[2:]])
-        code = render("steps/pad.j2", inside=inside, fill=fill)
-        return lines + [Line(text) for text in code.splitlines()]
+        return [*lines, Line(f"v = v if {' and '.join(inside)} else {fill}")]
 
     state.stage(pad)
     state.gathers = True  # clamped reads

@@ -23,16 +23,14 @@ from PIL import Image
 
 from infc_runtime.types import TensorSpec
 
-from ..fusion import REQUEST_ERROR
-from ..registry import StepDef, register
-from ..types import ModuleText, ResolvedStep, StepIssue, render
+from ..registry import StepDef, get, register
+from ..types import EmitContext, ModuleText, ResolvedStep, StepIssue
 from ._image import Array, Out
 
 _MODES = {"RGB": (3,), "RGBA": (4,), "L": ()}
 _FORMATS = ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"]
 _DEFAULT_FORMATS = ["PNG", "JPEG"]
 _MAX_PIXELS = 40_000_000
-_REQUEST_LIMITS = "from infc_runtime.abi import RequestTooLarge, request_limits"
 
 
 def _options(p: Mapping[str, Any]) -> tuple[str, list[str], int]:
@@ -64,27 +62,26 @@ def example_image(mode: str, formats: list[str], size: tuple[int, int] = (2, 2))
     return out.getvalue()
 
 
-def _example_size(reader: list[ResolvedStep] | None) -> tuple[int, int]:
-    """The warm-up image's size: as large as the crops before the first resize ask (a pad fits it)."""
-    h, w = 2, 2
-    for step in reader or ():
-        if step.name == "resize":
+def _example_size(reader: tuple[ResolvedStep, ...]) -> tuple[int, int]:
+    """The warm-up image's size: as large as the steps that read it ask (each step's `example_size`
+    hook, up to the first that makes its own size: a crop's window counts, what follows a resize not)."""
+    size = (2, 2)
+    for step in reader:
+        hook = get(step.name).example_size
+        if hook is None:
+            continue
+        grown = hook(size, step.params)
+        if grown is None:
             break
-        if step.name == "center_crop":
-            h, w = max(h, step.params["size"][0]), max(w, step.params["size"][1])
-    return h, w
+        size = grown
+    return size
 
 
-def _emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
+def _emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
     mode, formats, max_pixels = _options(step.params)
-    reader = common.pop("reader")
-    text.imports += ["import io", "import re", "import PIL.Image", REQUEST_ERROR, _REQUEST_LIMITS]
-    for helper in (render("decode.py.j2"), render("per_image.py.j2")):
-        if helper not in text.functions:
-            text.functions.append(helper)
-    text.examples[step.input.name] = example_image(mode, formats, _example_size(reader))
-    text.calls.append(render("decode_call.py.j2", dst=step.outputs[0].name, mode=mode, formats=repr(formats),
-                             max_pixels=max_pixels, ragged_ok=reader is not None, **common))
+    text.examples[step.input.name] = example_image(mode, formats, _example_size(ctx.reader))
+    text.call(ctx, "decode_images", repr(mode), repr(ctx.src), repr(formats), str(max_pixels), repr(bool(ctx.reader)),
+              outputs=[step.outputs[0].name], module="infc_runtime.ops.decode")
 
 
 register(StepDef(

@@ -29,7 +29,7 @@ from infc_runtime.types import TensorSpec
 
 from ...modelio import shape_matches
 from ..registry import StepDef, register
-from ..types import NUMERIC, ModuleText, ResolvedStep, StepIssue, literal, render
+from ..types import NUMERIC, EmitContext, ModuleText, ResolvedStep, StepIssue, literal
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -136,18 +136,16 @@ def _nms_ref(x: Array, p: Mapping[str, Any], scores: Array | None = None) -> tup
             np.array([r[3] for r in rows], np.int64))
 
 
-def _nms_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
+def _nms_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
     p = step.params
     scale, dx, dy = _rescale(p)
     clip = p.get("clip")
-    text.functions.append(render(
-        "nms.py.j2", fn=common["fn"], fmt=p.get("box_format", "xyxy"), agnostic=bool(p.get("class_agnostic", False)),
-        iou=literal(p.get("iou_threshold", 0.5)), min_score=literal(p.get("score_threshold", 0.0)),
-        scale=literal(scale), dx=literal(dx), dy=literal(dy),
-        clip=None if clip is None else [literal(clip[0]), literal(clip[1])]))
-    boxes, scores, classes, count = (o.name for o in step.outputs)
-    text.calls.append(render("nms_call.py.j2", scores_in=p["scores"], m=int(p.get("max_detections", 100)),
-                             boxes=boxes, scores=scores, classes=classes, count=count, **common))
+    text.call(ctx, "nms", f"t[{p['scores']!r}]", str(int(p.get("max_detections", 100))),
+              repr(p.get("box_format", "xyxy")), repr(bool(p.get("class_agnostic", False))),
+              literal(p.get("iou_threshold", 0.5)), literal(p.get("score_threshold", 0.0)), literal(scale),
+              f"({literal(dx)}, {literal(dy)})",
+              "None" if clip is None else f"({literal(clip[0])}, {literal(clip[1])})",
+              outputs=[o.name for o in step.outputs])
 
 
 _pair = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}

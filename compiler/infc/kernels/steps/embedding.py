@@ -12,7 +12,7 @@ from infc_runtime.types import TensorSpec
 
 from ...modelio import shape_matches
 from ..registry import StepDef, register
-from ..types import FLOAT, NUMERIC, ModuleText, ResolvedStep, StepIssue, render, require_numeric
+from ..types import FLOAT, NUMERIC, EmitContext, ModuleText, ResolvedStep, StepIssue, require_numeric
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -42,9 +42,8 @@ def _mean_pool_ref(x: Array, p: Mapping[str, Any], mask: Array | None = None) ->
     return ((total / np.maximum(m.sum(axis=-2), np.float32(1e-9))).astype(np.float32),)
 
 
-def _mean_pool_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    text.functions.append(render("mean_pool.py.j2", fn=common["fn"]))
-    text.calls.append(render("mean_pool_call.py.j2", dst=step.outputs[0].name, mask=step.params["mask"], **common))
+def _mean_pool_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "mean_pool", f"t[{step.params['mask']!r}]", outputs=[step.outputs[0].name])
 
 
 register(StepDef("mean_pool", ("post",), "mean over the sequence axis (-2) of the rows where `mask` is non-zero",
@@ -68,9 +67,8 @@ def _l2_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return ((x / np.maximum(norm, 1e-12)).astype(np.float32),)
 
 
-def _l2_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    text.functions.append(render("l2_normalize.py.j2", fn=common["fn"]))
-    text.calls.append(render("rowwise_call.py.j2", dst=step.outputs[0].name, **common))
+def _l2_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "l2_normalize", outputs=[step.outputs[0].name])
 
 
 register(StepDef("l2_normalize", ("post",), "divide by the L2 norm of the last axis (zero rows stay zero)",

@@ -26,7 +26,7 @@ from infc_runtime.types import TensorSpec
 
 from ..columns import Columns, columns_of, field_ref, require_rows, select
 from ..registry import StepDef, register
-from ..types import NUMERIC, ModuleText, ResolvedStep, StepIssue, render
+from ..types import NUMERIC, EmitContext, ModuleText, ResolvedStep, StepIssue
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -131,18 +131,17 @@ def _field_code(f: Field) -> str:
     return f"Field({', '.join(args)})"
 
 
-def _features_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
+def _features_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
     dst = step.outputs[0].name
     if not step.extra["json"]:
-        text.calls.append(render("features_call.py.j2", dst=dst, const=None, **common))
+        text.call(ctx, "as_float32", outputs=[dst])
         return
     fields = _fields(step.params)
-    const = f"FIELDS_{common['group']}"
     lines = "".join(f"\n    {_field_code(f)}," for f in fields)
-    text.imports.append("from infc_runtime.rows import Field, decode_rows")
-    text.constants.append(f"{const} = ({lines}\n)")
-    text.examples[common["src"]] = _example(fields)
-    text.calls.append(render("features_call.py.j2", dst=dst, const=const, **common))
+    text.imports.append("from infc_runtime.rows import Field")
+    const = text.constant(f"FIELDS_{ctx.group}", f"({lines}\n)")
+    text.examples[ctx.src] = _example(fields)
+    text.call(ctx, "decode_rows", const, repr(ctx.src), outputs=[dst], module="infc_runtime.rows")
 
 
 register(StepDef("features", ("pre",), "JSON rows (one object per row) -> a float32 vector of the named fields",
@@ -191,11 +190,10 @@ def _one_hot_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return (np.concatenate([x[:, :col], hot, x[:, col + 1:]], axis=1),)
 
 
-def _one_hot_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
+def _one_hot_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
     e = step.extra
-    text.functions.append(render("one_hot.py.j2", fn=common["fn"]))
-    text.calls.append(render("one_hot_call.py.j2", dst=step.outputs[0].name, column=e["column"], k=e["k"],
-                             slot=int(e["slot"]), width=step.outputs[0].shape[0], **common))
+    text.call(ctx, "one_hot", str(int(e["column"])), str(int(e["k"])), repr(bool(e["slot"])),
+              outputs=[step.outputs[0].name])
 
 
 register(StepDef("one_hot", ("pre",), "a field of category codes -> one column per category",

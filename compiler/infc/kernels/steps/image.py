@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ import numpy.typing as npt
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import FuseState, Ix, ResolvedStep, StepIssue, check_axis, literal, render, require_numeric
+from ..types import FuseState, Ix, ResolvedStep, StepIssue, check_axis, literal, require_numeric
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -34,7 +34,7 @@ def _to_float_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 def _to_float_fuse(state: FuseState, step: ResolvedStep) -> None:
     scale = step.params.get("scale")
-    state.body.append(render("steps/to_float.j2", scale=literal(scale) if scale is not None else None))
+    state.values([f"v = np.float32(v){'' if scale is None else f' * np.float32({literal(scale)})'}"])
 
 
 register(StepDef("to_float", ("pre",), "cast to float32 and multiply by `scale`", _to_float_infer, _to_float_ref,
@@ -55,8 +55,8 @@ def _scale_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 def _scale_fuse(state: FuseState, step: ResolvedStep) -> None:
     offset = step.params.get("offset")
-    state.body.append(render("steps/scale.j2", factor=literal(step.params["factor"]),
-                             offset=literal(offset) if offset else None))
+    plus = f" + np.float32({literal(offset)})" if offset else ""
+    state.values([f"v = np.float32(v) * np.float32({literal(step.params['factor'])}){plus}"])
 
 
 register(StepDef("scale", ("pre",), "float32 `x * factor + offset` (e.g. factor 1/127.5, offset -1 for [-1, 1])",
@@ -91,18 +91,20 @@ def _normalize_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 
 def _normalize_fuse(state: FuseState, step: ResolvedStep) -> None:
-    chan = state.axes[int(step.extra["axis"])]
-    values = {}
-    for key in ("mean", "std"):
+    axis = int(step.extra["axis"])
+
+    def per_channel(key: str) -> Callable[[str], str]:
+        """The channel's value of `key`, from the channel's index: a literal, or a constant array read there."""
         numbers = step.params[key]
         if len(numbers) == 1:
-            values[key] = f"np.float32({literal(numbers[0])})"
-        else:
-            const = f"{key}_{state.group}_{step.index}"
-            state.constants.append(f"{const.upper()} = np.array({[float(v) for v in numbers]!r}, dtype=np.float32)")
-            state.args.append(const)
-            values[key] = f"{const}[{chan}]"
-    state.body.append(render("steps/normalize.j2", **values))
+            one = f"np.float32({literal(numbers[0])})"
+            return lambda chan: one
+        name = state.table(f"{key}_{state.group}_{step.index}",
+                           f"np.array({[float(v) for v in numbers]!r}, dtype=np.float32)")
+        return lambda chan: f"{name}[{chan}]"
+
+    mean, std = per_channel("mean"), per_channel("std")
+    state.values(lambda axes: [f"v = (np.float32(v) - {mean(axes[axis])}) / {std(axes[axis])}"])
 
 
 register(StepDef("normalize", ("pre",), "(x - mean[c]) / std[c] along `axis` (the channel axis)",
@@ -194,8 +196,7 @@ def _channel_order_fuse(state: FuseState, step: ResolvedStep) -> None:
             return Ix(f"({count - 1} - {c.text})", c.deps)
     else:
         table = f"order_{state.group}_{step.index}"
-        state.constants.append(f"{table.upper()} = np.array({order!r}, dtype=np.intp)")
-        state.args.append(table)
+        state.table(table, f"np.array({order!r}, dtype=np.intp)")
 
         def channel(c: Ix) -> Ix:
             return Ix(f"{table}[{c.text}]", c.deps)

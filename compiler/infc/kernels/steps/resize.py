@@ -28,7 +28,7 @@ import numpy as np
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import FuseState, Inner, Ix, Line, ResolvedStep, StepIssue, render
+from ..types import FuseState, Inner, Ix, Line, ResolvedStep, StepIssue
 from ._image import IMAGE_DTYPES, SIZE, Array, Out, guard_size, image_shape, per_image, size_param
 
 __all__ = ["shorter_size", "fit_size", "linear_taps", "nearest_taps"]
@@ -48,7 +48,7 @@ def fit_size(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
 
 
 def linear_taps(n_in: int, n_out: int) -> tuple[Array, Array, Array, Array]:
-    """numpy twin of the generated `linear_taps`: (i0, i1, w0, w1) for each output index."""
+    """numpy twin of `infc_runtime.ops.linear_taps`: (i0, i1, w0, w1) for each output index."""
     s = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     f = np.floor(s)
     i, w = f.astype(np.intp), s - f
@@ -58,7 +58,7 @@ def linear_taps(n_in: int, n_out: int) -> tuple[Array, Array, Array, Array]:
 
 
 def nearest_taps(n_in: int, n_out: int) -> Array:
-    """numpy twin of the generated `nearest_taps`."""
+    """numpy twin of `infc_runtime.ops.nearest_taps`."""
     return np.minimum(np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.intp), n_in - 1)
 
 
@@ -151,7 +151,7 @@ def _fuse(state: FuseState, step: ResolvedStep) -> None:
     oh, ow = _driver_sizes(state, p, str(step.extra["mode"]))
     ty, tx = state.fresh("rows"), state.fresh("cols")
     if p.get("method", "bilinear") == "nearest":
-        state.helpers["nearest_taps"] = render("nearest_taps.py.j2")
+        state.imports.add("nearest_taps")
         state.prologue += [f"{ty}i0 = nearest_taps({h}, {oh})", f"{tx}i0 = nearest_taps({w}, {ow})"]
 
         def nearest(idx: list[Ix], inner: Inner) -> list[Line]:
@@ -161,7 +161,7 @@ def _fuse(state: FuseState, step: ResolvedStep) -> None:
 
         state.stage(nearest)
     else:
-        state.helpers["linear_taps"] = render("linear_taps.py.j2")
+        state.imports.add("linear_taps")
         state.prologue += [f"{ty}i0, {ty}i1, {ty}w0, {ty}w1 = linear_taps({h}, {oh})",
                            f"{tx}i0, {tx}i1, {tx}w0, {tx}w1 = linear_taps({w}, {ow})"]
         work = "float64" if step.input.dtype == "float64" else "float32"
@@ -177,9 +177,12 @@ def _fuse(state: FuseState, step: ResolvedStep) -> None:
                     lines += inner([y, x, *idx[2:]])
                     samples.append(state.fresh("s"))
                     lines.append(Line(f"{samples[-1]} = np.{work}(v)"))
-            code = render("steps/bilinear.j2", s=samples, wx0=xs[2][1].text, wx1=xs[3][1].text,
-                          wy0=ys[2][1].text, wy1=ys[3][1].text, integer=integer, dtype=step.input.dtype)
-            return lines + [Line(text) for text in code.splitlines()]
+            (wx0, wx1), (wy0, wy1) = (xs[2][1].text, xs[3][1].text), (ys[2][1].text, ys[3][1].text)
+            lines.append(Line(f"v = ({samples[0]} * {wx0} + {samples[1]} * {wx1}) * {wy0} + "
+                              f"({samples[2]} * {wx0} + {samples[3]} * {wx1}) * {wy1}"))
+            if integer:  # rounded half up, back to the image's dtype
+                lines.append(Line(f"v = np.{step.input.dtype}(np.floor(v + np.float32(0.5)))"))
+            return lines
 
         state.stage(bilinear)
     state.sizes = [oh, ow, *state.sizes[2:]]
@@ -188,7 +191,7 @@ def _fuse(state: FuseState, step: ResolvedStep) -> None:
 register(StepDef(
     "resize", ("pre",), "resize an image [H, W(, C)]: `size: [h, w]`, `shorter: N` (aspect kept) or "
     "`fit: [h, w]` (aspect kept, inside h x w); `method` bilinear (default) or nearest",
-    _infer, _reference, fuse=_fuse,
+    _infer, _reference, fuse=_fuse, example_size=lambda size, p: None,  # a warm-up image of any size will do
     params={"size": SIZE,
             "shorter": {"type": "integer", "minimum": 1, "description": "the shorter side's new length"},
             "fit": {**SIZE, "description": "[height, width] of the box to fit inside, aspect ratio kept"},

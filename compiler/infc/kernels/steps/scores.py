@@ -17,7 +17,7 @@ import numpy.typing as npt
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import FuseState, ModuleText, ResolvedStep, StepIssue, literal, render, require_numeric
+from ..types import EmitContext, FuseState, ModuleText, ResolvedStep, StepIssue, literal, require_numeric
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -43,7 +43,7 @@ def _sigmoid_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 
 def _sigmoid_fuse(state: FuseState, step: ResolvedStep) -> None:
-    state.body.append(render("steps/sigmoid.j2"))
+    state.values(["v = np.float32(1.0) / (np.float32(1.0) + np.exp(-np.float32(v)))"])
 
 
 register(StepDef("sigmoid", ("post",), "1 / (1 + exp(-x)) per element (float32)", _sigmoid_infer, _sigmoid_ref,
@@ -68,8 +68,12 @@ def _round_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 def _round_fuse(state: FuseState, step: ResolvedStep) -> None:
     # numpy's own recipe, in float32: rint(x * 10^d) / 10^d (or rint(x / 10^-d) * 10^-d for d < 0)
     decimals = int(step.params.get("decimals", 0))
-    factor = literal(10.0 ** abs(decimals))
-    state.body.extend(render("steps/round.j2", factor=factor, negative=decimals < 0).splitlines())
+    factor = f"np.float32({literal(10.0 ** abs(decimals))})"
+    if decimals < 0:
+        rounded = f"v = np.rint(v / {factor}) * {factor}"
+    else:  # from 2^23 on, float32 holds whole numbers only: x * 10^d could overflow to inf
+        rounded = f"v = np.rint(v * {factor}) / {factor} if abs(v) < np.float32(8388608.0) else v"
+    state.values(["v = np.float32(v)", rounded])
 
 
 register(StepDef("round", ("post",), "round half to even to `decimals` places, in float32 (numpy's rule; "
@@ -91,9 +95,8 @@ def _argmax_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return (np.argmax(x, axis=-1).astype(np.int64),)
 
 
-def _argmax_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    text.functions.append(render("argmax.py.j2", fn=common["fn"]))
-    text.calls.append(render("argmax_call.py.j2", dst=step.outputs[0].name, **common))
+def _argmax_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    text.call(ctx, "argmax", outputs=[step.outputs[0].name])
 
 
 register(StepDef("argmax", ("post",), "index of the largest value of the last axis (int64; ties and NaN: the "
@@ -126,13 +129,13 @@ def _threshold_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return (decision,)
 
 
-def _threshold_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
-    names = None
-    if "names" in step.params:
-        names = f"NAMES_{common['group']}"
-        text.constants.append(f"{names} = np.array({[n.encode() for n in step.params['names']]!r}, dtype=object)")
-    text.calls.append(render("threshold_call.py.j2", dst=step.outputs[0].name, column=step.params.get("column"),
-                             threshold=literal(step.params.get("threshold", 0.5)), names=names, **common))
+def _threshold_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
+    p = step.params
+    names = "None"
+    if "names" in p:
+        names = text.constant(f"NAMES_{ctx.group}", f"np.array({[n.encode() for n in p['names']]!r}, dtype=object)")
+    text.call(ctx, "threshold", literal(p.get("threshold", 0.5)), repr(p.get("column")), names,
+              outputs=[step.outputs[0].name])
 
 
 register(StepDef("threshold", ("post",), "decision `score >= threshold` (NaN: below): 0/1 (int64), or `names`",

@@ -27,7 +27,7 @@ from infc_runtime.types import TensorSpec
 
 from ..columns import Columns, columns_of, field_ref, require_rows, select
 from ..registry import StepDef, register
-from ..types import FuseState, ResolvedStep, StepIssue, render
+from ..types import FuseState, ResolvedStep, StepIssue
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
@@ -74,40 +74,41 @@ def _list(p: Mapping[str, Any], key: str) -> list[float]:
     return [float(v) for v in (raw if isinstance(raw, list) else [raw])]
 
 
-def _per_column(state: FuseState, step: ResolvedStep, key: str, values: Sequence[float], filler: float) -> str:
-    """Code for this column's value of `key`: a literal when there is one value, else a constant array."""
+Code = Callable[[str], str]
+"""Code for a value that may differ per column, from the expression of the column index."""
+Lines = Callable[[str], list[str]]
+"""A step's value statements, from the expression of the column index."""
+
+
+def _per_column(state: FuseState, step: ResolvedStep, key: str, values: Sequence[float], filler: float) -> Code:
+    """This column's value of `key`: a literal when there is one value, else a constant array read at the column."""
     if len(values) == 1:
-        return f"np.float32({_num(values[0])})"
+        one = f"np.float32({_num(values[0])})"
+        return lambda col: one
     cols = step.extra["columns"] or range(len(values))
     full = [filler] * step.input.shape[-1]
     for c, v in zip(cols, values, strict=True):
         full[c] = v
-    name = f"{key}_{state.group}_{step.index}"
     items = ", ".join(_num(v) for v in full)
-    state.constants.append(f"{name.upper()} = np.array([{items}], dtype=np.float32)")
-    state.args.append(name)
-    return f"{name}[{state.axes[-1]}]"
+    name = state.table(f"{key}_{state.group}_{step.index}", f"np.array([{items}], dtype=np.float32)")
+    return lambda col: f"{name}[{col}]"
 
 
-def _emit(state: FuseState, step: ResolvedStep, lines: list[str]) -> None:
+def _emit(state: FuseState, step: ResolvedStep, lines: Lines) -> None:
     """Add a step's lines to the loop, under a column test when it applies to some columns only."""
-    if step.input.dtype != "float32":
-        state.body.append("v = np.float32(v)")
+    cast = ["v = np.float32(v)"] if step.input.dtype != "float32" else []
     cols: list[int] | None = step.extra["columns"]
     width = step.input.shape[-1]
     if cols is None or sorted(cols) == list(range(width)):
-        state.body.extend(lines)
+        state.values(lambda axes: [*cast, *lines(axes[-1])])
         return
-    col = state.axes[-1]
     if len(cols) == 1:
-        state.body.append(f"if {col} == {cols[0]}:")
+        test: Code = lambda col: f"if {col} == {cols[0]}:"  # noqa: E731
     else:
-        name = f"sel_{state.group}_{step.index}"
         mask = [c in cols for c in range(width)]
-        state.constants.append(f"{name.upper()} = np.array({mask!r}, dtype=np.bool_)")
-        state.args.append(name)
-        state.body.append(f"if {name}[{col}]:")
-    state.body.extend(f"    {line}" for line in lines)
+        name = state.table(f"sel_{state.group}_{step.index}", f"np.array({mask!r}, dtype=np.bool_)")
+        test = lambda col: f"if {name}[{col}]:"  # noqa: E731
+    state.values(lambda axes: [*cast, test(axes[-1]), *(f"    {line}" for line in lines(axes[-1]))])
 
 
 def _apply(x: Array, p: Mapping[str, Any], fn: Callable[[Array], Array]) -> tuple[Array, ...]:
@@ -140,8 +141,8 @@ def _fill_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 def _fill_fuse(state: FuseState, step: ResolvedStep) -> None:
     value = _per_column(state, step, "fill", _list(step.params, "value"), math.nan)
-    lines = render("steps/fill_missing.j2", value=value, infinite=bool(step.params.get("infinite")))
-    _emit(state, step, lines.splitlines())
+    missing = "not np.isfinite(v)" if step.params.get("infinite") else "np.isnan(v)"
+    _emit(state, step, lambda col: [f"if {missing}:", f"    v = {value(col)}"])
 
 
 register(StepDef("fill_missing", ("pre",), "replace NaN (a missing field) by `value`; +-inf too with `infinite`",
@@ -173,10 +174,10 @@ def _standardize_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 def _standardize_fuse(state: FuseState, step: ResolvedStep) -> None:
     if "mean" not in step.params:
-        raise ValueError("standardize from: calibration must be prepared (infc.kernels.prepare) before codegen")
+        raise ValueError("standardize from: calibration must be prepared (infc.spec.prepare) before codegen")
     mean = _per_column(state, step, "mean", step.params["mean"], 0.0)
     std = _per_column(state, step, "std", step.params["std"], 1.0)
-    _emit(state, step, [render("steps/standardize.j2", mean=mean, std=std)])
+    _emit(state, step, lambda col: [f"v = (v - {mean(col)}) / {std(col)}"])
 
 
 def _standardize_prepare(p: Mapping[str, Any], x: Array) -> dict[str, Any]:
@@ -231,7 +232,15 @@ def _clip_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 def _clip_fuse(state: FuseState, step: ResolvedStep) -> None:
     bounds = {key: _per_column(state, step, key, _list(step.params, key), fill)
               for key, fill in (("min", -math.inf), ("max", math.inf)) if key in step.params}
-    _emit(state, step, render("steps/clip.j2", low=bounds.get("min"), high=bounds.get("max")).splitlines())
+    low, high = bounds.get("min"), bounds.get("max")
+
+    def lines(col: str) -> list[str]:
+        out = [f"if v < {low(col)}:", f"    v = {low(col)}"] if low is not None else []
+        if high is not None:
+            out += [f"{'el' if low is not None else ''}if v > {high(col)}:", f"    v = {high(col)}"]
+        return out
+
+    _emit(state, step, lines)
 
 
 register(StepDef("clip", ("pre",), "limit each field to [min, max] (NaN stays NaN, +-inf is clipped)",
@@ -250,7 +259,7 @@ def _log1p_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 
 def _log1p_fuse(state: FuseState, step: ResolvedStep) -> None:
-    _emit(state, step, [render("steps/log1p.j2")])
+    _emit(state, step, lambda col: ["v = np.log1p(v)"])
 
 
 register(StepDef("log1p", ("pre",), "log(1 + x) per field (-1 gives -inf, below -1 NaN)",
@@ -285,11 +294,15 @@ def _categorical_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
 
 
 def _categorical_fuse(state: FuseState, step: ResolvedStep) -> None:
-    name = f"table_{state.group}_{step.index}"
     items = ", ".join(repr(float(c)) for c in step.params["categories"])
-    state.constants.append(f"{name.upper()} = np.array([{items}], dtype=np.float32)")
-    state.args.append(name)
-    _emit(state, step, render("steps/categorical.j2", table=name).splitlines())
+    table = state.table(f"table_{state.group}_{step.index}", f"np.array([{items}], dtype=np.float32)")
+    _emit(state, step, lambda col: ["if not np.isnan(v):",
+                                    "    code = np.float32(-1.0)",
+                                    f"    for k in range({table}.shape[0]):",
+                                    f"        if v == {table}[k]:",
+                                    "            code = np.float32(k)",
+                                    "            break",
+                                    "    v = code"])
 
 
 register(StepDef("categorical", ("pre",), "a numeric field's value -> its index in `categories` (-1: unknown)",

@@ -23,12 +23,13 @@ import numpy.typing as npt
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
-from ..types import ModuleText, ResolvedStep, StepIssue, render
+from ..types import EmitContext, ModuleText, ResolvedStep, StepIssue
 
 Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
 
 KINDS = ("input_ids", "attention_mask", "token_type_ids")
+_OPS_TEXT = "infc_runtime.ops.text"
 
 
 @functools.lru_cache(maxsize=16)
@@ -128,20 +129,16 @@ def _tokenize_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     return tuple(arrays[k] for k in KINDS if k in names)
 
 
-def _tokenize_emit(text: ModuleText, step: ResolvedStep, common: dict[str, Any]) -> None:
+def _tokenize_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> None:
     p = step.params
-    const = f"TOKENIZER_{common['group']}"
-    path = text.asset(f"{common['fn']}.tokenizer.json", Path(p["tokenizer"]).read_bytes())
-    text.imports.append("import tokenizers")
-    mode = p.get("truncation", "right")
-    text.constants.append(render("tokenize_const.py.j2", const=const, path=path, length=int(p["max_length"]),
-                                 mode=mode))
+    path = text.asset(f"{ctx.fn}.tokenizer.json", Path(p["tokenizer"]).read_bytes())
+    mode, length = str(p.get("truncation", "right")), int(p["max_length"])
+    text.imports.append(f"from {_OPS_TEXT} import load_tokenizer")
+    tok = text.constant(f"TOKENIZER_{ctx.group}", f"load_tokenizer({path}, {length}, {mode!r})")
     names = _outputs(p)
-    text.functions.append(render("tokenize.py.j2", fn=common["fn"], doc=common["doc"], const=const,
-                                 length=int(p["max_length"]), pad_id=step.extra["pad_id"],
-                                 dtype=p.get("dtype", "int64"), special=bool(p.get("add_special_tokens", True)),
-                                 error=mode == "error"))
-    text.calls.append(render("tokenize_call.py.j2", names=[names.get(k) for k in KINDS], **common))
+    text.call(ctx, "tokenize", repr(ctx.src), str(length), str(int(step.extra["pad_id"])),
+              f"np.{p.get('dtype', 'int64')}", repr(bool(p.get("add_special_tokens", True))), repr(mode == "error"),
+              outputs=[names.get(k) for k in KINDS], module=_OPS_TEXT, first=tok)
 
 
 register(StepDef(

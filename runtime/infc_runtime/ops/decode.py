@@ -1,4 +1,27 @@
-def decode_images(x, mode, name, formats, max_pixels, ragged):
+"""decode_images: encoded images (PNG, JPEG, ...) in a BYTES tensor -> uint8 pixels, with Pillow.
+
+Imported only by bundles whose spec decodes images (Pillow is pinned into those).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import PIL.Image
+
+from ..abi import RequestError, RequestTooLarge, request_limits
+
+__all__ = ["decode_images"]
+
+Array = npt.NDArray[Any]
+
+
+def decode_images(x: Array, mode: str, name: str, formats: list[str], max_pixels: int,
+                  ragged: bool) -> Array | list[Array]:
     """Encoded images (a BYTES tensor, one per row) -> uint8 arrays [N, H, W(, C)] in `mode`, by Pillow.
 
     Every image's size is read from its header first (Pillow opens lazily), and
@@ -16,7 +39,7 @@ def decode_images(x, mode, name, formats, max_pixels, ragged):
     try:
         for row, data in enumerate(x.reshape(len(x), -1)[:, 0]):
             where = f"input {name!r} row {row}"
-            if not isinstance(data, (bytes, bytearray)):
+            if not isinstance(data, bytes | bytearray):
                 raise RequestError(f"{where}: expected encoded image bytes, got {type(data).__name__}")
             try:
                 img = PIL.Image.open(io.BytesIO(data), formats=formats)  # reads the header only
@@ -51,6 +74,6 @@ def decode_images(x, mode, name, formats, max_pixels, ragged):
                        "send them in separate requests, or resize them")
 
 
-def _reason(error):
+def _reason(error: Exception) -> str:
     """Pillow's message without the reprs it may carry (`<_io.BytesIO object at 0x...>`)."""
     return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(error)) or type(error).__name__
