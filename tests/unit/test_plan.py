@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_plan_marks_the_baseline_and_the_shared_prefix() -> None:
-    plan = make_plan(load_spec(ROOT / "specs" / "digits" / "digits.yaml"))  # quantize: auto, fuse: true
+    plan = make_plan(load_spec(ROOT / "specs" / "digits" / "digits.yaml").spec)  # quantize: auto, fuse: true
     assert [(c.name, c.baseline) for c in plan.candidates] == [("fp32", True), ("dynamic", False), ("static", False)]
     assert plan.shared == 3
     fronts = [repr(c.passes[:plan.shared]) for c in plan.candidates]
