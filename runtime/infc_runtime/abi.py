@@ -18,7 +18,6 @@ imports this file, and so may a bundle's tools that only read it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import verify
 from .types import ServingConfig, TensorSpec
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ SCHEMA_VERSION = "1.1"
 """MAJOR.MINOR of `manifest.json`. A reader refuses another major; a newer minor only adds keys,
 which an older reader ignores. 1.0: the manifests of `"format": 1` written before the version
 was (they have no `schema_version`); 1.1: `schema_version` added."""
-SCHEMA_MAJOR = 1
+SCHEMA_MAJOR = verify.SCHEMA_MAJOR
 
 
 class ManifestError(ValueError):
@@ -237,14 +237,10 @@ class Manifest:
 
 def schema_version(manifest: Mapping[str, Any]) -> str:
     """The manifest's `schema_version` ("1.0" for one written before it was), or ManifestError for another major."""
-    value = manifest.get("schema_version", f"{manifest.get('format', SCHEMA_MAJOR)}.0")
-    found = re.fullmatch(r"(\d+)\.(\d+)", value) if isinstance(value, str) else None
-    if found is None:
-        raise ManifestError(f"schema_version {value!r}: expected MAJOR.MINOR, e.g. {SCHEMA_VERSION!r}")
-    if int(found[1]) != SCHEMA_MAJOR:
-        raise ManifestError(f"schema_version {value}: this runtime reads schema {SCHEMA_MAJOR}.x only (serve the "
-                            "bundle with the runtime it ships, `python serve.py`, or rebuild it with this infc)")
-    return value
+    try:
+        return verify.schema_version(manifest)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def _text(value: Any, key: str) -> str:

@@ -58,14 +58,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "BundleError", "Verified", "content_hash", "verify_bundle"]
+__all__ = ["MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "BundleError", "Verified", "content_hash", "schema_version",
+           "verify_bundle"]
 
 MAX_MANIFEST_BYTES = 32 << 20
 """A larger manifest.json is refused before it is parsed."""
 
 SCHEMA_MAJOR = 1
-"""The manifest schema's major version this verifier reads: `abi.SCHEMA_MAJOR` (a test keeps them equal;
-this module imports nothing of the package, see above)."""
+"""The manifest schema's major version the runtime reads (`abi` takes it from here: this module imports
+nothing of the package, see above)."""
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
@@ -109,7 +110,10 @@ def verify_bundle(root: str | Path) -> Verified:
         raise BundleError(f"{root}: not a directory")
     manifest = _read_manifest(base, root)
     where = f"{root}/{MANIFEST}"
-    _check_schema(manifest, where)
+    try:
+        schema_version(manifest)
+    except ValueError as exc:
+        raise BundleError(f"{where}: {exc}") from None
     expected = manifest.get("content_hash")
     if not isinstance(expected, str) or content_hash(manifest) != expected:
         raise BundleError(f"{where}: content_hash does not match the manifest (edited after the build?)")
@@ -168,16 +172,17 @@ def _read_manifest(base: Path, root: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_schema(manifest: dict[str, Any], where: str) -> None:
-    """Refuse a manifest of another major schema version (one written before `schema_version` is 1.0)."""
+def schema_version(manifest: Mapping[str, Any]) -> str:
+    """The manifest's `schema_version` ("1.0" for one written before it was), or ValueError for a malformed one
+    or another major (`abi.Manifest` reads it through here too: one rule for both readers)."""
     value = manifest.get("schema_version", f"{manifest.get('format', SCHEMA_MAJOR)}.0")
     found = re.fullmatch(r"(\d+)\.(\d+)", value) if isinstance(value, str) else None
     if found is None:
-        raise BundleError(f"{where}: schema_version {value!r}: expected MAJOR.MINOR")
+        raise ValueError(f"schema_version {value!r}: expected MAJOR.MINOR, e.g. '{SCHEMA_MAJOR}.1'")
     if int(found[1]) != SCHEMA_MAJOR:
-        raise BundleError(f"{where}: schema_version {value}: this runtime reads schema {SCHEMA_MAJOR}.x only "
-                          "(serve the bundle with the runtime it ships, `python serve.py`, or rebuild it with "
-                          "this infc)")
+        raise ValueError(f"schema_version {value}: this runtime reads schema {SCHEMA_MAJOR}.x only (serve the "
+                         "bundle with the runtime it ships, `python serve.py`, or rebuild it with this infc)")
+    return value
 
 
 def _listing(value: Any, where: str, key: str) -> dict[str, str]:

@@ -107,31 +107,28 @@ def _topk_rows(x, k, scores, indices):  # type: ignore[no-untyped-def]
             scores[r, j] = x[r, indices[r, j]]
 
 
-def softmax(x: Array) -> Array:
-    """float32 softmax over the last axis."""
+def _float32_rows(kernel: Any, x: Array) -> Array:
+    """`kernel(rows, out)` over the rows of `x` as float32 (the last axis a row), shaped as `x`."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     rows = x.reshape(-1, x.shape[-1])
     out = np.empty_like(rows)
-    _softmax_rows(rows, out)
+    kernel(rows, out)
     return out.reshape(x.shape)
+
+
+def softmax(x: Array) -> Array:
+    """float32 softmax over the last axis."""
+    return _float32_rows(_softmax_rows, x)
 
 
 def log_softmax(x: Array) -> Array:
     """float32 log softmax over the last axis (no log of a tiny probability: exact for large logits)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    rows = x.reshape(-1, x.shape[-1])
-    out = np.empty_like(rows)
-    _log_softmax_rows(rows, out)
-    return out.reshape(x.shape)
+    return _float32_rows(_log_softmax_rows, x)
 
 
 def l2_normalize(x: Array) -> Array:
     """float32 x divided by the L2 norm of its last axis (at least 1e-12: zero rows stay zero)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    rows = x.reshape(-1, x.shape[-1])
-    out = np.empty_like(rows)
-    _l2_rows(rows, out)
-    return out.reshape(x.shape)
+    return _float32_rows(_l2_rows, x)
 
 
 def argmax(x: Array) -> Array:
