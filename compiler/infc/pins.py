@@ -16,7 +16,8 @@ from packaging.utils import canonicalize_name
 
 __all__ = ["RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements", "versions"]
 
-RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client")
+RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client", "grpcio",
+                        "protobuf")  # grpcio, protobuf: `serve.py --grpc-port` only
 STEP_REQUIREMENTS = ("tokenizers", "pillow")
 """Run-time dependencies of some steps only (`StepDef.requires`), pinned into the bundles that use them."""
 

@@ -129,6 +129,7 @@ def create_app(
         middleware=middleware,
     )
     app.state.metrics = server.metrics
+    app.state.server = server  # what `grpc_server` serves beside HTTP (same pipeline, batcher, metrics)
     return app
 
 

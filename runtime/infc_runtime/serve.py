@@ -1,6 +1,6 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
-    python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--log-level info]
+    python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--grpc-port PORT] [--log-level info]
         [--no-warmup] [--no-verify] [--allow-host NAME]...
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
@@ -56,6 +56,12 @@ deliver a request, answers every request it has, closes the rest, then exits
 uvicorn's `timeout_graceful_shutdown`) + 0.3 s + the batch running at that
 moment: inside `docker stop`'s default 10 s, and the k8s template's
 `terminationGracePeriodSeconds: 30` (a 5 s preStop sleep included).
+
+`--grpc-port PORT` also serves KServe V2 over gRPC (`infc_runtime.grpc_server`,
+`inference.GRPCInferenceService`; needs grpcio and protobuf, imported only
+then) on the same host, with the same pipeline, batcher, limits and metrics;
+on shutdown it stops after HTTP has drained (calls in progress are answered)
+and before the batcher drains.
 
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
 the port is in use); 2 usage error, or the bundle does not verify or load (one
@@ -142,6 +148,8 @@ def _positive(text: str) -> int:
 def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default: %(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                        help="also serve KServe V2 over gRPC on this port, same host (needs grpcio and protobuf)")
     parser.add_argument(
         "--log-level",
         default="info",
@@ -213,4 +221,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(pipeline, warmup=not args.no_warmup, allowed_hosts=allowed_hosts(args.host, args.allow_host))
     app.state.metrics.set_bundle_verified(not args.no_verify)
+    if args.grpc_port is not None:
+        try:
+            from .grpc_server import attach  # only here: a server without gRPC never imports grpc
+        except Exception as exc:  # not installed, or older than the generated code needs
+            print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return EXIT_USAGE
+        attach(app, host=args.host, port=args.grpc_port)
     return run_server(app, host=args.host, port=args.port, log_level=args.log_level)
