@@ -288,13 +288,16 @@ def diff(old: Path, new: Path, cache_dir: Path | None, latency_gate: str, all_ro
 @click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, type=click.IntRange(0, 65535), show_default=True)
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve KServe V2 over gRPC on this port (same host).")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
-def serve(bundle: Path, host: str, port: int, options: tuple[str, ...]) -> None:
+def serve(bundle: Path, host: str, port: int, grpc_port: int | None, options: tuple[str, ...]) -> None:
     """Serve a built BUNDLE directory over the KServe V2 protocol (the bundle's serve.py options pass through:
     --log-level, --no-verify, --allow-host, --max-body-bytes, ...; `python BUNDLE/serve.py --help` lists them)."""
     from infc_runtime.serve import main as serve_main
 
-    sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *options]))
+    grpc = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
+    sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *grpc, *options]))
 
 
 def main(argv: list[str] | None = None) -> int:
