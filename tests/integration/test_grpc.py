@@ -265,6 +265,13 @@ def test_without_grpc_port_grpc_is_never_imported(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]", out.stdout
 
 
+def slowed(bundle: Path, seconds: float) -> Path:
+    pre = bundle / "kernels" / "pre.py"
+    pre.write_text(pre.read_text().replace("def run(tensors):", "import time\n\n\ndef run(tensors):\n"
+                                                                 f"    time.sleep({seconds})"))
+    return seal(bundle)
+
+
 def inflight_and_answered(server: Server) -> tuple[float, float]:
     text = httpx.get(f"http://{server.url}/metrics").text
     values = {(s.name, s.labels.get("status")): s.value
@@ -274,10 +281,7 @@ def inflight_and_answered(server: Server) -> tuple[float, float]:
 
 def test_sigterm_while_calls_are_in_flight_loses_none(tmp_path: Path) -> None:
     bundle = noted_bundle(tmp_path / "bundle", max_batch_size=4, timeout_ms=30000)
-    pre = bundle / "kernels" / "pre.py"  # 50 ms a request: 24 requests take over a second
-    pre.write_text(pre.read_text().replace("def run(tensors):", "import time\n\n\ndef run(tensors):\n"
-                                                                 "    time.sleep(0.05)"))
-    server, address = start(seal(bundle), tmp_path / "server.log")
+    server, address = start(slowed(bundle, 0.05), tmp_path / "server.log")  # 24 requests take over a second
     count = 24
     outcomes: list[str] = []
     finished = threading.Semaphore(0)
@@ -303,3 +307,50 @@ def test_sigterm_while_calls_are_in_flight_loses_none(tmp_path: Path) -> None:
         server.stop()
     assert outcomes == ["OK"] * count, (in_flight, outcomes)
     assert in_flight > 0, "every call was answered before SIGTERM: nothing was tested"
+
+
+def test_a_full_queue_is_resource_exhausted(tmp_path: Path) -> None:
+    bundle = noted_bundle(tmp_path / "bundle", max_batch_size=1, max_queue=1, timeout_ms=30000)
+    server, address = start(slowed(bundle, 0.5), tmp_path / "server.log")  # warm-up: 2 batches, 1 s
+    outcomes: list[str] = []
+    finished = threading.Semaphore(0)
+
+    def record(result: Any, error: Any) -> None:
+        outcomes.append("OK" if error is None else f"{error.status()}: {error.message()}")
+        finished.release()
+
+    try:
+        with grpcclient.InferenceServerClient(address) as triton:
+            for i in range(6):  # one runs (0.5 s), one waits, the others find the queue full
+                triton.async_infer(MODEL, grpc_inputs(noted_request(1, seed=i)), record)
+            for _ in range(6):
+                assert finished.acquire(timeout=30)
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    full = [o for o in outcomes if o != "OK"]
+    assert full and all(o.startswith("StatusCode.RESOURCE_EXHAUSTED: the queue is full") for o in full), outcomes
+
+
+def test_a_failed_warm_up_is_unavailable(tmp_path: Path) -> None:
+    bundle = noted_bundle(tmp_path / "bundle")
+    pre = bundle / "kernels" / "pre.py"
+    pre.write_text(pre.read_text().replace("def run(tensors):", "def run(tensors):\n"
+                                                                 "    raise ValueError('kernel is broken')"))
+    address = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "infc_runtime", "serve", str(seal(bundle)), "--port", "{port}",
+               "--grpc-port", address.rsplit(":", 1)[1]]
+    server = Server(command, tmp_path / "server.log")
+    try:
+        with grpcclient.InferenceServerClient(address) as triton:
+            deadline = time.monotonic() + 60
+            while True:  # until warm-up has failed (a call during it waits for it, then fails in the kernel)
+                assert time.monotonic() < deadline and server.process.poll() is None, server.log.read_text()
+                try:
+                    triton.infer(MODEL, grpc_inputs(noted_request(1, seed=0)))
+                except InferenceServerException as error:
+                    if error.status() == "StatusCode.UNAVAILABLE" and "not ready: warm-up failed" in error.message():
+                        break
+                time.sleep(0.05)
+            assert triton.is_server_live() and not triton.is_server_ready() and not triton.is_model_ready(MODEL)
+    finally:
+        assert server.stop() == 0, server.log.read_text()
