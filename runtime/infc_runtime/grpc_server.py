@@ -381,9 +381,10 @@ def _timeout_s(request: Any, context: Any) -> float | None:
     timeout: float | None = None
     if "timeout" in request.parameters:
         param = request.parameters["timeout"]
-        if param.WhichOneof("parameter_choice") != "int64_param" or param.int64_param < 0:
+        kind = param.WhichOneof("parameter_choice")
+        if kind not in ("int64_param", "uint64_param") or getattr(param, kind) < 0:
             raise ProtocolError(400, "parameters.timeout: expected int64_param, microseconds from 0")
-        timeout = param.int64_param / 1e6
+        timeout = getattr(param, kind) / 1e6
     remaining = context.time_remaining()
     if remaining is not None:
         timeout = remaining if timeout is None else min(timeout, remaining)

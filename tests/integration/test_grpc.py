@@ -246,6 +246,13 @@ def test_unknown_model_and_version(client: grpcclient.InferenceServerClient) -> 
     assert error.status() == "StatusCode.NOT_FOUND" and "model_version:" in error.message()
 
 
+
+def test_the_timeout_parameter(client: grpcclient.InferenceServerClient) -> None:
+    inputs = grpc_inputs(noted_request(1, seed=5))
+    assert client.infer(MODEL, inputs, timeout=5_000_000).as_numpy("class_id").shape == (1,)  # microseconds
+    error = failure(lambda: client.infer(MODEL, inputs, timeout=-1))
+    assert error.status() == "StatusCode.INVALID_ARGUMENT" and "parameters.timeout:" in error.message()
+
 def test_a_message_over_max_body_bytes_is_refused(tmp_path: Path) -> None:
     server, address = start(noted_bundle(tmp_path / "bundle", max_body_bytes=2000), tmp_path / "server.log")
     try:
