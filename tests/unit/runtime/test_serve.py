@@ -106,7 +106,7 @@ def test_limits_and_hosts_on_the_command_line_reach_the_app(tmp_path: Path, monk
     assert serving.max_batch_size == 8  # the manifest's, untouched
     assert served.options == {"warmup": True, "allowed_hosts": ["localhost", "127.0.0.1", "::1", "toy.internal"]}
     assert served.verified == [True]
-    assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info"}
+    assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info", "access_log": False}
 
 
 def test_no_verify_serves_a_changed_bundle_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
