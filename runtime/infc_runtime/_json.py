@@ -12,10 +12,11 @@ library would, only faster on the common case:
   orjson reads an integer beyond 64 bits as a float, the standard library as
   the exact int that the range checks then refuse.
 - `dumps` writes compact JSON (no spaces) and never a bare NaN or infinity
-  token: orjson would write them as `null`, so the caller checks floats first
-  (as `protocol._json_data` does); a document orjson cannot write (an integer
-  beyond 64 bits, a string with a lone surrogate) is written by
-  `json.dumps(..., allow_nan=False)`, which raises `ValueError` for NaN.
+  token: it raises `ValueError` for them, as `json.dumps(..., allow_nan=False)`.
+  orjson writes them as `null`, so a text orjson wrote holding `null` (rare
+  in a response) is written again by the standard library, which raises; so
+  is a document orjson cannot write (an integer beyond 64 bits, a string with
+  a lone surrogate). `protocol` checks outputs first, to name the one at fault.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ def dumps(doc: Any) -> bytes:
     """`doc` as compact UTF-8 JSON; `ValueError` for NaN or an infinity (never written as a token)."""
     if orjson is not None:
         try:
-            return orjson.dumps(doc)
+            text: bytes = orjson.dumps(doc)
         except orjson.JSONEncodeError:
             pass
+        else:
+            if b"null" not in text:  # else maybe a NaN written as null: the standard library decides
+                return text
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
