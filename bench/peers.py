@@ -175,7 +175,7 @@ def build_bundle(work: Path, runtime_from: str | None) -> tuple[Path, list[str]]
     make_model(spec_dir / "mlp.onnx")
     (spec_dir / "mlp.yaml").write_text(SPEC)
     subprocess.run([sys.executable, "-m", "infc", "build", str(spec_dir / "mlp.yaml"), "-o", str(work / "out"),
-                    "--no-lock", "--latency-gate", "off", "-q"], check=True, cwd=work)
+                    "--no-lock", "--latency-gate", "off", "-q"], check=True, cwd=work, stdout=sys.stderr)
     bundle = work / "out" / "mlp-1.0.0"
     if runtime_from is None:
         return bundle, []
