@@ -14,10 +14,13 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements", "versions"]
+__all__ = ["FAST_REQUIREMENTS", "RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements", "versions"]
 
 RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client", "grpcio",
                         "protobuf")  # grpcio, protobuf: `serve.py --grpc-port` only
+FAST_REQUIREMENTS = ("httptools", "uvloop", "orjson")
+"""The server's fast path (HTTP parser, event loop, JSON codec): pinned when the build host has them; the runtime
+falls back to h11, asyncio and the stdlib json without them."""
 STEP_REQUIREMENTS = ("tokenizers", "pillow")
 """Run-time dependencies of some steps only (`StepDef.requires`), pinned into the bundles that use them."""
 
@@ -49,7 +52,7 @@ def pinned_requirements(target: str, extra: Sequence[str] = ()) -> str:
     unknown = set(extra) - set(STEP_REQUIREMENTS)
     if unknown:
         raise ValueError(f"not step requirements: {sorted(unknown)}")
-    pins = _closure((*RUNTIME_REQUIREMENTS, *extra))
+    pins = _closure((*RUNTIME_REQUIREMENTS, *FAST_REQUIREMENTS, *extra))
     lines = []
     for name, version in sorted(pins.items()):
         if name == "onnxruntime" and target == "cuda":
@@ -65,7 +68,7 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("infc", "onnx", "onnxruntime", "numpy", "numba", "jinja2", *RUNTIME_REQUIREMENTS[3:],
-                 *STEP_REQUIREMENTS):
+                 *FAST_REQUIREMENTS, *STEP_REQUIREMENTS):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -122,6 +122,7 @@ def create_app(
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}
     middleware = [] if allowed_hosts is None else [Middleware(HostCheck, allowed_hosts=allowed_hosts)]
+    middleware.append(Middleware(_InferRoute, server=server))
     app = Starlette(
         routes=routes,
         lifespan=server.lifespan,
@@ -151,6 +152,37 @@ class HostCheck:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _InferRoute:
+    """ASGI middleware: an infer request for the served model goes straight to its handler.
+
+    Starlette's exception middleware, router and request/response wrappers took
+    about a fifth of the event loop's time per request under load (py-spy, an
+    MLP at concurrency 64); the handler answers every error itself, and an
+    unexpected exception gets the same 500 as through the app. Every other
+    request goes the usual way.
+    """
+
+    def __init__(self, app: ASGIApp, server: _Server) -> None:
+        self.app = app
+        self.server = server
+        name, version = server.pipeline.name, server.pipeline.version
+        self.routes = {f"/v2/models/{name}/infer": {"name": name},
+                       f"/v2/models/{name}/versions/{version}/infer": {"name": name, "version": version}}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if params is None:
+            await self.app(scope, receive, send)
+            return
+        scope["path_params"] = params
+        request = Request(scope, receive, send)
+        try:
+            response = await self.server.infer(request)
+        except Exception as exc:
+            response = await _internal_error(request, exc)
+        await response(scope, receive, send)
 
 
 def _host_name(host: str) -> str:

@@ -1,6 +1,11 @@
-"""The HTTP server: uvicorn (HTTP/1.1, h11) with read timeouts and a shutdown that loses no request.
+"""The HTTP server: uvicorn (HTTP/1.1) with read timeouts and a shutdown that loses no request.
 
-uvicorn alone has neither of these:
+The fast path: uvicorn parses HTTP with httptools and runs on uvloop when both
+are importable (the bundle's requirements pin them), else with h11 and
+asyncio's own loop (`FAST_HTTP`, `FAST_LOOP` say which). No access-log line is
+written per request unless `access_log` is asked for (`serve --access-log`).
+
+uvicorn alone has neither of these (with either parser):
 
 - No deadline for a request head. `timeout_keep_alive` is armed only after a
   response and cancelled by any byte received, so a client that connects and
@@ -43,14 +48,36 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["DRAIN_GRACE_S", "HEAD_TIMEOUT_S", "KEEP_ALIVE_S", "MAX_HEAD_BYTES", "SHUTDOWN_TIMEOUT_S", "run_server"]
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed: h11
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+try:
+    import uvloop  # noqa: F401  # only whether it imports: uvicorn starts it by name
+except ImportError:
+    FAST_LOOP = False
+else:
+    FAST_LOOP = True
+FAST_HTTP = HttpToolsProtocol is not None
+"""Whether requests are parsed by httptools (else h11); `FAST_LOOP`: whether the loop is uvloop (else asyncio's)."""
+
+__all__ = [
+    "DRAIN_GRACE_S",
+    "FAST_HTTP",
+    "FAST_LOOP",
+    "HEAD_TIMEOUT_S",
+    "KEEP_ALIVE_S",
+    "MAX_HEAD_BYTES",
+    "SHUTDOWN_TIMEOUT_S",
+    "run_server",
+]
 
 HEAD_TIMEOUT_S = 10.0
 """A request head (request line and headers) must be complete this long after the connection or the last response."""
 KEEP_ALIVE_S = 5
 """An idle connection is closed this long after its last response (uvicorn's `timeout_keep_alive`)."""
 MAX_HEAD_BYTES = 16 * 1024
-"""A larger request head is answered 400 (h11's `max_incomplete_event_size`)."""
+"""A larger request head is answered 400 (h11's `max_incomplete_event_size`; counted here for httptools)."""
 HANDSHAKE_WAIT_S = 0.05
 """On shutdown, how long new connections are ignored before the listener closes, so that handshakes under way
 complete and are served rather than reset."""
@@ -64,8 +91,15 @@ EXIT_OK, EXIT_START_FAILED = 0, 1
 log = logging.getLogger("infc_runtime")
 
 
-class Connection(H11Protocol):
-    """uvicorn's h11 connection, plus the request-head deadline and the draining described above."""
+class _Guarded:
+    """The request-head deadline and the draining described above, for either uvicorn protocol class.
+
+    The protocol class calls `_head_complete()` once a whole request head has arrived.
+    """
+
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,22 +107,21 @@ class Connection(H11Protocol):
         self._draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self._busy():  # a whole request head arrived
+    def _head_complete(self) -> None:
+        if self._busy():
             self._cancel_head_deadline()
             if self._draining:
                 self.cycle.keep_alive = False  # answered, then closed
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # may start a pipelined request already received
+        super().on_response_complete()  # type: ignore[misc]  # may start a pipelined request already received
         if not self.transport.is_closing() and not self._busy():
             self._await_head()
 
@@ -96,13 +129,13 @@ class Connection(H11Protocol):
         """uvicorn's graceful shutdown: a request in progress is answered; otherwise wait for one a moment."""
         self._draining = True
         if self._busy():
-            super().shutdown()
+            super().shutdown()  # type: ignore[misc]
         else:
             self.loop.call_later(DRAIN_GRACE_S, self._end_grace)
 
     def _end_grace(self) -> None:
         if not self.transport.is_closing():
-            super().shutdown()  # closes the connection unless a request is now in progress
+            super().shutdown()  # type: ignore[misc]  # closes the connection unless a request is now in progress
 
     def _busy(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
@@ -120,7 +153,42 @@ class Connection(H11Protocol):
         self._head_deadline = None
         if not self._busy() and not self.transport.is_closing():
             log.debug("closing a connection whose request head did not arrive within %g s", HEAD_TIMEOUT_S)
-            self.timeout_keep_alive_handler()  # uvicorn's way of closing an idle connection
+            self.timeout_keep_alive_handler()  # type: ignore[attr-defined]  # uvicorn's way to close an idle one
+
+
+class Connection(_Guarded, H11Protocol):  # type: ignore[misc]  # uvicorn narrows connection_made
+    """uvicorn's h11 connection, plus the request-head deadline and the draining described above."""
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._head_complete()
+
+
+if HttpToolsProtocol is not None:
+
+    class FastConnection(_Guarded, HttpToolsProtocol):  # type: ignore[misc]  # as Connection
+        """uvicorn's httptools connection, plus the deadline, the draining and h11's limit on a request head.
+
+        httptools itself accepts a head of any size: the bytes received while a
+        head is awaited are counted, and past `MAX_HEAD_BYTES` the answer is 400.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            awaited = not self._busy()
+            super().data_received(data)
+            if awaited and not self._busy():  # still no whole head
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                    self.send_400_response("Request head too large.")
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._head_bytes = 0
+            self._head_complete()
 
 
 class Server(uvicorn.Server):
@@ -202,16 +270,25 @@ def _accept_pending(listener: Any) -> list[socket.socket]:
     return accepted
 
 
-def config(app: Any, *, host: str, port: int, log_level: str) -> uvicorn.Config:
-    """The uvicorn settings: h11 with the connection above, no websockets, the timeouts above."""
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=Connection,
-                          ws="none", timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+def config(app: Any, *, host: str, port: int, log_level: str, access_log: bool = False,
+           fast: bool = True) -> uvicorn.Config:
+    """The uvicorn settings: the connections above (httptools and uvloop if `fast` and installed, else h11 and
+    asyncio), no websockets, the timeouts above, an access-log line per request only with `access_log`."""
+    http = FastConnection if fast and HttpToolsProtocol is not None else Connection
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=http,
+                          loop="uvloop" if fast and FAST_LOOP else "asyncio", ws="none", access_log=access_log,
+                          timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                           timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
 
 
-def run_server(app: Any, *, host: str, port: int, log_level: str) -> int:
-    """Serve `app` until SIGTERM or SIGINT; the exit code (0 stopped cleanly, 1 could not start)."""
-    server = Server(config(app, host=host, port=port, log_level=log_level))
+def run_server(app: Any, *, host: str, port: int, log_level: str, access_log: bool = False) -> int:
+    """Serve `app` until SIGTERM or SIGINT; the exit code (0 stopped cleanly, 1 could not start).
+
+    With `access_log`, uvicorn logs one line per request (logger `uvicorn.access`, INFO).
+    """
+    server = Server(config(app, host=host, port=port, log_level=log_level, access_log=access_log))
+    log.info("HTTP: %s parser, %s loop, access log %s", "httptools" if FAST_HTTP else "h11",
+             "uvloop" if FAST_LOOP else "asyncio", "on" if access_log else "off")
 
     # Until uvicorn installs its own handlers, a signal asks it to stop at once;
     # once it has shut down gracefully it re-raises the signal, which then lands

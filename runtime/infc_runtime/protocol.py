@@ -30,7 +30,6 @@ as binary data carry IEEE values as they are.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _json
 from ._tensors import (
     ProtocolError,
     array_from_json,
@@ -132,7 +132,7 @@ def decode_request(
     if limits is not None and len(header) > _SCAN_BYTES:
         _check_json_size(header, inputs, limits)
     try:
-        doc = json.loads(header)
+        doc = _json.loads(header)
     except RecursionError:
         raise ProtocolError(400, "request body: JSON nested too deeply") from None
     except ValueError as exc:
@@ -180,7 +180,7 @@ def encode_response(
     if request.id is not None:
         doc["id"] = request.id
     doc["outputs"] = entries
-    header = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()  # outputs checked: never raises
+    header = _json.dumps(doc)  # outputs checked: never raises
     if not chunks:
         return EncodedResponse(header, None)
     return EncodedResponse(b"".join([header, *chunks]), len(header))

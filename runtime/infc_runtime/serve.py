@@ -1,7 +1,7 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
     python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--grpc-port PORT] [--log-level info]
-        [--no-warmup] [--no-verify] [--allow-host NAME]...
+        [--no-warmup] [--no-verify] [--allow-host NAME]... [--access-log]
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
@@ -44,8 +44,10 @@ Entry points for other code:
   bundle itself (`verified`: the summary), before importing this package.
 - `load_bundle(bundle_dir, verify=True) -> Pipeline`: verify, then load.
 
-One process, one event loop (uvicorn, HTTP/1.1 with h11; `infc_runtime.http_server`
-holds the timeouts): a request head must arrive within `HEAD_TIMEOUT_S` (10 s)
+One process, one event loop (uvicorn, HTTP/1.1 with httptools on uvloop, or h11
+on asyncio where those are not installed; `infc_runtime.http_server` holds the
+timeouts). No line is logged per request unless `--access-log` is given (then
+uvicorn's, logger `uvicorn.access`). A request head must arrive within `HEAD_TIMEOUT_S` (10 s)
 of connecting or of the previous response, an idle connection is closed
 `KEEP_ALIVE_S` (5 s) after its last response, and the app bounds each read of
 a body (`app.BODY_TIMEOUT_S`, 408). SIGTERM or SIGINT stops accepting new
@@ -161,6 +163,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                         help="do not check the bundle's files against manifest.json (development only)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="accept requests whose Host header names NAME (repeatable)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log one line per request (off by default: it costs the request path)")
     for limit in LIMITS:
         parser.add_argument(f"--{limit.replace('_', '-')}", dest=limit, type=_positive, metavar="N",
                             help=f"override the manifest's serving.{limit}")
@@ -228,4 +232,4 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
             return EXIT_USAGE
         attach(app, host=args.host, port=args.grpc_port)
-    return run_server(app, host=args.host, port=args.port, log_level=args.log_level)
+    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)

@@ -89,6 +89,7 @@ def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
     names = {ln.split("==")[0] for ln in lines}
     assert all("==" in ln for ln in lines)
     assert {"onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus-client"} <= names
+    assert {"httptools", "uvloop", "orjson"} <= names  # the server's fast path, installed where the build ran
     assert not names & {"infc", "onnx", "torch", "transformers", "scikit-learn", "jinja2", "jsonschema"}
 
 

@@ -305,3 +305,26 @@ def test_shutdown_drains_queued_requests(bundle: Path) -> None:
             assert [(await p).status_code for p in pending] == [200] * 3
 
     run(body)
+
+
+def test_infer_goes_straight_to_its_handler_and_other_routes_through_the_router(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        async with serving(pipeline, warmup=False) as client:
+            versioned = await client.post("/v2/models/toy/versions/1/infer", json=json_request(make_request(1)))
+            assert versioned.status_code == 200
+            wrong = await client.post("/v2/models/toy/versions/2/infer", json=json_request(make_request(1)))
+            assert wrong.status_code == 404 and "has no version '2'" in wrong.json()["error"]
+            other = await client.post("/v2/models/other/infer", json=json_request(make_request(1)))
+            assert other.status_code == 404 and "unknown model 'other'" in other.json()["error"]
+
+            def broken() -> None:
+                raise RuntimeError("a bug")
+
+            monkeypatch.setattr(client._transport.app.state.metrics, "request_started", broken)  # type: ignore[attr-defined]
+            failed = await client.post("/v2/models/toy/infer", json=json_request(make_request(1)))
+            assert failed.status_code == 500
+            assert failed.json() == {"error": "internal server error: RuntimeError"}
+
+    run(body)

@@ -463,3 +463,77 @@ def test_json_text_holding_more_than_any_request_could_is_refused_before_parsing
     strings = json_body({"outputs": [padding]})[:-1] + b', "spam": [' + b'"ab",' * 20_000 + b'"x"]}'
     with pytest.raises(ProtocolError, match=r"JSON values, more than the \d+ a request of at most 16 elements"):
         decode_request(strings, rows_only, OUTPUTS, limits=ServingConfig(max_rows=16))
+
+
+# -- the fast JSON codec against the standard library's ----------------------
+
+
+@pytest.mark.parametrize("datatype", [*DATATYPES, "BYTES"])
+@pytest.mark.parametrize("nested", [False, True])
+def test_decoding_with_orjson_gives_the_arrays_the_stdlib_gave(
+    datatype: str, nested: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(7)
+    dtype = numpy_for_datatype(datatype)
+    if datatype == "BYTES":
+        data: Any = ["", "a", "\u00e9t\u00e9", "x" * 30, "0", "null"]
+    elif dtype.kind == "b":
+        data = [True, False, True, True, False, False]
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        data = [int(info.min), int(info.max), 0, 1, int(info.max) - 1, int(rng.integers(0, min(int(info.max), 2**62)))]
+    else:
+        data = [0.1, -2.5e-8, float(np.finfo(dtype).max), 1e-45, 3.0, float(rng.standard_normal())]
+    shape = [2, 3]
+    spec = [TensorSpec("x", "bytes" if datatype == "BYTES" else dtype.name, (3,))]
+    doc = {"inputs": [{"name": "x", "shape": shape, "datatype": datatype,
+                       "data": [data[:3], data[3:]] if nested else data}]}
+    body = json_body(doc)
+    fast = decode_request(body, spec, OUTPUTS[:1])
+    monkeypatch.setattr("infc_runtime._json.orjson", None)
+    slow = decode_request(body, spec, OUTPUTS[:1])
+    assert fast.inputs["x"].dtype == slow.inputs["x"].dtype
+    np.testing.assert_array_equal(fast.inputs["x"], slow.inputs["x"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[1.0, NaN, 2.0]",
+        b"[1.0, Infinity, 2.0]",
+        b"[1e999, 0, 0]",
+        b"[18446744073709551616, 0, 0]",
+        b"[1, 2, -9223372036854775809]",
+        b"[1, true, 2]",
+        b"[1, \"2\", 3]",
+    ],
+)
+@pytest.mark.parametrize("datatype", ["FP32", "INT64", "UINT64"])
+def test_values_orjson_refuses_get_the_stdlib_answer(
+    text: bytes, datatype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = [TensorSpec("x", numpy_for_datatype(datatype).name, (3,))]
+    head = b'{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "' + datatype.encode()
+    body = head + b'", "data": ' + text + b"}]}"
+
+    def outcome() -> Any:
+        try:
+            return decode_request(body, spec, OUTPUTS[:1]).inputs["x"].tolist()
+        except ProtocolError as exc:
+            return exc.status, exc.message
+
+    fast = outcome()
+    monkeypatch.setattr("infc_runtime._json.orjson", None)
+    slow = outcome()
+    assert repr(fast) == repr(slow)  # repr: NaN compares unequal to itself
+
+
+def test_responses_are_the_same_json_with_either_codec(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = InferRequest({}, [RequestedOutput("score", False), RequestedOutput("label", False)], 2, id="r\u00e9")
+    result = {"score": np.array([[0.1, 1e-30], [3.4e38, -0.0]], dtype=np.float32),
+              "label": np.array([b"a", "\u00e9".encode()], dtype=object)}
+    fast = encode_response(request, result, OUTPUTS, model_name="m", model_version="1")
+    monkeypatch.setattr("infc_runtime._json.orjson", None)
+    slow = encode_response(request, result, OUTPUTS, model_name="m", model_version="1")
+    assert json.loads(fast.body) == json.loads(slow.body)
+    assert fast.header_length is slow.header_length is None

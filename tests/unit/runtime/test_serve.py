@@ -71,7 +71,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--help"]) == 0
     help_text = capsys.readouterr().out
     for option in ("--log-level", "--no-verify", "--allow-host", "--max-body-bytes", "--max-decompressed-bytes",
-                   "--max-rows", "--max-elements", "--max-pixels"):
+                   "--max-rows", "--max-elements", "--max-pixels", "--access-log"):
         assert option in help_text
 
 
@@ -106,7 +106,16 @@ def test_limits_and_hosts_on_the_command_line_reach_the_app(tmp_path: Path, monk
     assert serving.max_batch_size == 8  # the manifest's, untouched
     assert served.options == {"warmup": True, "allowed_hosts": ["localhost", "127.0.0.1", "::1", "toy.internal"]}
     assert served.verified == [True]
-    assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info"}
+    assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info", "access_log": False}
+
+
+def test_the_access_log_is_asked_for_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served = Served(monkeypatch)
+    bundle = write_bundle(tmp_path / "toy")
+    assert main(["serve", str(bundle)]) == 0
+    assert served.server["access_log"] is False
+    assert main(["serve", str(bundle), "--access-log"]) == 0
+    assert served.server["access_log"] is True
 
 
 def test_no_verify_serves_a_changed_bundle_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
