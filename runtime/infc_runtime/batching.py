@@ -4,10 +4,16 @@ Requests wait in a bounded queue (`serving.max_queue` requests; beyond that
 `submit` raises `QueueFull`, answered 429). A batch is taken when the queued
 rows reach `serving.max_batch_size` or `serving.max_queue_delay_ms` has passed
 since its first request arrived; a request with more rows than the maximum runs
-as a batch of its own. Batches run `Pipeline.run_batch` on one dedicated thread,
-so the event loop never blocks on compute and ONNX Runtime sees one batch at a
-time. A request still queued at its deadline (`serving.timeout_ms`, or its own
-timeout) is dropped before it costs compute (`DeadlineExceeded`, answered 504).
+as a batch of its own. A lone request runs at once, without the delay: when
+the worker is idle, no other request is in the batcher (queued, running, or
+answered but not yet picked up) and the traffic is not concurrent (the last
+batch held one request, or ended more than a delay before it came). Under
+concurrent load, requests queue while the worker runs a batch, and a lone one
+waits up to the delay for company, so batches still fill.
+Batches run `Pipeline.run_batch` on one dedicated thread, so the event loop
+never blocks on compute and ONNX Runtime sees one batch at a time. A request
+still queued at its deadline (`serving.timeout_ms`, or its own timeout) is
+dropped before it costs compute (`DeadlineExceeded`, answered 504).
 `drain()` stops accepting and finishes everything already accepted.
 """
 
@@ -28,6 +34,9 @@ from .types import Tensors
 __all__ = ["Batcher", "BatcherClosed", "DeadlineExceeded", "QueueFull"]
 
 T = TypeVar("T")
+
+_LOOK_TURNS = 4
+"""Event-loop turns a lone request yields before it runs alone (microseconds, not the queue delay)."""
 
 
 class QueueFull(Exception):
@@ -51,6 +60,7 @@ class _Item:
     future: asyncio.Future[Tensors]
     enqueued: float
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    looked: bool = False  # the loop had its turns to bring company before this request ran alone
 
 
 class Batcher:
@@ -65,6 +75,10 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # the last batch: how many requests it held and when it ended (whether traffic is concurrent)
+        self._last_requests = 0
+        self._last_end = float("-inf")
+        self._active = 0  # submit() calls not yet returned
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infc-worker")
 
     def start(self) -> None:
@@ -99,8 +113,12 @@ class Batcher:
         item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
         self._queued_rows += rows
+        self._active += 1
         self._queue_changed()
-        return await item.future
+        try:
+            return await item.future
+        finally:
+            self._active -= 1
 
     async def drain(self) -> None:
         """Stop taking requests, finish every queued one, then stop the worker."""
@@ -136,9 +154,16 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Wait for a full batch, or for the oldest request's delay to pass.
+            # Wait for a full batch, or for the oldest request's delay to pass; a lone request runs at once.
             remaining = self._queue[0].enqueued + delay - time.monotonic()
-            if not self._closing and self._queued_rows < self.config.max_batch_size and remaining > 0:
+            waits = not self._closing and self._queued_rows < self.config.max_batch_size and remaining > 0
+            if waits and self._lone() and not self._queue[0].looked:
+                # before running it alone, let the loop take in requests whose bytes are already here
+                self._queue[0].looked = True
+                for _ in range(_LOOK_TURNS):
+                    await asyncio.sleep(0)
+                continue
+            if waits and not self._lone():
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
@@ -149,6 +174,14 @@ class Batcher:
             batch = self._take()
             if batch:
                 await self._run(batch)
+
+    def _lone(self) -> bool:
+        """The queue holds one request, no other is in the batcher, and nothing says more are coming:
+        the last batch held one request, or it ended more than a delay before this request arrived."""
+        if len(self._queue) != 1 or self._active > 1:
+            return False
+        item = self._queue[0]
+        return self._last_requests <= 1 or item.enqueued - self._last_end > self.config.max_queue_delay_ms / 1000
 
     def _take(self) -> list[_Item]:
         """The oldest queued requests whose rows fit in one batch (at least one)."""
@@ -180,6 +213,7 @@ class Batcher:
             results: list[Any] = await self.run_in_worker(lambda: self.pipeline.run_batch(requests, timings=timings))
         except Exception as exc:  # the batch as a whole failed: only its requests fail
             results = [exc] * len(batch)
+        self._last_requests, self._last_end = len(batch), time.monotonic()
         if self.metrics is not None:
             self.metrics.observe_batch(sum(item.rows for item in batch))
             for stage, seconds in timings.items():

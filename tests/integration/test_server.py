@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,13 +126,25 @@ def batch_histogram(server: Server) -> tuple[float, float]:
     return samples[("infc_batch_size_count", None)], samples[("infc_batch_size_bucket", "1.0")]
 
 
-def test_concurrent_requests_are_batched(served: tuple[Server, Pipeline], client: Any) -> None:
+def test_concurrent_requests_are_batched(served: tuple[Server, Pipeline]) -> None:
     server, pipeline = served
     before_count, before_single = batch_histogram(server)
     requests = [make_request(1, seed=100 + i) for i in range(16)]
-    pending = [client.async_infer(MODEL, triton_inputs(r)) for r in requests]
-    for handle, request in zip(pending, requests, strict=True):
-        assert_same(handle.get_result(), pipeline.run(request))
+    # every request is on the wire before the server answers any: they are in the server together
+    # (a client that sends one at a time is served one at a time, without the queue delay)
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in requests]
+    for sock, request in zip(sockets, requests, strict=True):
+        body = json.dumps({"inputs": [{"name": n, "shape": list(a.shape), "datatype": to_datatype(a.dtype),
+                                       "data": a.ravel().tolist()} for n, a in request.items()]}).encode()
+        sock.sendall(f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {server.url}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode() + body)
+    for sock, request in zip(sockets, requests, strict=True):
+        with sock, sock.makefile("rb") as answer:
+            reply = answer.read()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        outputs = {o["name"]: o["data"] for o in json.loads(reply.split(b"\r\n\r\n", 1)[1])["outputs"]}
+        np.testing.assert_allclose(outputs["probabilities"], pipeline.run(request)["probabilities"].ravel(), rtol=1e-6)
     count, single = batch_histogram(server)
     batches, batched = count - before_count, (count - before_count) - (single - before_single)
     assert batches < len(requests) and batched >= 1, f"{batches} batches for {len(requests)} requests"
