@@ -10,6 +10,12 @@ answered but not yet picked up) and the traffic is not concurrent (the last
 batch held one request, or ended more than a delay before it came). Under
 concurrent load, requests queue while the worker runs a batch, and a lone one
 waits up to the delay for company, so batches still fill.
+
+Text is batched by length: a batch is the oldest request and the oldest others
+of its length bucket (`Pipeline.length_bucket`, a doubling of text length per
+bucket), so short sentences are not padded to long ones; the rest wait for a
+batch of their own, at the head of the queue, where the delay counts from their
+own arrival, so no bucket starves. Without text every request is in bucket 0.
 Batches run `Pipeline.run_batch` on one dedicated thread, so the event loop
 never blocks on compute and ONNX Runtime sees one batch at a time. A request
 still queued at its deadline (`serving.timeout_ms`, or its own timeout) is
@@ -59,6 +65,7 @@ class _Item:
     rows: int
     future: asyncio.Future[Tensors]
     enqueued: float
+    bucket: int = 0
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     looked: bool = False  # the loop had its turns to bring company before this request ran alone
 
@@ -79,6 +86,8 @@ class Batcher:
         self._last_requests = 0
         self._last_end = float("-inf")
         self._active = 0  # submit() calls not yet returned
+        self.queue_waits: deque[float] = deque(maxlen=1024)
+        """Seconds the latest requests (up to 1024) waited in the queue, in the order they were taken."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infc-worker")
 
     def start(self) -> None:
@@ -108,7 +117,7 @@ class Batcher:
         self.start()
         loop = asyncio.get_running_loop()
         rows = len(next(iter(tensors.values()))) if tensors else 0
-        item = _Item(tensors, rows, loop.create_future(), time.monotonic())
+        item = _Item(tensors, rows, loop.create_future(), time.monotonic(), self.pipeline.length_bucket(tensors))
         timeout = self.config.timeout_ms / 1000 if timeout_s is None else timeout_s
         item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
@@ -184,15 +193,20 @@ class Batcher:
         return self._last_requests <= 1 or item.enqueued - self._last_end > self.config.max_queue_delay_ms / 1000
 
     def _take(self) -> list[_Item]:
-        """The oldest queued requests whose rows fit in one batch (at least one)."""
+        """The oldest queued request and the oldest others of its length bucket whose rows fit in one batch."""
         batch: list[_Item] = []
         rows = 0
         now = time.monotonic()
+        bucket = self._queue[0].bucket if self._queue else 0
+        kept: deque[_Item] = deque()
         while self._queue:
             item = self._queue[0]
             if batch and rows + item.rows > self.config.max_batch_size:
                 break
             self._queue.popleft()
+            if item.bucket != bucket and not item.future.done():
+                kept.append(item)  # another length: it waits for a batch of its own
+                continue
             self._queued_rows -= item.rows
             if item.timer is not None:
                 item.timer.cancel()
@@ -200,8 +214,10 @@ class Batcher:
                 continue
             batch.append(item)
             rows += item.rows
+            self.queue_waits.append(now - item.enqueued)
             if self.metrics is not None:
                 self.metrics.observe_stage("queue", now - item.enqueued)
+        self._queue.extendleft(reversed(kept))
         self._queue_changed()
         return batch
 
