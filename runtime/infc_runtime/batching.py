@@ -6,7 +6,8 @@ rows reach `serving.max_batch_size` or `serving.max_queue_delay_ms` has passed
 since its first request arrived; a request with more rows than the maximum runs
 as a batch of its own. A lone request runs at once, without the delay: when
 the worker is idle, no other request is in the batcher (queued, running, or
-answered but not yet picked up) and the traffic is not concurrent (the last
+answered but not yet picked up) or in the server on its way to it (received,
+`Metrics.inflight`, but not yet submitted) and the traffic is not concurrent (the last
 batch held one request, or ended more than a delay before it came). Under
 concurrent load, requests queue while the worker runs a batch, and a lone one
 waits up to the delay for company, so batches still fill.
@@ -185,9 +186,10 @@ class Batcher:
                 await self._run(batch)
 
     def _lone(self) -> bool:
-        """The queue holds one request, no other is in the batcher, and nothing says more are coming:
+        """The queue holds one request, no other is in the batcher or arriving, and nothing says more are coming:
         the last batch held one request, or it ended more than a delay before this request arrived."""
-        if len(self._queue) != 1 or self._active > 1:
+        arriving = self.metrics.inflight - self._active if self.metrics is not None else 0
+        if len(self._queue) != 1 or self._active > 1 or arriving > 0:
             return False
         item = self._queue[0]
         return self._last_requests <= 1 or item.enqueued - self._last_end > self.config.max_queue_delay_ms / 1000

@@ -82,6 +82,7 @@ class Metrics:
         self._queue = Gauge(
             "infc_queue_depth", "Requests waiting in the batcher's queue.", ["model"], registry=self.registry
         ).labels(model=model)
+        self.inflight = 0  # the gauge's value, read cheaply by the batcher (requests still arriving)
         self._inflight = Gauge(
             "infc_inflight_requests", "Infer requests received and not yet answered.", ["model"], registry=self.registry
         ).labels(model=model)
@@ -118,10 +119,12 @@ class Metrics:
     def request_started(self) -> None:
         """An infer request arrived."""
         self._inflight.inc()
+        self.inflight += 1
 
     def request_finished(self) -> None:
         """An infer request was answered."""
         self._inflight.dec()
+        self.inflight -= 1
 
     def client_disconnected(self) -> None:
         """An infer request's client went away before its answer (counted instead of a status)."""
