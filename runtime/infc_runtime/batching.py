@@ -12,11 +12,12 @@ batch held one request, or ended more than a delay before it came). Under
 concurrent load, requests queue while the worker runs a batch, and a lone one
 waits up to the delay for company, so batches still fill.
 
-Text is batched by length: a batch is the oldest request and the oldest others
-of its length bucket (`Pipeline.length_bucket`, a doubling of text length per
-bucket), so short sentences are not padded to long ones; the rest wait for a
-batch of their own, at the head of the queue, where the delay counts from their
-own arrival, so no bucket starves. Without text every request is in bucket 0.
+Text is batched by length: a batch is the oldest request, then others of the
+nearest length buckets (`Pipeline.length_bucket`, a doubling of text length per
+bucket), so when the queue holds more than a batch, short sentences are not
+padded to long ones; a batch is never smaller for it. The oldest request always
+goes first, so no bucket starves. Without text every request is in bucket 0
+and batches are the oldest requests, as they queued.
 Batches run `Pipeline.run_batch` on one dedicated thread, so the event loop
 never blocks on compute and ONNX Runtime sees one batch at a time. A request
 still queued at its deadline (`serving.timeout_ms`, or its own timeout) is
@@ -195,19 +196,23 @@ class Batcher:
         return self._last_requests <= 1 or item.enqueued - self._last_end > self.config.max_queue_delay_ms / 1000
 
     def _take(self) -> list[_Item]:
-        """The oldest queued request and the oldest others of its length bucket whose rows fit in one batch."""
-        batch: list[_Item] = []
-        rows = 0
+        """The oldest queued request, then others while their rows fit: the nearest length buckets first,
+        the oldest first within one (without text, simply the oldest)."""
         now = time.monotonic()
-        bucket = self._queue[0].bucket if self._queue else 0
+        head = self._queue[0].bucket if self._queue else 0
+        ranked = sorted(range(len(self._queue)), key=lambda i: (i > 0, abs(self._queue[i].bucket - head), i))
+        chosen: set[int] = set()
+        rows = 0
+        for i in ranked:
+            item = self._queue[i]
+            if item.future.done() or not chosen or rows + item.rows <= self.config.max_batch_size:
+                chosen.add(i)
+                rows += 0 if item.future.done() else item.rows
+        batch: list[_Item] = []
         kept: deque[_Item] = deque()
-        while self._queue:
-            item = self._queue[0]
-            if batch and rows + item.rows > self.config.max_batch_size:
-                break
-            self._queue.popleft()
-            if item.bucket != bucket and not item.future.done():
-                kept.append(item)  # another length: it waits for a batch of its own
+        for i, item in enumerate(self._queue):
+            if i not in chosen:
+                kept.append(item)
                 continue
             self._queued_rows -= item.rows
             if item.timer is not None:
@@ -215,11 +220,10 @@ class Batcher:
             if item.future.done():  # the caller went away
                 continue
             batch.append(item)
-            rows += item.rows
             self.queue_waits.append(now - item.enqueued)
             if self.metrics is not None:
                 self.metrics.observe_stage("queue", now - item.enqueued)
-        self._queue.extendleft(reversed(kept))
+        self._queue = kept
         self._queue_changed()
         return batch
 
