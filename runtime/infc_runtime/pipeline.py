@@ -270,7 +270,7 @@ class Pipeline:
         """Run batch 1 and the largest batch once: compiles kernels, sizes arenas.
 
         With padded inputs (token sequences), each planned length runs too: powers of two from the
-        example's up to `max_length` (default: the longest the pre kernel makes of a long example).
+        example's up to `max_length` (default: the longest the pre kernel makes, `_longest`).
         """
         for batch in sorted({1, self.serving.max_batch_size}):
             result = self.run_batch([self.example_request(batch)])[0]
@@ -281,6 +281,8 @@ class Pipeline:
         inputs = self.preprocess(self.example_request(1))
         width = next(inputs[n].shape[1] for n in self._padding if n in inputs)
         longest = max_length or self._longest()
+        if longest <= width:
+            return
         lengths = sorted({*(1 << k for k in range(width.bit_length(), longest.bit_length()) if 1 << k > width),
                           longest} - {width})
         for length in lengths:
@@ -290,13 +292,20 @@ class Pipeline:
                 self.postprocess(self.infer(feed), feed)
 
     def _longest(self) -> int:
-        """The most tokens a request's row can have (a long text, padded by the pre kernel)."""
-        long = {spec.name: np.full(1, b"a " * 100_000, dtype=object) for spec in self.inputs}
-        try:
-            prepared = self.preprocess({**self.example_request(1), **{n: long[n] for n in self._texts}})
-        except Exception:  # e.g. truncation: error refuses it; the example's length is what we know
-            return 0
-        return max(prepared[n].shape[1] for n in self._padding if n in prepared)
+        """The most tokens a request's row can have: the pre kernel's width for ever longer texts (8 to
+        2048 words) until it stops growing (truncated to max_length) or refuses one (`truncation: error`)."""
+        longest = 0
+        for k in range(3, 12):
+            text = np.full(1, b"a " * (1 << k), dtype=object)
+            try:
+                prepared = self.preprocess({**self.example_request(1), **{n: text for n in self._texts}})
+            except Exception:  # over max_length with truncation: error
+                break
+            width = max(prepared[n].shape[1] for n in self._padding if n in prepared)
+            if width <= longest:
+                break
+            longest = width
+        return longest
 
 
 def _concat_key(tensors: Tensors, padding: dict[str, int]) -> tuple[Any, ...]:

@@ -158,7 +158,12 @@ def _padded_to(inputs: dict[str, np.ndarray], width: int) -> dict[str, np.ndarra
 
 def test_a_mixed_length_batch_gives_each_request_what_it_gets_alone(bundle: Path) -> None:
     pipeline = Pipeline.load(bundle)
-    pipeline.warmup(max_length=24)  # the planned lengths run
+    widths: list[int] = []
+    infer = pipeline.infer
+    pipeline.infer = lambda inputs: widths.append(inputs["input_ids"].shape[1]) or infer(inputs)  # type: ignore
+    pipeline.warmup()  # the planned lengths run before ready: 8 (the example), 16, and max_length 24
+    assert sorted(set(widths)) == [8, 16, 24]
+    pipeline.infer = infer  # type: ignore[method-assign]
     requests = [_texts(SENTENCES[1]), _texts(SENTENCES[0], SENTENCES[3]), _texts("the name of the value " * 4),
                 _texts(SENTENCES[2])]
     widths = [pipeline.preprocess(r)["input_ids"].shape[1] for r in requests]
