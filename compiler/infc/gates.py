@@ -83,8 +83,8 @@ class Outputs:
                 model.setdefault(k, []).append(v)
             for k, v in (pipeline.postprocess(out, inputs) if response else {}).items():
                 post.setdefault(k, []).append(v)
-        self.model = {k: np.concatenate(v) for k, v in model.items()}
-        self.response = {k: np.concatenate(v) for k, v in post.items()}
+        self.model = {k: _concat(v) for k, v in model.items()}
+        self.response = {k: _concat(v) for k, v in post.items()}
 
     def get(self, output: str | int | None) -> Array:
         """The tensor a budget's `output` names (see `AccuracyBudget.output`)."""
@@ -98,6 +98,16 @@ class Outputs:
         if output in self.response:
             return self.response[output]
         raise MetricError(f"no model output or response tensor {output!r}")
+
+
+def _concat(chunks: list[Array]) -> Array:
+    """Chunks on axis 0; token-level outputs of text padded per batch (`padding: longest`) may differ on
+    axis 1: zeros pad them to the widest (the same chunks for the reference and the candidate)."""
+    widths = {c.shape[1:] for c in chunks}
+    if len(widths) > 1 and all(c.ndim >= 2 for c in chunks):
+        wide = max(c.shape[1] for c in chunks)
+        chunks = [np.pad(c, [(0, 0), (0, wide - c.shape[1])] + [(0, 0)] * (c.ndim - 2)) for c in chunks]
+    return np.concatenate(chunks)
 
 
 def _needs_response(budgets: Sequence[AccuracyBudget], model_names: Sequence[str]) -> bool:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .types import Tensors
 
 __all__ = ["RequestError", "RequestTooLarge", "limits_for", "request_limits", "KernelModule", "KernelInfo",
-           "kernel_module", "RUN", "EXAMPLES", "COLUMNS", "THREADS", "THREADS_ENV", "SCHEMA_VERSION",
+           "kernel_module", "RUN", "EXAMPLES", "COLUMNS", "PADDING", "THREADS", "THREADS_ENV", "SCHEMA_VERSION",
            "SCHEMA_MAJOR", "schema_version", "ManifestError", "Manifest", "ModelFile", "KernelFiles", "ChoiceRecord"]
 
 
@@ -78,6 +78,9 @@ COLUMNS = "COLUMNS"
 THREADS = "THREADS"
 """`int`: threads a parallel fused loop uses (from `THREADS_ENV`, default 1); optional."""
 THREADS_ENV = "INFC_KERNEL_THREADS"
+PADDING = "PADDING"
+"""`{model input: pad value}`: inputs whose axis 1 varies per request (token sequences); the server pads a
+batch of them to its longest request with that value; optional."""
 
 
 class KernelModule(Protocol):
@@ -93,6 +96,7 @@ class KernelInfo:
     run: Any
     examples: Mapping[str, Any] = field(default_factory=dict)
     columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    padding: Mapping[str, int] = field(default_factory=dict)
 
 
 def kernel_module(module: ModuleType) -> KernelInfo:
@@ -102,9 +106,10 @@ def kernel_module(module: ModuleType) -> KernelInfo:
         raise TypeError(f"kernel module {module.__name__!r} defines no callable {RUN}()")
     examples = getattr(module, EXAMPLES, {})
     columns = getattr(module, COLUMNS, {})
-    if not isinstance(examples, Mapping) or not isinstance(columns, Mapping):
-        raise TypeError(f"kernel module {module.__name__!r}: {EXAMPLES} and {COLUMNS} must be dicts")
-    return KernelInfo(run=run, examples=examples, columns=columns)
+    padding = getattr(module, PADDING, {})
+    if not all(isinstance(table, Mapping) for table in (examples, columns, padding)):
+        raise TypeError(f"kernel module {module.__name__!r}: {EXAMPLES}, {COLUMNS} and {PADDING} must be dicts")
+    return KernelInfo(run=run, examples=examples, columns=columns, padding=padding)
 
 
 # -- the manifest ----------------------------------------------------------------

@@ -4,10 +4,24 @@ Requests wait in a bounded queue (`serving.max_queue` requests; beyond that
 `submit` raises `QueueFull`, answered 429). A batch is taken when the queued
 rows reach `serving.max_batch_size` or `serving.max_queue_delay_ms` has passed
 since its first request arrived; a request with more rows than the maximum runs
-as a batch of its own. Batches run `Pipeline.run_batch` on one dedicated thread,
-so the event loop never blocks on compute and ONNX Runtime sees one batch at a
-time. A request still queued at its deadline (`serving.timeout_ms`, or its own
-timeout) is dropped before it costs compute (`DeadlineExceeded`, answered 504).
+as a batch of its own. A lone request runs at once, without the delay: when
+the worker is idle, no other request is in the batcher (queued, running, or
+answered but not yet picked up) or in the server on its way to it (received,
+`Metrics.inflight`, but not yet submitted) and the traffic is not concurrent (the last
+batch held one request, or ended more than a delay before it came). Under
+concurrent load, requests queue while the worker runs a batch, and a lone one
+waits up to the delay for company, so batches still fill.
+
+Text is batched by length: a batch is the oldest request, then others of the
+nearest length buckets (`Pipeline.length_bucket`, a doubling of text length per
+bucket), so when the queue holds more than a batch, short sentences are not
+padded to long ones; a batch is never smaller for it. The oldest request always
+goes first, so no bucket starves. Without text every request is in bucket 0
+and batches are the oldest requests, as they queued.
+Batches run `Pipeline.run_batch` on one dedicated thread, so the event loop
+never blocks on compute and ONNX Runtime sees one batch at a time. A request
+still queued at its deadline (`serving.timeout_ms`, or its own timeout) is
+dropped before it costs compute (`DeadlineExceeded`, answered 504).
 `drain()` stops accepting and finishes everything already accepted.
 """
 
@@ -28,6 +42,9 @@ from .types import Tensors
 __all__ = ["Batcher", "BatcherClosed", "DeadlineExceeded", "QueueFull"]
 
 T = TypeVar("T")
+
+_LOOK_TURNS = 4
+"""Event-loop turns a lone request yields before it runs alone (microseconds, not the queue delay)."""
 
 
 class QueueFull(Exception):
@@ -50,7 +67,9 @@ class _Item:
     rows: int
     future: asyncio.Future[Tensors]
     enqueued: float
+    bucket: int = 0
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    looked: bool = False  # the loop had its turns to bring company before this request ran alone
 
 
 class Batcher:
@@ -65,6 +84,12 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # the last batch: how many requests it held and when it ended (whether traffic is concurrent)
+        self._last_requests = 0
+        self._last_end = float("-inf")
+        self._active = 0  # submit() calls not yet returned
+        self.queue_waits: deque[float] = deque(maxlen=1024)
+        """Seconds the latest requests (up to 1024) waited in the queue, in the order they were taken."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infc-worker")
 
     def start(self) -> None:
@@ -94,13 +119,17 @@ class Batcher:
         self.start()
         loop = asyncio.get_running_loop()
         rows = len(next(iter(tensors.values()))) if tensors else 0
-        item = _Item(tensors, rows, loop.create_future(), time.monotonic())
+        item = _Item(tensors, rows, loop.create_future(), time.monotonic(), self.pipeline.length_bucket(tensors))
         timeout = self.config.timeout_ms / 1000 if timeout_s is None else timeout_s
         item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
         self._queued_rows += rows
+        self._active += 1
         self._queue_changed()
-        return await item.future
+        try:
+            return await item.future
+        finally:
+            self._active -= 1
 
     async def drain(self) -> None:
         """Stop taking requests, finish every queued one, then stop the worker."""
@@ -136,9 +165,16 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Wait for a full batch, or for the oldest request's delay to pass.
+            # Wait for a full batch, or for the oldest request's delay to pass; a lone request runs at once.
             remaining = self._queue[0].enqueued + delay - time.monotonic()
-            if not self._closing and self._queued_rows < self.config.max_batch_size and remaining > 0:
+            waits = not self._closing and self._queued_rows < self.config.max_batch_size and remaining > 0
+            if waits and self._lone() and not self._queue[0].looked:
+                # before running it alone, let the loop take in requests whose bytes are already here
+                self._queue[0].looked = True
+                for _ in range(_LOOK_TURNS):
+                    await asyncio.sleep(0)
+                continue
+            if waits and not self._lone():
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
@@ -150,25 +186,44 @@ class Batcher:
             if batch:
                 await self._run(batch)
 
+    def _lone(self) -> bool:
+        """The queue holds one request, no other is in the batcher or arriving, and nothing says more are coming:
+        the last batch held one request, or it ended more than a delay before this request arrived."""
+        arriving = self.metrics.inflight - self._active if self.metrics is not None else 0
+        if len(self._queue) != 1 or self._active > 1 or arriving > 0:
+            return False
+        item = self._queue[0]
+        return self._last_requests <= 1 or item.enqueued - self._last_end > self.config.max_queue_delay_ms / 1000
+
     def _take(self) -> list[_Item]:
-        """The oldest queued requests whose rows fit in one batch (at least one)."""
-        batch: list[_Item] = []
-        rows = 0
+        """The oldest queued request, then others while their rows fit: the nearest length buckets first,
+        the oldest first within one (without text, simply the oldest)."""
         now = time.monotonic()
-        while self._queue:
-            item = self._queue[0]
-            if batch and rows + item.rows > self.config.max_batch_size:
-                break
-            self._queue.popleft()
+        head = self._queue[0].bucket if self._queue else 0
+        ranked = sorted(range(len(self._queue)), key=lambda i: (i > 0, abs(self._queue[i].bucket - head), i))
+        chosen: set[int] = set()
+        rows = 0
+        for i in ranked:
+            item = self._queue[i]
+            if item.future.done() or not chosen or rows + item.rows <= self.config.max_batch_size:
+                chosen.add(i)
+                rows += 0 if item.future.done() else item.rows
+        batch: list[_Item] = []
+        kept: deque[_Item] = deque()
+        for i, item in enumerate(self._queue):
+            if i not in chosen:
+                kept.append(item)
+                continue
             self._queued_rows -= item.rows
             if item.timer is not None:
                 item.timer.cancel()
             if item.future.done():  # the caller went away
                 continue
             batch.append(item)
-            rows += item.rows
+            self.queue_waits.append(now - item.enqueued)
             if self.metrics is not None:
                 self.metrics.observe_stage("queue", now - item.enqueued)
+        self._queue = kept
         self._queue_changed()
         return batch
 
@@ -180,6 +235,7 @@ class Batcher:
             results: list[Any] = await self.run_in_worker(lambda: self.pipeline.run_batch(requests, timings=timings))
         except Exception as exc:  # the batch as a whole failed: only its requests fail
             results = [exc] * len(batch)
+        self._last_requests, self._last_end = len(batch), time.monotonic()
         if self.metrics is not None:
             self.metrics.observe_batch(sum(item.rows for item in batch))
             for stage, seconds in timings.items():

@@ -112,6 +112,11 @@ class Metrics(Collector):
         """Set the number of requests waiting in the queue."""
         self._queue = requests
 
+    @property
+    def inflight(self) -> int:
+        """Infer requests received and not yet answered (the batcher reads it: requests still arriving)."""
+        return self._inflight
+
     def request_started(self) -> None:
         """An infer request arrived."""
         self._inflight += 1

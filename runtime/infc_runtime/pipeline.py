@@ -12,6 +12,13 @@ step reads `max_pixels` there); then, unless `serving.allow_non_finite`, its
 float model inputs must be finite: a NaN or infinity fails that request (400
 naming the row, the model input and, when the kernel module names its columns in
 `COLUMNS = {input: (field, ...)}`, the field), not the batch.
+
+Token sequences are padded per batch, not to a fixed length: model inputs the
+pre kernel module names in `PADDING = {input: pad value}` (the tokenize step's)
+may differ on axis 1 between requests, and a batch pads them to its longest
+request. `length_bucket` gives the batcher a cheap estimate of a request's
+length class (before tokenizing), so that it can group similar lengths;
+`warmup` runs the planned lengths (powers of two up to the longest seen).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 
 from .abi import KernelInfo, Manifest, RequestError, kernel_module, limits_for
@@ -111,6 +119,9 @@ class Pipeline:
         # the fields behind each column of a tabular model input, when the pre kernel module names them
         self._columns = pre_info.columns
         self._examples = pre_info.examples
+        # model inputs padded per batch on axis 1 (token sequences), and their pad values
+        self._padding = dict(pre_info.padding)
+        self._texts = [i.name for i in self.inputs if i.dtype == "bytes"] if self._padding else []
 
     @classmethod
     def load(cls, bundle_dir: str | Path) -> Pipeline:
@@ -197,7 +208,7 @@ class Pipeline:
                 except Exception as exc:  # a bad request fails alone
                     results[i] = exc if isinstance(exc, RequestError) else RequestError(str(exc))
                     continue
-                groups.setdefault(_concat_key(prepared), []).append((i, prepared))
+                groups.setdefault(_concat_key(prepared, self._padding), []).append((i, prepared))
         for group in groups.values():
             self._run_group(group, results, clock)
         return results
@@ -208,7 +219,7 @@ class Pipeline:
         """Model and post-processing over requests whose model inputs concatenate."""
         counts = [len(next(iter(t.values()))) for _, t in group]
         names = list(group[0][1])
-        batch = {n: np.concatenate([t[n] for _, t in group]) if len(group) > 1 else group[0][1][n] for n in names}
+        batch = {n: self._concat([t[n] for _, t in group], self._padding.get(n)) for n in names}
         try:
             with clock("infer"):
                 model_out = self.infer(batch)
@@ -221,6 +232,24 @@ class Pipeline:
         offsets = np.cumsum([0, *counts])
         for (i, _), start, stop in zip(group, offsets[:-1], offsets[1:], strict=True):
             results[i] = {k: v[start:stop] for k, v in out.items()}
+
+    @staticmethod
+    def _concat(arrays: list[npt.NDArray[Any]], pad: int | None) -> npt.NDArray[Any]:
+        """Requests' arrays as one batch; with `pad`, each first padded on axis 1 to the longest."""
+        if pad is not None:
+            width = max(a.shape[1] for a in arrays)
+            arrays = [_pad_to(a, width, pad) for a in arrays]
+        return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+    def length_bucket(self, request: Tensors) -> int:
+        """A request's length class, cheap and before pre-processing: 0 without padded inputs, else
+        one more per doubling of its longest text's UTF-8 bytes (about four per token)."""
+        longest = 0
+        for name in self._texts:
+            texts = request.get(name)
+            if texts is not None and texts.size:
+                longest = max(longest, max(len(t) if isinstance(t, bytes | str) else 0 for t in texts.ravel()))
+        return (longest // 32).bit_length()
 
     def example_request(self, batch: int = 1) -> Tensors:
         """Zero-filled request tensors of the declared shapes (for warm-up).
@@ -237,17 +266,61 @@ class Pipeline:
             req[spec.name] = np.full(shape, fill, dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
         return req
 
-    def warmup(self) -> None:
-        """Run batch 1 and the largest batch once: compiles kernels, sizes arenas."""
+    def warmup(self, max_length: int | None = None) -> None:
+        """Run batch 1 and the largest batch once: compiles kernels, sizes arenas.
+
+        With padded inputs (token sequences), each planned length runs too: powers of two from the
+        example's up to `max_length` (default: the longest the pre kernel makes, `_longest`).
+        """
         for batch in sorted({1, self.serving.max_batch_size}):
             result = self.run_batch([self.example_request(batch)])[0]
             if isinstance(result, Exception):
                 raise result
+        if not self._padding:
+            return
+        inputs = self.preprocess(self.example_request(1))
+        width = next(inputs[n].shape[1] for n in self._padding if n in inputs)
+        longest = max_length or self._longest()
+        if longest <= width:
+            return
+        lengths = sorted({*(1 << k for k in range(width.bit_length(), longest.bit_length()) if 1 << k > width),
+                          longest} - {width})
+        for length in lengths:
+            for batch in sorted({1, self.serving.max_batch_size}):
+                feed = {n: np.repeat(_pad_to(a, length, self._padding[n]) if n in self._padding else a, batch, 0)
+                        for n, a in inputs.items()}
+                self.postprocess(self.infer(feed), feed)
+
+    def _longest(self) -> int:
+        """The most tokens a request's row can have: the pre kernel's width for ever longer texts (8 to
+        2048 words) until it stops growing (truncated to max_length) or refuses one (`truncation: error`)."""
+        longest = 0
+        for k in range(3, 12):
+            text = np.full(1, b"a " * (1 << k), dtype=object)
+            try:
+                prepared = self.preprocess({**self.example_request(1), **{n: text for n in self._texts}})
+            except Exception:  # over max_length with truncation: error
+                break
+            width = max(prepared[n].shape[1] for n in self._padding if n in prepared)
+            if width <= longest:
+                break
+            longest = width
+        return longest
 
 
-def _concat_key(tensors: Tensors) -> tuple[Any, ...]:
-    """What must match for two requests' tensors to be concatenated on axis 0."""
-    return tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in sorted(tensors.items()))
+def _concat_key(tensors: Tensors, padding: dict[str, int]) -> tuple[Any, ...]:
+    """What must match for two requests' tensors to be concatenated on axis 0 (axis 1 of a padded one may differ)."""
+    return tuple((name, arr.dtype.str, arr.shape[2:] if name in padding and arr.ndim >= 2 else arr.shape[1:])
+                 for name, arr in sorted(tensors.items()))
+
+
+def _pad_to(array: npt.NDArray[Any], width: int, value: int) -> npt.NDArray[Any]:
+    """`array` padded on axis 1 with `value` to `width` (itself when it is that wide)."""
+    if array.shape[1] >= width:
+        return array
+    out = np.full((array.shape[0], width, *array.shape[2:]), value, dtype=array.dtype)
+    out[:, :array.shape[1]] = array
+    return out
 
 
 class _StageClock:

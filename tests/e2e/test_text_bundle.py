@@ -7,11 +7,13 @@ bundle's own files.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -22,7 +24,10 @@ from servers import Server, serving
 from infc.build import build
 from infc.errors import SpecErrors
 from infc.spec import load_spec
+from infc_runtime.batching import Batcher
+from infc_runtime.metrics import Metrics
 from infc_runtime.pipeline import Pipeline
+from infc_runtime.types import ServingConfig
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SENTENCES = ["Return the path of the file.", "", "A new list object is returned.", "Ünïcödé text 😀",
@@ -140,3 +145,61 @@ def test_validate_locates_a_missing_tokenizer(tmp_path: Path) -> None:
     assert [str(e).split(" ", 1)[1] for e in caught.value.errors] == [
         f"preprocess[0].tokenize.tokenizer: file not found: {tmp_path / 'nope.json'}"]
     assert str(caught.value.errors[0]).startswith(f"{tmp_path / 'spec.yaml'}:8:")
+
+
+def _texts(*texts: str) -> dict[str, np.ndarray]:
+    return {"text": np.array([t.encode() for t in texts], dtype=object)}
+
+
+def _padded_to(inputs: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """Model inputs padded on axis 1 to `width` (pad id 0, mask 0, type 0), as with `padding: max_length`."""
+    return {n: np.pad(a, ((0, 0), (0, width - a.shape[1]))) for n, a in inputs.items()}
+
+
+def test_a_mixed_length_batch_gives_each_request_what_it_gets_alone(bundle: Path) -> None:
+    pipeline = Pipeline.load(bundle)
+    widths: list[int] = []
+    infer = pipeline.infer
+    pipeline.infer = lambda inputs: widths.append(inputs["input_ids"].shape[1]) or infer(inputs)  # type: ignore
+    pipeline.warmup()  # the planned lengths run before ready: 8 (the example), 16, and max_length 24
+    assert sorted(set(widths)) == [8, 16, 24]
+    pipeline.infer = infer  # type: ignore[method-assign]
+    requests = [_texts(SENTENCES[1]), _texts(SENTENCES[0], SENTENCES[3]), _texts("the name of the value " * 4),
+                _texts(SENTENCES[2])]
+    widths = [pipeline.preprocess(r)["input_ids"].shape[1] for r in requests]
+    assert widths == [8, 16, 24, 16]  # each request its longest row rounded up to 8, not max_length 24
+    batched = pipeline.run_batch(requests)
+    for request, result in zip(requests, batched, strict=True):
+        assert isinstance(result, dict)
+        np.testing.assert_allclose(result["embedding"], pipeline.run(request)["embedding"], rtol=1e-5, atol=1e-6)
+        inputs = _padded_to(pipeline.preprocess(request), 24)
+        at_max_length = pipeline.postprocess(pipeline.infer(inputs), inputs)["embedding"]
+        np.testing.assert_allclose(result["embedding"], at_max_length, rtol=1e-5, atol=1e-6)
+
+
+def test_the_batcher_groups_lengths_and_starves_none(bundle: Path) -> None:
+    pipeline = Pipeline.load(bundle)
+    pipeline.serving = ServingConfig(max_batch_size=4, max_queue_delay_ms=200, timeout_ms=30_000)
+    metrics = Metrics("tiny-text", max_batch_size=4)
+    batcher = Batcher(pipeline, metrics)
+    long = "the name of the value " * 3  # another length bucket than the short sentences
+    texts = [SENTENCES[0], long] + [f"A new list object {i}" for i in range(8)]
+    done: list[int] = []
+
+    async def body() -> list[Any]:
+        tasks = [asyncio.ensure_future(batcher.submit(_texts(t))) for t in texts]
+        for i, task in enumerate(tasks):
+            task.add_done_callback(lambda _, i=i: done.append(i))
+        results = await asyncio.gather(*tasks)
+        await batcher.drain()
+        return results
+
+    results = asyncio.run(asyncio.wait_for(body(), timeout=60))
+    for text, result in zip(texts, results, strict=True):
+        np.testing.assert_allclose(result["embedding"], pipeline.run(_texts(text))["embedding"], rtol=1e-5, atol=1e-6)
+    get = metrics.registry.get_sample_value
+    # the oldest short one and the next three shorts (not the older long one); then the long one, the oldest
+    # left, filled up with shorts; then the rest
+    assert get("infc_batch_size_count", {"model": "tiny-text"}) == 3
+    assert done == [0, 2, 3, 4, 1, 5, 6, 7, 8, 9]
+    assert max(batcher.queue_waits) < 10 * 0.2  # none waited much past the delay (a generous factor)

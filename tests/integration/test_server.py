@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,13 +126,25 @@ def batch_histogram(server: Server) -> tuple[float, float]:
     return samples[("infc_batch_size_count", None)], samples[("infc_batch_size_bucket", "1.0")]
 
 
-def test_concurrent_requests_are_batched(served: tuple[Server, Pipeline], client: Any) -> None:
+def test_concurrent_requests_are_batched(served: tuple[Server, Pipeline]) -> None:
     server, pipeline = served
     before_count, before_single = batch_histogram(server)
     requests = [make_request(1, seed=100 + i) for i in range(16)]
-    pending = [client.async_infer(MODEL, triton_inputs(r)) for r in requests]
-    for handle, request in zip(pending, requests, strict=True):
-        assert_same(handle.get_result(), pipeline.run(request))
+    # every request is on the wire before the server answers any: they are in the server together
+    # (a client that sends one at a time is served one at a time, without the queue delay)
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in requests]
+    for sock, request in zip(sockets, requests, strict=True):
+        body = json.dumps({"inputs": [{"name": n, "shape": list(a.shape), "datatype": to_datatype(a.dtype),
+                                       "data": a.ravel().tolist()} for n, a in request.items()]}).encode()
+        sock.sendall(f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {server.url}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode() + body)
+    for sock, request in zip(sockets, requests, strict=True):
+        with sock, sock.makefile("rb") as answer:
+            reply = answer.read()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        outputs = {o["name"]: o["data"] for o in json.loads(reply.split(b"\r\n\r\n", 1)[1])["outputs"]}
+        np.testing.assert_allclose(outputs["probabilities"], pipeline.run(request)["probabilities"].ravel(), rtol=1e-6)
     count, single = batch_histogram(server)
     batches, batched = count - before_count, (count - before_count) - (single - before_single)
     assert batches < len(requests) and batched >= 1, f"{batches} batches for {len(requests)} requests"
@@ -175,6 +188,13 @@ def test_tritonclient_sees_the_errors_and_the_server_goes_on(served: tuple[Serve
     assert_same(client.infer(MODEL, triton_inputs(make_request(2))), served[1].run(make_request(2)))
 
 
+def _arrived(server: Server) -> tuple[float, float]:
+    """(infer requests in flight, infer requests answered) from the server's /metrics."""
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"http://{server.url}/metrics").text)}
+    answered = sum(s.value for s in families["infc_requests"].samples if s.name == "infc_requests_total")
+    return families["infc_inflight_requests"].samples[0].value, answered
+
+
 def test_sigterm_finishes_in_flight_requests(tmp_path_factory: pytest.TempPathFactory) -> None:
     # requests sit in the batcher for up to a second: they are in flight when SIGTERM lands
     server, bundle = start(tmp_path_factory, "sigterm", max_batch_size=64, max_queue_delay_ms=1000)
@@ -194,8 +214,10 @@ def test_sigterm_finishes_in_flight_requests(tmp_path_factory: pytest.TempPathFa
         with ThreadPoolExecutor(len(requests)) as pool:
             futures = [pool.submit(infer, r) for r in requests]
             deadline = time.monotonic() + 10
-            while 'infc_inflight_requests{model="toy"} 6.0' not in httpx.get(f"http://{server.url}/metrics").text:
-                assert time.monotonic() < deadline, "requests never reached the server"
+            # every request reached the server; those that arrived together wait in the batcher (a lone first
+            # one may have run at once, without the delay)
+            while (counts := _arrived(server))[0] + counts[1] < len(requests) or counts[0] < 1:
+                assert time.monotonic() < deadline, f"requests never reached the server: {counts}"
                 time.sleep(0.01)
             server.process.send_signal(signal.SIGTERM)
             responses = [f.result() for f in futures]

@@ -329,3 +329,13 @@ def test_non_finite_samples_agree_with_nothing() -> None:
     assert accuracy(None, cand, np.array([0, 0, 0])) == pytest.approx(1 / 3)  # type: ignore[arg-type]
     np.testing.assert_array_equal(np.isnan(cosines(ref, cand)), [True, False, True])
     assert np.isnan(neighbour_agreement(ref, cand)) and np.isnan(max_abs_error(ref, cand))
+
+
+def test_token_level_chunks_of_different_widths_are_padded_with_zeros() -> None:
+    from infc.gates import _concat
+
+    short, long = np.ones((2, 8, 3), np.float32), np.full((1, 16, 3), 2, np.float32)
+    joined = _concat([short, long])
+    assert joined.shape == (3, 16, 3)
+    assert (joined[:2, 8:] == 0).all() and (joined[:2, :8] == 1).all() and (joined[2] == 2).all()
+    assert _concat([np.ones((2, 4)), np.ones((1, 4))]).shape == (3, 4)

@@ -191,3 +191,58 @@ def test_drain_finishes_queued_requests_and_refuses_new_ones(bundle: Path) -> No
 
     run(body)
     assert s.batches() == (1, 4)  # drained at once, not after the 10 s delay
+
+
+def queue_seconds(s: Setup) -> float:
+    """The queue waits the batcher recorded, summed."""
+    labels = {"model": "toy", "stage": "queue"}
+    return s.metrics.registry.get_sample_value("infc_stage_duration_seconds_sum", labels) or 0.0
+
+
+def test_a_lone_request_runs_without_the_queue_delay(bundle: Path, reference: Pipeline) -> None:
+    s = Setup(bundle, max_batch_size=8, max_queue_delay_ms=5000)
+    requests = [make_request(1, seed=i) for i in range(3)]
+
+    async def body() -> None:
+        for request in requests:  # concurrency 1: one request at a time
+            assert_result(await s.batcher.submit(request), reference.run(request))
+        await s.batcher.drain()
+
+    run(body)
+    assert s.batches() == (3, 3)
+    assert s.stage_count("queue") == 3 and queue_seconds(s) < 2.5  # far below 3 x 5 s
+
+
+def test_requests_queued_while_the_worker_is_busy_run_as_one_batch(bundle: Path) -> None:
+    s = Setup(bundle, max_batch_size=8)
+
+    async def body() -> None:
+        busy = asyncio.ensure_future(s.batcher.submit(held()))
+        while not s.calls:  # the held request runs alone, at once
+            await asyncio.sleep(0.005)
+        waiting = [asyncio.ensure_future(s.batcher.submit(make_request(1, seed=i))) for i in range(3)]
+        await asyncio.sleep(0.01)
+        s.gate.set()
+        await asyncio.gather(busy, *waiting)
+        await s.batcher.drain()
+
+    run(body)
+    assert s.calls == [1, 1, 1, 1] and s.batches() == (2, 4)
+    get = s.metrics.registry.get_sample_value
+    assert get("infc_batch_size_bucket", {"model": "toy", "le": "1.0"}) == 1  # the other batch held three
+
+
+def test_a_lone_request_under_concurrent_load_waits_for_company(bundle: Path) -> None:
+    s = Setup(bundle, max_batch_size=2, max_queue_delay_ms=5000)
+
+    async def body() -> None:
+        await asyncio.gather(*(s.batcher.submit(make_request(1, seed=i)) for i in range(2)))
+        first = asyncio.ensure_future(s.batcher.submit(make_request(1, seed=3)))
+        await asyncio.sleep(0.05)
+        assert not first.done()  # the last batch was concurrent: it waits for a full batch or the delay
+        second = asyncio.ensure_future(s.batcher.submit(make_request(1, seed=4)))
+        await asyncio.gather(first, second)
+        await s.batcher.drain()
+
+    run(body)
+    assert s.batches() == (2, 4)  # two full batches of two

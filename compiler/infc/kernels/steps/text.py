@@ -2,8 +2,12 @@
 
 Tokenizing runs the `tokenizers` library (Hugging Face's Rust tokenizer) on a
 `tokenizer.json` that ships in the bundle (`kernels/assets/`), not Numba: per
-request, before batching, so texts of any length become rows of exactly
-`max_length` tokens. Padding is done here (pad id, mask 0, type 0), whatever the
+request, before batching. With `padding: longest` (the default) a request's rows
+are padded to its longest one rounded up to a multiple of 8 (at most
+`max_length`), and the server pads each batch to its longest request (the
+kernel module's `PADDING` says which model inputs, with which value), so a batch
+of short sentences costs what they need; with `padding: max_length` every row
+has exactly `max_length` tokens. Padding is done here (pad id, mask 0, type 0), whatever the
 file configures; over-long text is cut on the `truncation` side (the special
 tokens such as [CLS] and [SEP] stay), or, with `truncation: error`, fails its
 request with a 400 naming the field and the row. Text that is not UTF-8 fails
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from infc_runtime.abi import PADDING
 from infc_runtime.types import TensorSpec
 
 from ..registry import StepDef, register
@@ -29,6 +34,8 @@ Array = npt.NDArray[Any]
 Out = tuple[tuple[TensorSpec, ...], dict[str, Any]]
 
 KINDS = ("input_ids", "attention_mask", "token_type_ids")
+MULTIPLE = 8
+"""With `padding: longest`, rows are padded to a multiple of this many tokens (fewer distinct shapes)."""
 _OPS_TEXT = "infc_runtime.ops.text"
 
 
@@ -94,7 +101,13 @@ def _tokenize_infer(t: TensorSpec, p: Mapping[str, Any], out: str, others: Mappi
     names = _outputs(p)
     if len(set(names.values())) != len(names):
         raise StepIssue(f"each output needs its own name, got {names}", "outputs")
-    return tuple(TensorSpec(names[k], dtype, (length,)) for k in KINDS if k in names), {"pad_id": pad_id}
+    width = -1 if _multiple(p) else length
+    return tuple(TensorSpec(names[k], dtype, (width,)) for k in KINDS if k in names), {"pad_id": pad_id}
+
+
+def _multiple(p: Mapping[str, Any]) -> int:
+    """Rows padded to a multiple of this many tokens; 0: to max_length."""
+    return MULTIPLE if p.get("padding", "longest") == "longest" else 0
 
 
 def _text(value: Any, field: str, row: int) -> str:
@@ -112,15 +125,21 @@ def _tokenize_ref(x: Array, p: Mapping[str, Any]) -> tuple[Array, ...]:
     pad_id, length, mode = _pad_id(tok, configured, p), int(p["max_length"]), p.get("truncation", "right")
     special = bool(p.get("add_special_tokens", True))
     room = length - (tok.num_special_tokens_to_add(False) if special else 0)
-    arrays = {k: np.zeros((len(x), length), dtype=p.get("dtype", "int64")) for k in KINDS}
-    arrays["input_ids"][:] = pad_id
+    encodings = []
     for r, value in enumerate(x.ravel()):
         enc = tok.encode(_text(value, "text", r), add_special_tokens=False)
         if len(enc.ids) > room:
             if mode == "error":
                 raise ValueError(f"row {r}: {len(enc.ids)} tokens, more than max_length {length}")
             enc.truncate(room, direction=mode)
-        enc = tok.post_process(enc, add_special_tokens=special)
+        encodings.append(tok.post_process(enc, add_special_tokens=special))
+    width = length
+    if _multiple(p):  # the longest row, rounded up to a multiple, at most max_length
+        longest = max([len(enc.ids) for enc in encodings] + [1])
+        width = min(length, -(-longest // _multiple(p)) * _multiple(p))
+    arrays = {k: np.zeros((len(x), width), dtype=p.get("dtype", "int64")) for k in KINDS}
+    arrays["input_ids"][:] = pad_id
+    for r, enc in enumerate(encodings):
         n = len(enc.ids)
         for kind, values in (("input_ids", enc.ids), ("attention_mask", enc.attention_mask),
                              ("token_type_ids", enc.type_ids)):
@@ -136,9 +155,14 @@ def _tokenize_emit(text: ModuleText, step: ResolvedStep, ctx: EmitContext) -> No
     text.imports.append(f"from {_OPS_TEXT} import load_tokenizer")
     tok = text.constant(f"TOKENIZER_{ctx.group}", f"load_tokenizer({path}, {length}, {mode!r})")
     names = _outputs(p)
-    text.call(ctx, "tokenize", repr(ctx.src), str(length), str(int(step.extra["pad_id"])),
+    pad_id = int(step.extra["pad_id"])
+    extra = [str(_multiple(p))] if _multiple(p) else []
+    text.call(ctx, "tokenize", repr(ctx.src), str(length), str(pad_id),
               f"np.{p.get('dtype', 'int64')}", repr(bool(p.get("add_special_tokens", True))), repr(mode == "error"),
-              outputs=[names.get(k) for k in KINDS], module=_OPS_TEXT, first=tok)
+              *extra, outputs=[names.get(k) for k in KINDS], module=_OPS_TEXT, first=tok)
+    if extra:  # the server pads a batch of these on axis 1 to its longest request, with these values
+        values = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
+        text.constant(PADDING, repr({names[k]: values[k] for k in KINDS if k in names}))
 
 
 register(StepDef(
@@ -153,6 +177,10 @@ register(StepDef(
         "truncation": {"enum": ["right", "left", "error"],
                        "description": "over-long text: cut its end (default), cut its start, or fail the request "
                                       "(400)"},
+        "padding": {"enum": ["longest", "max_length"],
+                    "description": "pad to the longest text of the batch, rounded up to a multiple of 8 "
+                                   "(default; the server pads each batch to its longest request), or every row "
+                                   "to max_length"},
         "pad_token": {"type": "string", "minLength": 1,
                       "description": "padding token (default: the file's, else [PAD] or <pad>)"},
         "add_special_tokens": {"type": "boolean", "description": "add [CLS], [SEP], ... as the file says; "

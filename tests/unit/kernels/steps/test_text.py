@@ -109,6 +109,22 @@ def test_kernel_equals_reference_on_any_text(tmp_path_factory: pytest.TempPathFa
     assert np.all(got["input_ids"][got["attention_mask"] == 0] == PAD)
 
 
+@settings(max_examples=30, deadline=None)
+@given(texts=st.lists(st.one_of(_text, st.sampled_from(["", "Return the PATH of the file!", WORDS])), max_size=4),
+       padding=st.sampled_from(["longest", "max_length"]))
+def test_rows_are_padded_to_the_longest_rounded_up_to_8_or_to_max_length(
+        tmp_path_factory: pytest.TempPathFactory, texts: list[str], padding: str) -> None:
+    steps = _steps(max_length=20, padding=padding)
+    module = _module(tmp_path_factory, f"pad-{padding}", steps)
+    x = _texts(*texts)
+    got = module.run(x)
+    assert_same(got, run_reference(steps, x))
+    longest = int(got["attention_mask"].sum(axis=1).max(initial=1))
+    width = 20 if padding == "max_length" else min(20, -(-longest // 8) * 8)
+    assert got["input_ids"].shape == (len(texts), width)
+    assert (getattr(module, "PADDING", None) is not None) == (padding == "longest")
+
+
 def test_outputs_names_and_dtype(tmp_path: Path) -> None:
     steps = _steps(outputs={"input_ids": "ids", "attention_mask": "mask"}, dtype="int32", max_length=4)
     got = compile_steps(tmp_path, "pre", steps, [TEXT]).run(_texts("path"))
