@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numba
 import numpy as np
+from _machine import cpu_model
 from PIL import Image
 
 from infc.kernels import fusion
@@ -115,16 +116,6 @@ def _tail(fn: Callable[[], Any], calls: int) -> tuple[float, float, float]:
     return float(np.percentile(times, 50)) * 1e6, float(np.percentile(times, 99)) * 1e6, float(times.max()) * 1e6
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -166,7 +157,7 @@ def main() -> None:
         off = np.abs(resized - cv)
     base_ms = results[0][1]
     print(f"- command: `python bench/image_pre.py --batch {args.batch} --repeat {args.repeat} --calls {args.calls}`")
-    print(f"- machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {_cpu()}, "
+    print(f"- machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}, "
           f"Python {platform.python_version()}, numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads, "
           f"{numba.threading_layer()} layer), numpy {np.__version__}, OpenCV {cv2.__version__} "
           f"({cv2.getNumThreads()} threads), Pillow {Image.__version__}")

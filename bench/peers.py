@@ -41,7 +41,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_CORE, LOAD_CORE = 0, 1
@@ -388,16 +388,6 @@ def peers_skipped() -> list[str]:
         else:
             lines.append(f"{name}: installed but not driven by this script yet; skipped")
     return lines
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def main() -> None:

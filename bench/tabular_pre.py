@@ -39,6 +39,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from _machine import cpu_model
 
 from infc.kernels.codegen import generate
 from infc.kernels.graph import resolve
@@ -89,14 +90,7 @@ def _timed(fn: Callable[[], Any], rounds: int) -> tuple[float, float]:
 
 
 def _machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     versions = f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}"
     if pd is not None:
         versions += f", pandas {pd.__version__}"
