@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .cpus import affinity_cpus
+
 __all__ = [
     "BatchPoint",
     "HostNoise",
@@ -184,13 +186,6 @@ def reference_workload() -> float:
     return float(m.trace()) + total + len(sorted(str(i) for i in range(40)))
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class HostNoise:
     """How noisy the host was while measuring: the reference workload's spread and the load.
@@ -216,7 +211,7 @@ class HostNoise:
             loadavg: float | None = os.getloadavg()[0]
         except (AttributeError, OSError):
             loadavg = None
-        cpus = _cpus()
+        cpus = affinity_cpus()
         quiet = spread < QUIET_SPREAD and (loadavg is None or loadavg <= cpus)
         return cls(p50, p99, spread, loadavg, cpus, quiet)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
@@ -39,6 +40,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from .abi import KernelInfo, Manifest, RequestError, kernel_module, limits_for
+from .cpus import usable_cpus
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 __all__ = ["Pipeline", "load_kernel_module", "make_session"]
@@ -58,7 +60,12 @@ def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = No
     settings = settings or {}
     opts = ort.SessionOptions()
     opts.graph_optimization_level = _OPT_LEVELS[settings.get("graph_optimization_level", "all")]
-    opts.intra_op_num_threads = int(settings.get("intra_op_num_threads", 0))
+    threads = int(settings.get("intra_op_num_threads", 0))
+    usable = usable_cpus()
+    if threads == 0 and usable < (os.cpu_count() or 1):
+        # 0 lets onnxruntime use the host's physical cores; pinned or under a CPU quota, use what this process has
+        threads = usable
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = int(settings.get("inter_op_num_threads", 0))
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = bool(settings.get("enable_cpu_mem_arena", True))
