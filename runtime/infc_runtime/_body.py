@@ -12,8 +12,9 @@ Private helpers of `app`. Nothing here holds more than the limits allow:
   stops as soon as the output would exceed `max_bytes` (413): a bomb is never
   inflated. zlib releases the GIL while it works, so this belongs on a thread.
 
-Every failure is a `ProtocolError`; `close` is set when the body was not read to
-its end, so the answer also closes the connection.
+Every failure is a `ProtocolError` (a client that leaves mid-body:
+`ClientDisconnect`); `close` is set when the body was not read to its end, so
+the answer also closes the connection.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from ._tensors import ProtocolError
 
@@ -36,32 +37,59 @@ _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # deflate: zlib-wrapped, as 
 _STEP = 1 << 20
 
 
-async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> bytearray:
-    """The whole body of `request`, at most `max_bytes` of it, each chunk within `timeout_s`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise ProtocolError(413, f"request body: Content-Length {int(declared)} bytes is more than the {max_bytes} "
-                                 "allowed (serving.max_body_bytes)", close=True)
+async def read_body(receive: Receive, content_length: str | None, *, max_bytes: int, timeout_s: float) -> bytearray:
+    """The whole body (ASGI `receive`, declared `content_length`), at most `max_bytes`, each chunk within `timeout_s`.
+
+    `ClientDisconnect` when the client leaves before the body's end.
+    """
+    if content_length is not None and content_length.strip().isdigit() and int(content_length) > max_bytes:
+        raise ProtocolError(413, f"request body: Content-Length {int(content_length)} bytes is more than the "
+                                 f"{max_bytes} allowed (serving.max_body_bytes)", close=True)
     body = bytearray()
-    chunks: AsyncIterator[bytes] = request.stream()
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    deadline = _ChunkDeadline()
     while True:
+        timer = loop.call_later(timeout_s, deadline.expire)
         try:
-            async with asyncio.timeout(timeout_s):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return body
-        except TimeoutError:
+            message = await receive()
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise
+            deadline.task.uncancel()  # our own cancellation, not the server's
             raise ProtocolError(408, f"request body: no data for {timeout_s:g} s after {len(body)} bytes; "
                                      "send the body without pausing", close=True) from None
+        finally:
+            timer.cancel()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         if len(body) + len(chunk) > max_bytes:
             raise ProtocolError(413, f"request body: more than the {max_bytes} bytes allowed "
                                      "(serving.max_body_bytes)", close=True)
         body += chunk
+        if not message.get("more_body", False):
+            return body
         seconds = time.monotonic() - started
         if seconds > timeout_s + len(body) / MIN_RATE:  # a trickle: each chunk in time, the whole never
             raise ProtocolError(408, f"request body: {len(body)} bytes in {seconds:.0f} s, slower than "
                                      f"{MIN_RATE} bytes/s; send the body without pausing", close=True)
+
+
+class _ChunkDeadline:
+    """Cancels the reading task when a chunk is late (a timer per chunk, cheaper than `asyncio.timeout`)."""
+
+    __slots__ = ("expired", "task")
+
+    def __init__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # read_body runs in a task
+        self.task = task
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
 
 
 def decompress(body: bytearray, encoding: str | None, *, max_bytes: int) -> bytearray:

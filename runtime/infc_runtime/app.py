@@ -51,7 +51,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -63,7 +63,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__
+from . import __version__, _json
 from ._body import decompress, read_body
 from .abi import RequestError, RequestTooLarge
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
@@ -79,12 +79,19 @@ SERVER_NAME = "infc"
 EXTENSIONS = ["binary_tensor_data"]
 BODY_TIMEOUT_S = 30.0
 """How long the server waits for each chunk of a request body before answering 408."""
+WATCH_AFTER_S = 0.1
+"""A request's client is watched for a disconnect once the request has waited this long for its result."""
 INLINE_BYTES = 64 << 10
 """Bodies up to this size (not compressed) are decoded on the event loop: a thread costs more than they do."""
 BROWSER_CONTENT_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 """Media types a web page may POST to another site without a CORS preflight: refused for inference (415)."""
 
 log = logging.getLogger("infc_runtime")
+
+_JSON_TYPE = (b"content-type", b"application/json")
+_BINARY_TYPE = (b"content-type", b"application/octet-stream")
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
+_CLOSE = ((b"connection", b"close"),)
 
 
 def create_app(
@@ -116,18 +123,19 @@ def create_app(
         Route(versioned, server.model_metadata),
         Route(model + "/ready", server.model_ready),
         Route(versioned + "/ready", server.model_ready),
-        Route(model + "/infer", server.infer, methods=["POST"]),
-        Route(versioned + "/infer", server.infer, methods=["POST"]),
+        Route(model + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
+        Route(versioned + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
         Route("/metrics", server.prometheus),
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}
-    middleware = [] if allowed_hosts is None else [Middleware(HostCheck, allowed_hosts=allowed_hosts)]
-    middleware.append(Middleware(_InferRoute, server=server))
-    app = Starlette(
+    hosts = None if allowed_hosts is None else frozenset(_host_name(h) for h in allowed_hosts)
+    app = _App(
+        server,
+        hosts,
         routes=routes,
         lifespan=server.lifespan,
         exception_handlers=handlers,  # type: ignore[arg-type]  # handlers take their exception subclass
-        middleware=middleware,
+        middleware=[] if hosts is None else [Middleware(HostCheck, allowed_hosts=hosts)],
     )
     app.state.metrics = server.metrics
     app.state.server = server  # what `grpc_server` serves beside HTTP (same pipeline, batcher, metrics)
@@ -137,52 +145,60 @@ def create_app(
 class HostCheck:
     """ASGI middleware: 421 for a request whose Host header (port ignored) is not an allowed name."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
         self.app = app
         self.allowed = frozenset(_host_name(h) for h in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not _host_allowed(scope, self.allowed):
             host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-            if _host_name(host) not in self.allowed:
-                names = ", ".join(sorted(self.allowed))
-                response = _error(421, f"Host header: {host[:100]!r} is not a name this server answers to "
-                                       f"({names}); start the server with --allow-host to add one",
-                                  {"Connection": "close"})  # its body, if any, is not read
-                await response(scope, receive, send)
-                return
+            names = ", ".join(sorted(self.allowed))
+            response = _error(421, f"Host header: {host[:100]!r} is not a name this server answers to "
+                                   f"({names}); start the server with --allow-host to add one",
+                              {"Connection": "close"})  # its body, if any, is not read
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
-class _InferRoute:
-    """ASGI middleware: an infer request for the served model goes straight to its handler.
+class _App(Starlette):
+    """Starlette, where an infer request for the served model goes straight to its raw ASGI handler.
 
-    Starlette's exception middleware, router and request/response wrappers took
-    about a fifth of the event loop's time per request under load (py-spy, an
-    MLP at concurrency 64); the handler answers every error itself, and an
-    unexpected exception gets the same 500 as through the app. Every other
-    request goes the usual way.
+    Starlette's middleware, router and request/response objects took about a
+    fifth of the event loop's time per request under load (py-spy, an MLP at
+    concurrency 64); the handler answers every error itself. A request from a
+    host not allowed, and every other request, goes the usual way.
     """
 
-    def __init__(self, app: ASGIApp, server: _Server) -> None:
-        self.app = app
-        self.server = server
+    def __init__(self, server: _Server, hosts: frozenset[str] | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hosts = hosts
+        self.infer_server = server
         name, version = server.pipeline.name, server.pipeline.version
-        self.routes = {f"/v2/models/{name}/infer": {"name": name},
-                       f"/v2/models/{name}/versions/{version}/infer": {"name": name, "version": version}}
+        self.infer_paths = frozenset({f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{version}/infer"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        params = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if params is None:
-            await self.app(scope, receive, send)
+        if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.infer_paths
+                and (self.hosts is None or _host_allowed(scope, self.hosts))):
+            await self.infer_server.infer(scope, receive, send)
             return
-        scope["path_params"] = params
-        request = Request(scope, receive, send)
-        try:
-            response = await self.server.infer(request)
-        except Exception as exc:
-            response = await _internal_error(request, exc)
-        await response(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+class _Endpoint:
+    """A raw ASGI route endpoint (Starlette calls a plain function with a request, for a response)."""
+
+    def __init__(self, handler: ASGIApp) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+def _host_allowed(scope: Scope, allowed: frozenset[str]) -> bool:
+    """Whether the Host header of `scope` names one of the `allowed` hosts."""
+    host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+    return _host_name(host.decode("latin-1")) in allowed
 
 
 def _host_name(host: str) -> str:
@@ -197,9 +213,21 @@ def _host_name(host: str) -> str:
 _HEAP_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The JSON error response every endpoint uses (never with an object's repr or heap address)."""
-    return JSONResponse({"error": _HEAP_REPR.sub("<object>", message)}, status_code=status, headers=headers)
+def _error_body(message: str) -> bytes:
+    """`{"error": message}` as JSON, never with an object's repr or heap address."""
+    return _json.dumps({"error": _HEAP_REPR.sub("<object>", message)})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The JSON error response every endpoint but infer uses."""
+    return Response(_error_body(message), status_code=status, headers=headers, media_type="application/json")
+
+
+def _error_answer(status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+                  ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The same error as status, body and raw headers, for the infer handler."""
+    body = _error_body(message)
+    return status, body, [(b"content-length", str(len(body)).encode()), _JSON_TYPE, *headers]
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -292,58 +320,114 @@ class _Server:
             )
 
     # -- inference ---------------------------------------------------------
-    async def infer(self, request: Request) -> Response:
-        self._check_model(request)
+    async def infer_routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An infer request the app did not send straight to `infer`: 404 unless it names the served model."""
+        try:
+            self._check_model(Request(scope))
+        except HTTPException as exc:
+            await _error(exc.status_code, exc.detail)(scope, receive, send)
+            return
+        await self.infer(scope, receive, send)
+
+    async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one infer request (raw ASGI: no request or response objects on this path)."""
+        try:
+            answer = await self._counted(scope, receive)
+        except Exception as exc:  # a bug outside the request's own handling: the same 500 as through the app
+            log.exception("unhandled error on POST %s", scope["path"])
+            answer = _error_answer(500, f"internal server error: {type(exc).__name__}")
+        if answer is None:
+            return  # the client is gone: nothing to send
+        status, body, headers = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _counted(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """`_infer`'s answer, counted in the metrics; None when the client left first."""
         started = time.perf_counter()
         self.metrics.request_started()
         status: int | None = 500
         try:
-            response = await self._infer(request)
-            status = response.status_code
-            return response
+            answer = await self._infer(scope, receive)
+            status = answer[0]
+            return answer
         except ClientDisconnect:
             status = None  # nobody to answer: counted apart, not as a status
             self.metrics.client_disconnected()
-            log.debug("client %s disconnected before the answer to %s", _peer(request), request.url.path)
-            return Response(status_code=400)  # never sent: the server drops answers to a closed connection
+            client = scope.get("client")
+            log.debug("client %s disconnected before the answer to %s", f"{client[0]}:{client[1]}" if client else "?",
+                      scope["path"])
+            return None
         finally:
             self.metrics.request_finished()
             if status is not None:
                 self.metrics.observe_request(status, time.perf_counter() - started)
 
-    async def _infer(self, request: Request) -> Response:
+    async def _infer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, body and headers of the answer to one infer request."""
         p = self.pipeline
         if self.broken:  # requests sent while it warms up wait for it instead
-            return _error(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
+            return _error_answer(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
+        content_type = content_length = encoding = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+            elif key == b"content-length":
+                content_length = value.decode("latin-1")
+            elif key == b"content-encoding":
+                encoding = value.decode("latin-1")
+            elif key == _HEADER_LENGTH_KEY:
+                header_length = value.decode("latin-1")
         try:
-            _check_content_type(request.headers.get("content-type"))
-            body = await read_body(request, max_bytes=p.serving.max_body_bytes, timeout_s=self.body_timeout_s)
-            req = await self._decode(body, request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH))
-            result = await self._submit(request, req)
+            _check_content_type(content_type)
+            body = await read_body(receive, content_length, max_bytes=p.serving.max_body_bytes,
+                                   timeout_s=self.body_timeout_s)
+            req = await self._decode(body, encoding, header_length)
+            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s), receive)
             encoded = await self._encode(req, result)
         except ProtocolError as exc:
             if exc.status >= 500:
                 log.warning("model %r: %s", p.name, exc.message)
-            return _error(exc.status, exc.message, {"Connection": "close"} if exc.close else None)
+            return _error_answer(exc.status, exc.message, _CLOSE if exc.close else ())
         except RequestTooLarge as exc:
-            return _error(413, f"inputs: {exc}")
+            return _error_answer(413, f"inputs: {exc}")
         except RequestError as exc:
-            return _error(400, f"inputs: {exc}")
+            return _error_answer(400, f"inputs: {exc}")
         except QueueFull as exc:
-            return _error(429, str(exc), {"Retry-After": str(QueueFull.retry_after_s)})
+            return _error_answer(429, str(exc), ((b"retry-after", str(QueueFull.retry_after_s).encode()),))
         except DeadlineExceeded as exc:
-            return _error(504, str(exc))
+            return _error_answer(504, str(exc))
         except BatcherClosed as exc:
-            return _error(503, str(exc))
+            return _error_answer(503, str(exc))
         except ClientDisconnect:
             raise
         except Exception as exc:
             log.exception("inference failed for model %r", p.name)
-            return _error(500, f"inference failed: {type(exc).__name__}: {exc}")
-        headers: dict[str, Any] = {}
+            return _error_answer(500, f"inference failed: {type(exc).__name__}: {exc}")
+        headers = [(b"content-length", str(len(encoded.body)).encode()),
+                   _JSON_TYPE if encoded.header_length is None else _BINARY_TYPE]
         if encoded.header_length is not None:
-            headers[HEADER_LENGTH] = str(encoded.header_length)
-        return Response(encoded.body, media_type=encoded.media_type, headers=headers)
+            headers.append((_HEADER_LENGTH_KEY, str(encoded.header_length).encode()))
+        return 200, encoded.body, headers
+
+    async def _result(self, future: asyncio.Future[Tensors], receive: Receive) -> Tensors:
+        """The batcher's answer in `future`; `ClientDisconnect` if the client leaves while it waits.
+
+        The client is watched only once the request has waited `WATCH_AFTER_S`
+        (a task per request costs more than most requests wait); a request whose
+        client left is withdrawn: still queued, it never reaches the model.
+        """
+        watch = _Watch(future, receive)
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch.start)
+        try:
+            return await future  # cancelled with the handler (the server stops): so is the request
+        except asyncio.CancelledError:
+            if watch.gone:
+                raise ClientDisconnect() from None
+            raise
+        finally:
+            timer.cancel()
+            watch.stop()
 
     async def _decode(self, body: bytearray, encoding: str | None, header_length: str | None) -> InferRequest:
         """The request in `body`: decompressed and decoded against the limits, off the loop unless small."""
@@ -357,26 +441,6 @@ class _Server:
             return decode()
         return await asyncio.to_thread(decode)
 
-    async def _submit(self, request: Request, req: InferRequest) -> Tensors:
-        """The request's result from the batcher; `ClientDisconnect` if its client leaves first.
-
-        A request whose client left is cancelled: still queued, it never reaches the model.
-        """
-        submitted = asyncio.ensure_future(self.batcher.submit(req.inputs, timeout_s=req.timeout_s))
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            done, _ = await asyncio.wait((submitted, gone), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled ourselves (the server stops): so is the request
-            submitted.cancel()
-            raise
-        finally:
-            gone.cancel()
-        if submitted not in done:
-            submitted.add_done_callback(_retrieve)
-            submitted.cancel()
-            raise ClientDisconnect()
-        return submitted.result()
-
     async def _encode(self, req: InferRequest, result: Tensors) -> Any:
         p = self.pipeline
 
@@ -388,16 +452,36 @@ class _Server:
         return await asyncio.to_thread(encode)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark the outcome of an abandoned task as seen (asyncio logs exceptions nobody retrieved)."""
-    if not task.cancelled():
-        task.exception()
+class _Watch:
+    """Watches a request's client while its result is awaited; withdraws the request when the client leaves."""
 
+    __slots__ = ("future", "gone", "receive", "task")
 
-async def _disconnected(request: Request) -> None:
-    """Returns when the client of `request` (whose body was read) disconnects."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+    def __init__(self, future: asyncio.Future[Tensors], receive: Receive) -> None:
+        self.future, self.receive = future, receive
+        self.task: asyncio.Task[None] | None = None
+        self.gone = False
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._disconnected())
+        self.task.add_done_callback(self._done)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _disconnected(self) -> None:
+        """Returns when the client (whose body was read) disconnects."""
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        task.exception()  # seen: asyncio logs exceptions nobody retrieved; the client is gone either way
+        if not self.future.done():
+            self.gone = True
+            self.future.cancel()
 
 
 def _check_content_type(value: str | None) -> None:
@@ -408,6 +492,3 @@ def _check_content_type(value: str | None) -> None:
                                  "another site could send it); send application/json, application/octet-stream "
                                  "or no Content-Type", close=True)
 
-
-def _peer(request: Request) -> str:
-    return f"{request.client.host}:{request.client.port}" if request.client else "?"

@@ -81,13 +81,13 @@ class Batcher:
         self.metrics = metrics
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the collector sleeps on it; `_wake` resolves it
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         # the last batch: how many requests it held and when it ended (whether traffic is concurrent)
         self._last_requests = 0
         self._last_end = float("-inf")
-        self._active = 0  # submit() calls not yet returned
+        self._active = 0  # requests queued, running, or answered and not yet picked up
         self.queue_waits: deque[float] = deque(maxlen=1024)
         """Seconds the latest requests (up to 1024) waited in the queue, in the order they were taken."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infc-worker")
@@ -112,6 +112,14 @@ class Batcher:
         Raises `QueueFull`, `BatcherClosed`, `DeadlineExceeded`, or what the
         pipeline raised for this request (`RequestError` for bad data).
         """
+        return await self.enqueue(tensors, timeout_s=timeout_s)
+
+    def enqueue(self, tensors: Tensors, *, timeout_s: float | None = None) -> asyncio.Future[Tensors]:
+        """Queue one request; the future of its result (what `submit` awaits), without a task of its own.
+
+        Raises `QueueFull` or `BatcherClosed` at once. Cancelling the future
+        withdraws the request: still queued, it never reaches the model.
+        """
         if self._closing:
             raise BatcherClosed("the server is shutting down")
         if len(self._queue) >= self.config.max_queue:
@@ -119,32 +127,52 @@ class Batcher:
         self.start()
         loop = asyncio.get_running_loop()
         rows = len(next(iter(tensors.values()))) if tensors else 0
-        item = _Item(tensors, rows, loop.create_future(), time.monotonic(), self.pipeline.length_bucket(tensors))
+        future: asyncio.Future[Tensors] = loop.create_future()
+        item = _Item(tensors, rows, future, time.monotonic(), self.pipeline.length_bucket(tensors))
         timeout = self.config.timeout_ms / 1000 if timeout_s is None else timeout_s
         item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
         self._queued_rows += rows
         self._active += 1
+        future.add_done_callback(self._answered)
         self._queue_changed()
-        try:
-            return await item.future
-        finally:
-            self._active -= 1
+        if len(self._queue) == 1 or self._queued_rows >= self.config.max_batch_size:
+            self._wake()  # the collector sleeps on an empty queue, or waits for a batch that is now full
+        return future
 
     async def drain(self) -> None:
         """Stop taking requests, finish every queued one, then stop the worker."""
         self.start()
         self._closing = True
-        self._wakeup.set()
+        self._wake()
         if self._task is not None:
             await self._task
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     # -- internals ---------------------------------------------------------
     def _queue_changed(self) -> None:
-        self._wakeup.set()
         if self.metrics is not None:
             self.metrics.set_queue_depth(len(self._queue))
+
+    def _wake(self) -> None:
+        """Wake the collector if it sleeps (for an empty queue, or for its batch to fill)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _sleep(self, seconds: float | None = None) -> None:
+        """Sleep until `_wake`, or for at most `seconds`."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, self._wake)
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _answered(self, future: asyncio.Future[Tensors]) -> None:
+        self._active -= 1
 
     def _expire(self, item: _Item, timeout: float) -> None:
         """Drop a request still queued at its deadline; it never reaches the model."""
@@ -162,8 +190,7 @@ class Batcher:
             if not self._queue:
                 if self._closing:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._sleep()
                 continue
             # Wait for a full batch, or for the oldest request's delay to pass; a lone request runs at once.
             remaining = self._queue[0].enqueued + delay - time.monotonic()
@@ -175,13 +202,8 @@ class Batcher:
                     await asyncio.sleep(0)
                 continue
             if waits and not self._lone():
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    pass
-                else:
-                    continue  # something changed: look again
+                await self._sleep(remaining)  # woken early when the batch fills or the server stops
+                continue  # look again
             batch = self._take()
             if batch:
                 await self._run(batch)
