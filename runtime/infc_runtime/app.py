@@ -36,7 +36,8 @@ keeps answering `/v2/health/live`. A client that disconnects before its answer
 (mid-body, or while its request waits or runs) is counted in
 `infc_client_disconnects_total`, logged at DEBUG, and not in
 `infc_requests_total`; a queued request whose client left never reaches the
-model.
+model (the client is watched once its request has waited `WATCH_AFTER_S`, 0.1 s:
+a watch per request costs more than most requests wait).
 
 Warm-up runs on the worker thread after startup, so the server answers health
 checks while it warms up (infer requests queue behind it; if it fails, they get
