@@ -212,4 +212,6 @@ def gated_pipeline(
         pre=gated_pre,
         post=load_kernel_module(bundle / "kernels" / "post.py").run,
         serving=serving,
+        more_sessions=[make_session(bundle / "model.onnx", {"intra_op_num_threads": 1})
+                       for _ in range(serving.instances - 1)],
     )

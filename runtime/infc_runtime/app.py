@@ -269,7 +269,7 @@ class _Server:
     async def _warm_up(self) -> None:
         started = time.perf_counter()
         try:
-            await self.batcher.run_in_worker(self.pipeline.warmup)
+            await self.batcher.warm_up()
         except Exception as exc:
             self.broken, self.not_ready_reason = True, f"warm-up failed: {exc}"
             log.exception("warm-up of model %r failed; the server stays not ready", self.pipeline.name)

@@ -18,8 +18,11 @@ bucket), so when the queue holds more than a batch, short sentences are not
 padded to long ones; a batch is never smaller for it. The oldest request always
 goes first, so no bucket starves. Without text every request is in bucket 0
 and batches are the oldest requests, as they queued.
-Batches run `Pipeline.run_batch` on one dedicated thread, so the event loop
-never blocks on compute and ONNX Runtime sees one batch at a time. A request
+Batches run `Pipeline.run_batch` on a dedicated worker thread, so the event
+loop never blocks on compute. With one instance (`serving.instances`, the
+default) ONNX Runtime sees one batch at a time and requests gather while it
+runs; with N, up to N batches run at once, each on its own session and thread,
+the next batch formed as soon as an instance is free. A request
 still queued at its deadline (`serving.timeout_ms`, or its own timeout) is
 dropped before it costs compute (`DeadlineExceeded`, answered 504).
 `drain()` stops accepting and finishes everything already accepted.
@@ -28,6 +31,7 @@ dropped before it costs compute (`DeadlineExceeded`, answered 504).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -90,7 +94,11 @@ class Batcher:
         self._active = 0  # requests queued, running, or answered and not yet picked up
         self.queue_waits: deque[float] = deque(maxlen=1024)
         """Seconds the latest requests (up to 1024) waited in the queue, in the order they were taken."""
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infc-worker")
+        # one worker thread per instance (`Pipeline.sessions`); the instances with no batch running
+        self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infc-worker-{i}")
+                           for i in range(len(pipeline.sessions))]
+        self._free = list(reversed(range(len(self._executors))))
+        self._running: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start collecting batches (call from the running event loop)."""
@@ -102,9 +110,14 @@ class Batcher:
         """Requests waiting in the queue."""
         return len(self._queue)
 
-    async def run_in_worker(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the worker thread, in turn with the batches (e.g. warm-up)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    async def run_in_worker(self, fn: Callable[[], T], instance: int = 0) -> T:
+        """Run `fn` on the worker thread of `instance`, in turn with its batches (e.g. warm-up)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executors[instance], fn)
+
+    async def warm_up(self) -> None:
+        """`Pipeline.warmup` on every instance, each on its own worker thread, at once."""
+        await asyncio.gather(*(self.run_in_worker(functools.partial(self.pipeline.warmup, instance=i), i)
+                               for i in range(len(self._executors))))
 
     async def submit(self, tensors: Tensors, *, timeout_s: float | None = None) -> Tensors:
         """Queue one request (batch on axis 0) and wait for its own result.
@@ -147,7 +160,10 @@ class Batcher:
         self._wake()
         if self._task is not None:
             await self._task
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        if self._running:
+            await asyncio.wait(self._running)
+        for executor in self._executors:
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
 
     # -- internals ---------------------------------------------------------
     def _queue_changed(self) -> None:
@@ -206,7 +222,7 @@ class Batcher:
                 continue  # look again
             batch = self._take()
             if batch:
-                await self._run(batch)
+                await self._dispatch(batch)
 
     def _lone(self) -> bool:
         """The queue holds one request, no other is in the batcher or arriving, and nothing says more are coming:
@@ -249,12 +265,34 @@ class Batcher:
         self._queue_changed()
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
-        """Run one batch on the worker thread; resolve each request with its own result."""
+    async def _dispatch(self, batch: list[_Item]) -> None:
+        """Run `batch` on a free instance; return once another batch may be formed.
+
+        With one instance that is when this batch is done (requests gather
+        meanwhile); with several, at once while another instance is free.
+        """
+        if len(self._executors) == 1:
+            await self._run(batch, 0)
+            return
+        instance = self._free.pop()
+        task = asyncio.get_running_loop().create_task(self._run(batch, instance))
+        self._running.add(task)
+        task.add_done_callback(functools.partial(self._instance_done, instance))
+        while not self._free:
+            await self._sleep()
+
+    def _instance_done(self, instance: int, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._free.append(instance)
+        self._wake()
+
+    async def _run(self, batch: list[_Item], instance: int) -> None:
+        """Run one batch on the worker thread of `instance`; resolve each request with its own result."""
         timings: dict[str, float] = {}
         requests = [item.tensors for item in batch]
         try:
-            results: list[Any] = await self.run_in_worker(lambda: self.pipeline.run_batch(requests, timings=timings))
+            results: list[Any] = await self.run_in_worker(
+                lambda: self.pipeline.run_batch(requests, timings=timings, instance=instance), instance)
         except Exception as exc:  # the batch as a whole failed: only its requests fail
             results = [exc] * len(batch)
         self._last_requests, self._last_end = len(batch), time.monotonic()

@@ -55,16 +55,24 @@ _OPT_LEVELS = {
 }
 
 
-def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session configured from a bundle's `session` settings."""
+def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = None, *,
+                 instances: int = 1) -> ort.InferenceSession:
+    """An ONNX Runtime session configured from a bundle's `session` settings.
+
+    With `instances` sessions running at once, each gets that share of the
+    compute threads: of `intra_op_num_threads` when the bundle sets it, else of
+    the CPUs this process may use (`cpus.usable_cpus`).
+    """
     settings = settings or {}
     opts = ort.SessionOptions()
     opts.graph_optimization_level = _OPT_LEVELS[settings.get("graph_optimization_level", "all")]
     threads = int(settings.get("intra_op_num_threads", 0))
     usable = usable_cpus()
-    if threads == 0 and usable < (os.cpu_count() or 1):
+    if threads == 0 and (instances > 1 or usable < (os.cpu_count() or 1)):
         # 0 lets onnxruntime use the host's physical cores; pinned or under a CPU quota, use what this process has
         threads = usable
+    if instances > 1:
+        threads = max(1, threads // instances)
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = int(settings.get("inter_op_num_threads", 0))
     opts.log_severity_level = 3
@@ -111,13 +119,19 @@ class Pipeline:
         pre: KernelInfo | Kernel,
         post: KernelInfo | Kernel,
         serving: ServingConfig | None = None,
+        more_sessions: Sequence[ort.InferenceSession] = (),
     ) -> None:
-        """`pre` / `post`: a kernel module's interface (`abi.kernel_module`), or a bare function (no tables)."""
+        """`pre` / `post`: a kernel module's interface (`abi.kernel_module`), or a bare function (no tables).
+
+        `more_sessions`: further sessions of the same model, one per further
+        instance (`serving.instances`); `run_batch(..., instance=i)` runs on the i-th.
+        """
         self.name = name
         self.version = version
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.session = session
+        self.sessions = [session, *more_sessions]
         self.serving = serving or ServingConfig()
         pre_info = pre if isinstance(pre, KernelInfo) else KernelInfo(run=pre)
         self._pre: Kernel = pre_info.run
@@ -135,15 +149,19 @@ class Pipeline:
         """Build the pipeline a bundle describes (its `manifest.json`); ManifestError when it cannot be read."""
         root = Path(bundle_dir)
         manifest = Manifest.from_dict(json.loads((root / "manifest.json").read_text()))
+        instances = manifest.serving.instances
+        sessions = [make_session(root / manifest.model.path, dict(manifest.session), instances=instances)
+                    for _ in range(instances)]
         return cls(
             name=manifest.name,
             version=manifest.version,
             inputs=manifest.inputs,
             outputs=manifest.outputs,
-            session=make_session(root / manifest.model.path, dict(manifest.session)),
+            session=sessions[0],
             pre=kernel_module(load_kernel_module(root / manifest.kernels.pre)),
             post=kernel_module(load_kernel_module(root / manifest.kernels.post)),
             serving=manifest.serving,
+            more_sessions=sessions[1:],
         )
 
     # -- stages ------------------------------------------------------------
@@ -171,11 +189,12 @@ class Pipeline:
                                "model takes finite values only (serving.allow_non_finite is false; a fill_missing "
                                "or clip step in preprocess maps such values)")
 
-    def infer(self, model_inputs: Tensors) -> Tensors:
-        """Model inputs -> model outputs, with ONNX Runtime."""
+    def infer(self, model_inputs: Tensors, instance: int = 0) -> Tensors:
+        """Model inputs -> model outputs, with ONNX Runtime (the session of `instance`)."""
+        session = self.sessions[instance]
         feed = {name: model_inputs[name] for name in self._model_inputs}
-        names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feed), strict=True))
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, feed), strict=True))
 
     def postprocess(self, model_outputs: Tensors, model_inputs: Tensors | None = None) -> Tensors:
         """Model outputs -> response tensors.
@@ -191,7 +210,7 @@ class Pipeline:
         return self.postprocess(self.infer(model_inputs), model_inputs)
 
     def run_batch(
-        self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None
+        self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None, instance: int = 0
     ) -> list[Tensors | Exception]:
         """Run many requests as one batch; a request whose data is bad fails alone.
 
@@ -201,7 +220,8 @@ class Pipeline:
         whose model inputs cannot be concatenated (different trailing shapes)
         run as separate sub-batches, so one odd shape never fails the others.
         When `timings` is given, the seconds spent in each stage are added to
-        its `pre`, `infer` and `post` keys.
+        its `pre`, `infer` and `post` keys. The model runs on the session of
+        `instance`; batches on different instances may run at once.
         """
         clock = _StageClock(timings)
         results: list[Tensors | Exception] = [RuntimeError("not run")] * len(requests)
@@ -217,11 +237,12 @@ class Pipeline:
                     continue
                 groups.setdefault(_concat_key(prepared, self._padding), []).append((i, prepared))
         for group in groups.values():
-            self._run_group(group, results, clock)
+            self._run_group(group, results, clock, instance)
         return results
 
     def _run_group(
-        self, group: list[tuple[int, Tensors]], results: list[Tensors | Exception], clock: _StageClock
+        self, group: list[tuple[int, Tensors]], results: list[Tensors | Exception], clock: _StageClock,
+        instance: int,
     ) -> None:
         """Model and post-processing over requests whose model inputs concatenate."""
         counts = [len(next(iter(t.values()))) for _, t in group]
@@ -229,7 +250,7 @@ class Pipeline:
         batch = {n: self._concat([t[n] for _, t in group], self._padding.get(n)) for n in names}
         try:
             with clock("infer"):
-                model_out = self.infer(batch)
+                model_out = self.infer(batch, instance)
             with clock("post"):
                 out = self.postprocess(model_out, batch)
         except Exception as exc:  # the batch failed: only its own requests fail
@@ -273,14 +294,14 @@ class Pipeline:
             req[spec.name] = np.full(shape, fill, dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
         return req
 
-    def warmup(self, max_length: int | None = None) -> None:
-        """Run batch 1 and the largest batch once: compiles kernels, sizes arenas.
+    def warmup(self, max_length: int | None = None, instance: int = 0) -> None:
+        """Run batch 1 and the largest batch once on the session of `instance`: compiles kernels, sizes arenas.
 
         With padded inputs (token sequences), each planned length runs too: powers of two from the
         example's up to `max_length` (default: the longest the pre kernel makes, `_longest`).
         """
         for batch in sorted({1, self.serving.max_batch_size}):
-            result = self.run_batch([self.example_request(batch)])[0]
+            result = self.run_batch([self.example_request(batch)], instance=instance)[0]
             if isinstance(result, Exception):
                 raise result
         if not self._padding:
@@ -296,7 +317,7 @@ class Pipeline:
             for batch in sorted({1, self.serving.max_batch_size}):
                 feed = {n: np.repeat(_pad_to(a, length, self._padding[n]) if n in self._padding else a, batch, 0)
                         for n, a in inputs.items()}
-                self.postprocess(self.infer(feed), feed)
+                self.postprocess(self.infer(feed, instance), feed)
 
     def _longest(self) -> int:
         """The most tokens a request's row can have: the pre kernel's width for ever longer texts (8 to

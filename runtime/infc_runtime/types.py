@@ -51,6 +51,8 @@ class ServingConfig:
     all images; 413). `allow_non_finite`: whether NaN and infinities may reach the
     model (otherwise a 400 naming the row and the input). The build derives the
     limits the spec does not set from the model's input sizes and `max_batch_size`.
+    `instances`: batches that run at once, each on its own ONNX Runtime session
+    and worker thread, the compute threads split between them.
     """
 
     max_batch_size: int = 32
@@ -63,6 +65,7 @@ class ServingConfig:
     max_elements: int = 1 << 24
     max_pixels: int = 1 << 26
     allow_non_finite: bool = False
+    instances: int = 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ServingConfig:

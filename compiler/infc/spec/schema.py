@@ -65,6 +65,9 @@ _SERVING = {  # name: (JSON type, bounds, description); defaults come from Servi
                      "most tensor elements one request may carry, all inputs (413); default: max_rows x a row's"),
     "max_pixels": ("integer", {"minimum": 1}, "most decoded image pixels one request may carry, all images (413)"),
     "allow_non_finite": ("boolean", {}, "let NaN and infinities reach the model (else a 400 naming row and input)"),
+    "instances": ("integer", {"minimum": 1, "maximum": 64},
+                  "batches run at once, each on its own onnxruntime session and thread, the compute threads "
+                  "split between them (for hosts with more cores than one batch uses; memory: a model per instance)"),
 }
 
 

@@ -246,3 +246,42 @@ def test_a_lone_request_under_concurrent_load_waits_for_company(bundle: Path) ->
 
     run(body)
     assert s.batches() == (2, 4)  # two full batches of two
+
+
+def test_with_two_instances_a_batch_runs_while_the_other_instance_is_busy(bundle: Path, reference: Pipeline) -> None:
+    s = Setup(bundle, max_batch_size=4, max_queue_delay_ms=1, instances=2)
+    assert len(s.pipeline.sessions) == 2
+    requests = [make_request(2, seed=i) for i in range(3)]
+
+    async def body() -> None:
+        busy = asyncio.ensure_future(s.batcher.submit(held()))
+        while not s.calls:  # the held request occupies one instance
+            await asyncio.sleep(0.005)
+        # the other instance answers these while the first is still held (with one instance they would wait)
+        results = await asyncio.gather(*(s.batcher.submit(r) for r in requests))
+        for result, request in zip(results, requests, strict=True):
+            assert_result(result, reference.run(request))
+        assert not busy.done()
+        s.gate.set()
+        assert_result(await busy, reference.run(held()))
+        await s.batcher.drain()
+
+    run(body)
+    assert s.batches()[1] == 7  # every row ran once: the held one and the three requests of two
+
+
+def test_with_one_instance_a_busy_worker_holds_the_queue(bundle: Path) -> None:
+    s = Setup(bundle, max_batch_size=4, max_queue_delay_ms=1)
+
+    async def body() -> None:
+        busy = asyncio.ensure_future(s.batcher.submit(held()))
+        while not s.calls:
+            await asyncio.sleep(0.005)
+        waiting = asyncio.ensure_future(s.batcher.submit(make_request(1)))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # the only instance is held
+        s.gate.set()
+        await asyncio.gather(busy, waiting)
+        await s.batcher.drain()
+
+    run(body)

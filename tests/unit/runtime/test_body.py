@@ -37,6 +37,11 @@ def request(messages: list[Message], *, content_length: int | None = None, stall
     return req
 
 
+def read(req: Request, *, max_bytes: int, timeout_s: float) -> Awaitable[bytearray]:
+    """`read_body` over the request's receive and its Content-Length header."""
+    return read_body(req.receive, req.headers.get("content-length"), max_bytes=max_bytes, timeout_s=timeout_s)
+
+
 def chunks(*parts: bytes) -> list[Message]:
     return [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
 
@@ -47,15 +52,15 @@ def run(body: Callable[[], Awaitable[Any]]) -> Any:
 
 def test_a_body_in_chunks_is_read_whole() -> None:
     req = request(chunks(b'{"in', b"puts", b'": []}'), content_length=14)
-    assert run(lambda: read_body(req.receive, req.headers.get("content-length"), max_bytes=14, timeout_s=1)) == b'{"inputs": []}'
+    assert run(lambda: read(req, max_bytes=14, timeout_s=1)) == b'{"inputs": []}'
     req = request(chunks(b"ab", b"cd", b""))  # chunked, exactly at the limit
-    assert run(lambda: read_body(req.receive, req.headers.get("content-length"), max_bytes=4, timeout_s=1)) == b"abcd"
+    assert run(lambda: read(req, max_bytes=4, timeout_s=1)) == b"abcd"
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
     req = request(chunks(b"x" * 10), content_length=10**9)
     with pytest.raises(ProtocolError) as err:
-        run(lambda: read_body(req.receive, req.headers.get("content-length"), max_bytes=1000, timeout_s=1))
+        run(lambda: read(req, max_bytes=1000, timeout_s=1))
     assert err.value.status == 413 and err.value.close
     assert err.value.message == ("request body: Content-Length 1000000000 bytes is more than the 1000 allowed "
                                  "(serving.max_body_bytes)")
@@ -65,7 +70,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
 def test_a_streamed_body_over_the_limit_is_refused_as_it_grows() -> None:
     req = request(chunks(*[b"x" * 400] * 100))  # chunked: no Content-Length
     with pytest.raises(ProtocolError) as err:
-        run(lambda: read_body(req.receive, req.headers.get("content-length"), max_bytes=1000, timeout_s=1))
+        run(lambda: read(req, max_bytes=1000, timeout_s=1))
     assert err.value.status == 413 and err.value.close and "serving.max_body_bytes" in err.value.message
     assert len(req.state.received) == 3, "stopped at the chunk that went over"
 
@@ -74,7 +79,7 @@ def test_a_chunk_that_does_not_come_is_a_408() -> None:
     req = request(chunks(b"{", b"")[:1], content_length=1000, stall=True)
     started = time.monotonic()
     with pytest.raises(ProtocolError) as err:
-        run(lambda: read_body(req.receive, req.headers.get("content-length"), max_bytes=10_000, timeout_s=0.1))
+        run(lambda: read(req, max_bytes=10_000, timeout_s=0.1))
     assert time.monotonic() - started < 5
     assert err.value.status == 408 and err.value.close
     assert err.value.message.startswith("request body: no data for 0.1 s after 1 bytes")
@@ -83,7 +88,7 @@ def test_a_chunk_that_does_not_come_is_a_408() -> None:
 def test_a_client_that_leaves_mid_body_is_a_disconnect() -> None:
     req = request(chunks(b"{", b"")[:1], content_length=1000)
     with pytest.raises(ClientDisconnect):
-        run(lambda: read_body(req.receive, req.headers.get("content-length"), max_bytes=10_000, timeout_s=1))
+        run(lambda: read(req, max_bytes=10_000, timeout_s=1))
 
 
 RAW = bytes(range(256)) * 400
@@ -144,7 +149,7 @@ def test_a_trickling_body_is_a_408(monkeypatch: pytest.MonkeyPatch) -> None:
             return pending.pop(0)
 
         req = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
-        return await read_body(req.receive, req.headers.get("content-length"), max_bytes=100, timeout_s=1)
+        return await read(req, max_bytes=100, timeout_s=1)
 
     with pytest.raises(ProtocolError) as err:
         run(body)

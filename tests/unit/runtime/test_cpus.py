@@ -55,3 +55,19 @@ def test_a_session_left_to_choose_uses_the_cpus_this_process_has(monkeypatch: py
     # unrestricted: onnxruntime keeps its own default (0: the physical cores)
     monkeypatch.setattr(pipeline, "usable_cpus", lambda: 16)
     assert make_session(_model(), {"intra_op_num_threads": 0}).get_session_options().intra_op_num_threads == 0
+
+
+def test_instances_split_the_threads_between_their_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: 8)
+
+    def threads(settings: dict[str, int], instances: int) -> int:
+        options = make_session(_model(), settings, instances=instances).get_session_options()
+        return int(options.intra_op_num_threads)
+
+    assert threads({"intra_op_num_threads": 0}, 2) == 4  # the CPUs this process has, halved
+    assert threads({"intra_op_num_threads": 0}, 3) == 2
+    assert threads({"intra_op_num_threads": 6}, 2) == 3  # what the spec set, halved
+    assert threads({"intra_op_num_threads": 1}, 4) == 1  # never below one
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: 16)
+    assert threads({"intra_op_num_threads": 0}, 2) == 8  # the host's CPUs, not onnxruntime's default for one
