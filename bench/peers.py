@@ -2,6 +2,7 @@
 
     python bench/peers.py [--seconds 10] [--concurrency 1,16,64] [--formats json,binary]
         [--servers infc,fastapi,bare] [--runtime-from REV] [--hide httptools,uvloop,orjson] [--label TEXT]
+        [--peer-python triton=PATH,mlserver=PATH,bentoml=PATH]
 
 The model is an MLP 256->1024->1024->10 (float32, random weights from a fixed
 seed) made here with onnx.helper. Servers, each started on a free loopback port
@@ -20,8 +21,15 @@ and pinned to core 0:
 - `bare`: an ASGI responder answering `{}` under uvicorn (httptools, uvloop, no
   access log): the HTTP floor of this machine, and the load generator's own
   ceiling.
-- Triton (PyTriton), MLServer, BentoML: measured only where installed; a line
-  says when they are skipped (this script installs nothing).
+- `triton` (Triton through PyTriton), `mlserver` (MLServer 1.7), `bentoml`: each
+  from the interpreter of its own virtual environment, named with
+  `--peer-python NAME=PATH,...` (they conflict with one another), serving the
+  same ONNX file on `/v2/models/mlp/infer` from one onnxruntime session with one
+  thread, batching as close to infc's as each allows (`bench/_peer_servers.py`
+  says how; the table's notes repeat it). A peer not given, or whose
+  interpreter cannot import it, is skipped with a line (this script installs
+  nothing); a request format a peer cannot take (one probe request before the
+  cell) is a row of "n/a" with the reason.
 
 The load generator (a process pinned to core 1) keeps N connections, each
 sending one request as soon as the previous answer is complete (closed loop),
@@ -38,10 +46,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +62,7 @@ from typing import Any
 
 import numpy as np
 from _machine import cpu_model
+from _peer_servers import PEERS, SETTINGS, Peer, parse_peer_python, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_CORE, LOAD_CORE = 0, 1
@@ -207,14 +217,18 @@ def free_port() -> int:
 class Served:
     """A server process pinned to `SERVER_CORE`, stopped on exit."""
 
-    def __init__(self, command: list[str], ready_path: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, command: list[str], ready_path: str, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, ready_within: float = 120) -> None:
         self.port = free_port()
+        # its output goes to stderr: stdout is the table
         self.proc = subprocess.Popen([*command, "--port", str(self.port)] if "{port}" not in command else
                                      [c.replace("{port}", str(self.port)) for c in command],
-                                     env=env, preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CORE}))
-        deadline = time.monotonic() + 120
+                                     env=env, cwd=cwd, stdout=sys.stderr, start_new_session=True,
+                                     preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CORE}))
+        deadline = time.monotonic() + ready_within
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.__exit__()
                 raise RuntimeError(f"{command[:3]} exited with {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
@@ -224,17 +238,21 @@ class Served:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"{command[:3]} not ready within 120 s")
+        self.__exit__()
+        raise RuntimeError(f"{command[:3]} not ready within {ready_within:g} s")
 
     def __enter__(self) -> Served:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
+        # the whole process group: peers start servers of their own (tritonserver, MLServer's and BentoML's workers)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
 
 # -- requests and the load generator -------------------------------------------------
@@ -257,6 +275,26 @@ def request_bytes(path: str, fmt: str) -> bytes:
         headers += ["Content-Type: application/octet-stream", f"Inference-Header-Content-Length: {len(head)}"]
     headers.append(f"Content-Length: {len(body)}")
     return (f"POST {path} HTTP/1.1\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode() + body
+
+
+def probe(port: int, request: bytes) -> str | None:
+    """One request as the load generator sends it: None if the answer is a 200 with a Content-Length (what the
+    load generator reads), else why not."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return "connection closed without an answer"
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not status.startswith("HTTP/1.1 200"):
+        return f"answered {status!r}: {body[:120].decode(errors='replace')!r}"
+    if b"\r\ncontent-length:" not in head.lower():
+        return "answered without a Content-Length (the load generator reads only those)"
+    return None
 
 
 class _Client(asyncio.Protocol):
@@ -360,6 +398,22 @@ def _load_main(argv: list[str]) -> None:
 # -- the table -----------------------------------------------------------------------
 
 
+def start_peer(name: str, peer_python: dict[str, str], model: Path, work: Path,
+               notes: list[str]) -> tuple[Served, Peer] | None:
+    """The peer started and ready, or None with a line in `notes` saying why it is skipped."""
+    if name not in peer_python:
+        notes.append(f"{name}: skipped, no interpreter given (`--peer-python {name}=PATH`)")
+        return None
+    try:
+        peer = prepare(name, peer_python[name], model, work, dict(os.environ))
+        served = Served(peer.command, peer.ready_path, peer.env, cwd=peer.cwd, ready_within=300)
+    except RuntimeError as exc:
+        notes.append(f"{name}: skipped, {exc}")
+        return None
+    notes.append(f"{name} ({peer.versions}): {SETTINGS[name]}")
+    return served, peer
+
+
 def ort_ceiling(model: Path, seconds: float) -> float:
     """Rows/s of in-process onnxruntime at batch 32, one thread, on `SERVER_CORE`."""
     import onnxruntime as ort
@@ -380,16 +434,6 @@ def ort_ceiling(model: Path, seconds: float) -> float:
     return rate
 
 
-def peers_skipped() -> list[str]:
-    lines = []
-    for name, module in (("Triton (PyTriton)", "pytriton"), ("MLServer", "mlserver"), ("BentoML", "bentoml")):
-        if importlib.util.find_spec(module) is None:
-            lines.append(f"{name}: skipped, `{module}` is not installed here")
-        else:
-            lines.append(f"{name}: installed but not driven by this script yet; skipped")
-    return lines
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_load":
         _load_main(sys.argv[2:])
@@ -402,6 +446,8 @@ def main() -> None:
     parser.add_argument("--runtime-from", metavar="REV", help="serve the bundle with the runtime of git revision REV")
     parser.add_argument("--hide", default="", metavar="MODULES", help="modules the infc server cannot import")
     parser.add_argument("--label", default="", help="a name for this run in the table (default: the server's)")
+    parser.add_argument("--peer-python", default="", metavar="NAME=PATH,...",
+                        help=f"the interpreter of each peer's own environment, NAME one of {', '.join(PEERS)}")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs two cores (server on core 0, load on core 1)")
@@ -409,7 +455,9 @@ def main() -> None:
     formats = args.formats.split(",")
     servers = args.servers.split(",")
     infer_path = f"/v2/models/{MODEL_NAME}/infer"
-    rows: list[tuple[str, str, int, dict[str, Any]]] = []
+    peer_python = parse_peer_python(args.peer_python)
+    rows: list[tuple[str, str, int, dict[str, Any] | str]] = []
+    notes: list[str] = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="infc-peers-") as tmp:
         work = Path(tmp)
@@ -434,14 +482,27 @@ def main() -> None:
                 script.write_text(BARE_SERVER)
                 served = Served([sys.executable, str(script), "-", "{port}"], "/")
                 path = infer_path
+            elif server in PEERS:
+                started = start_peer(server, peer_python, model, work, notes)
+                if started is None:
+                    continue
+                served, peer = started
+                path = infer_path
             else:
                 sys.exit(f"unknown server {server!r}")
+            name = args.label or server if server == "infc" else server
             with served:
                 for fmt in formats:
+                    why = peer.not_applicable.get(fmt) if server in PEERS else None
+                    why = why or probe(served.port, request_bytes(path, fmt))
+                    if why:
+                        rows += [(name, fmt, level, why) for level in levels]
+                        print(f"# {name} {fmt}: {why}", file=sys.stderr)
+                        continue
                     for level in levels:
                         result = load(served.port, path, fmt, level, args.seconds)
-                        rows.append((args.label or server if server == "infc" else server, fmt, level, result))
-                        print(f"# {rows[-1][0]} {fmt} c={level}: {result['rps']:.0f} req/s", file=sys.stderr)
+                        rows.append((name, fmt, level, result))
+                        print(f"# {name} {fmt} c={level}: {result['rps']:.0f} req/s", file=sys.stderr)
         ceiling = ort_ceiling(model, min(args.seconds, 5.0))
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}, "
           f"load average before {load_before[0]:.2f} (1 min), after {os.getloadavg()[0]:.2f}; "
@@ -449,11 +510,16 @@ def main() -> None:
     print("| server | request | conc | req/s | p50 ms | p95 ms | p99 ms | p99.9 ms | errors |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, fmt, level, r in rows:
+        if isinstance(r, str):
+            print(f"| {name} | {fmt} | {level} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            continue
         print(f"| {name} | {fmt} | {level} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
               f"{r['p99.9']:.2f} | {r['errors']} |")
     print(f"\nin-process onnxruntime, batch 32, one thread: {ceiling:.0f} rows/s")
-    for line in peers_skipped():
-        print(line)
+    for name, fmt, why in sorted({(n, f, r) for n, f, _, r in rows if isinstance(r, str)}):
+        notes.append(f"{name} {fmt}: {why}")
+    for line in notes:
+        print(f"- {line}")
     print(textwrap.dedent("""
         bare: an ASGI responder answering `{}` (uvicorn, httptools, uvloop): the HTTP floor and the load
         generator's own ceiling."""))

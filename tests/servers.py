@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["Server", "free_port", "serving"]
+__all__ = ["Server", "dockerfile_command", "free_port", "serving"]
 
 
 def free_port() -> int:
@@ -59,6 +60,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+
+def dockerfile_command(bundle: Path) -> list[str]:
+    """The exec-form CMD of the bundle's Dockerfile: how its container starts the server."""
+    (line,) = [ln for ln in (bundle / "Dockerfile").read_text().splitlines() if ln.startswith("CMD ")]
+    command: list[str] = json.loads(line.removeprefix("CMD "))
+    return command
 
 
 @contextmanager

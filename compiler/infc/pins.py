@@ -14,13 +14,17 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["FAST_REQUIREMENTS", "RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements", "versions"]
+__all__ = ["FAST_REQUIREMENTS", "PLATFORM_MARKERS", "RUNTIME_REQUIREMENTS", "STEP_REQUIREMENTS", "pinned_requirements",
+           "versions"]
 
 RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client", "grpcio",
                         "protobuf")  # grpcio, protobuf: `serve.py --grpc-port` only
 FAST_REQUIREMENTS = ("httptools", "uvloop", "orjson")
 """The server's fast path (HTTP parser, event loop, JSON codec): pinned when the build host has them; the runtime
 falls back to h11, asyncio and the stdlib json without them."""
+PLATFORM_MARKERS = {"uvloop": 'sys_platform != "win32"'}
+"""Environment markers written after a pin, by distribution name (canonical): uvloop has no Windows build, and the
+runtime runs on asyncio's loop without it, so `pip install -r requirements.txt` skips it there."""
 STEP_REQUIREMENTS = ("tokenizers", "pillow")
 """Run-time dependencies of some steps only (`StepDef.requires`), pinned into the bundles that use them."""
 
@@ -57,7 +61,8 @@ def pinned_requirements(target: str, extra: Sequence[str] = ()) -> str:
     for name, version in sorted(pins.items()):
         if name == "onnxruntime" and target == "cuda":
             name = "onnxruntime-gpu"
-        lines.append(f"{name}=={version}")
+        marker = PLATFORM_MARKERS.get(name)
+        lines.append(f"{name}=={version}" if marker is None else f"{name}=={version}; {marker}")
     header = f"# run-time requirements for target {target}, pinned to the versions the build was measured with\n"
     return header + "\n".join(lines) + "\n"
 

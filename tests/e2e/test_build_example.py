@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import yaml
 from examples import DIGITS_SPEC, digits_copy
+from packaging.requirements import Requirement
+from servers import dockerfile_command
 
 from infc.build import BuildOutcome, build
 from infc.bundle import content_hash
@@ -86,8 +88,9 @@ def test_the_manifest_and_the_report_are_views_of_the_outcome(digits_build: Buil
 
 def test_requirements_are_pinned_and_runtime_only(digits_bundle: Path) -> None:
     lines = [ln for ln in (digits_bundle / "requirements.txt").read_text().splitlines() if not ln.startswith("#")]
-    names = {ln.split("==")[0] for ln in lines}
-    assert all("==" in ln for ln in lines)
+    reqs = [Requirement(ln) for ln in lines]
+    names = {r.name for r in reqs}
+    assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in reqs)
     assert {"onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus-client"} <= names
     assert {"httptools", "uvloop", "orjson"} <= names  # the server's fast path, installed where the build ran
     assert not names & {"infc", "onnx", "torch", "transformers", "scikit-learn", "jinja2", "jsonschema"}
@@ -168,6 +171,24 @@ def test_kubernetes_manifests_validate_against_the_api_schema(digits_bundle: Pat
     isvc = yaml.safe_load((digits_bundle / "k8s" / "inferenceservice.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
     assert isvc["spec"]["predictor"]["containers"][0]["image"] == "digits:1.0.0"
+
+
+def test_deploy_files_expose_http_and_grpc(digits_bundle: Path) -> None:
+    command = dockerfile_command(digits_bundle)
+    ports = {flag: int(command[command.index(flag) + 1]) for flag in ("--port", "--grpc-port")}
+    assert ports == {"--port": 8000, "--grpc-port": 8081}
+    (expose,) = [ln for ln in (digits_bundle / "Dockerfile").read_text().splitlines() if ln.startswith("EXPOSE ")]
+    assert expose.split()[1:] == ["8000", "8081"]
+    deployment, service = yaml.safe_load_all((digits_bundle / "k8s" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8081}
+    assert {p["name"]: (p["targetPort"], p.get("appProtocol")) for p in service["spec"]["ports"]} == {
+        "http": ("http", None), "grpc": ("grpc", "kubernetes.io/h2c")}
+    # Knative (KServe's serverless mode) admits one port per container: the InferenceService keeps HTTP's
+    isvc = yaml.safe_load((digits_bundle / "k8s" / "inferenceservice.yaml").read_text())
+    (predictor,) = isvc["spec"]["predictor"]["containers"]
+    assert predictor["ports"] == [{"containerPort": 8000, "protocol": "TCP"}]
+    assert predictor["readinessProbe"]["httpGet"]["port"] == 8000
 
 
 def test_dockerfile_passes_hadolint(digits_bundle: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from examples import DIGITS_DIR
-from servers import Server, free_port
+from servers import Server, dockerfile_command, free_port
 
 from infc_runtime.pipeline import Pipeline
 
@@ -51,3 +51,18 @@ def test_grpc_answers_as_http_and_the_pipeline(served: tuple[Server, str], digit
     in_process = Pipeline.load(digits_bundle).run({"image": images})
     assert result.as_numpy("labels").tolist() == in_process["labels"].tolist()
     np.testing.assert_allclose(result.as_numpy("scores"), in_process["scores"], rtol=1e-6)
+
+
+def test_the_dockerfile_command_serves_http_and_grpc(digits_bundle: Path, tmp_path: Path) -> None:
+    # the image's CMD as the container runs it (in the bundle's folder), on free loopback ports
+    command = dockerfile_command(digits_bundle)
+    grpc_port = free_port()
+    swap = {"python": sys.executable, "0.0.0.0": "127.0.0.1", "8000": "{port}", "8081": str(grpc_port)}
+    server = Server([swap.get(part, part) for part in command], tmp_path / "server.log", cwd=digits_bundle)
+    try:
+        server.wait_ready()
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
+            assert client.is_server_ready() and client.is_model_ready("digits")
+    finally:
+        code = server.stop()
+    assert code == 0, server.log.read_text()
