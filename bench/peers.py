@@ -40,6 +40,11 @@ input and output). After a one-second warm-up per cell it counts answers for
 `--seconds`; any status other than 200, or a connection lost, is an error.
 Also printed: in-process onnxruntime at batch 32 on one thread (rows/s), the
 model's own ceiling. Prints a markdown table on stdout. Only talks to 127.0.0.1.
+
+"server CPU us/req" is the user and system CPU time of the server's whole
+process group (its workers too) over the cell, warm-up included, per answer:
+the cost per request on one core, which a machine shared with other jobs
+inflates much less than it cuts requests/s.
 """
 
 from __future__ import annotations
@@ -348,10 +353,12 @@ class _Run:
         self.start, self.end = start, end
         self.latencies: list[float] = []
         self.errors = 0
+        self.total = 0  # answers, warm-up included (what the server's CPU time was spent on)
         self.open = connections
         self.done = loop.create_future()
 
     def answered(self, seconds: float, status: int, now: float) -> None:
+        self.total += 1
         if self.start <= now < self.end:
             self.latencies.append(seconds)
             if status != 200:
@@ -372,16 +379,34 @@ async def _drive(port: int, request: bytes, connections: int, seconds: float) ->
     await asyncio.wait_for(run.done, seconds + 60)
     lat = np.sort(np.array(run.latencies)) * 1e3
     pct = {f"p{q:g}": float(np.percentile(lat, q)) if len(lat) else float("nan") for q in (50, 95, 99, 99.9)}
-    return {"rps": len(lat) / seconds, **pct, "errors": run.errors, "answers": len(lat)}
+    return {"rps": len(lat) / seconds, **pct, "errors": run.errors, "answers": len(lat), "total": run.total}
 
 
-def load(port: int, path: str, fmt: str, connections: int, seconds: float) -> dict[str, Any]:
-    """Run the closed loop in a process pinned to `LOAD_CORE`; its results."""
+def load(port: int, path: str, fmt: str, connections: int, seconds: float, server: int | None = None
+         ) -> dict[str, Any]:
+    """Run the closed loop in a process pinned to `LOAD_CORE`; its results. With `server` (the process group
+    of the server), also `cpu_us`: the server's CPU time per answer, warm-up included."""
+    before = group_cpu_seconds(server) if server is not None else 0.0
     out = subprocess.run([sys.executable, __file__, "_load", str(port), path, fmt, str(connections), str(seconds)],
                          capture_output=True, text=True, check=True, timeout=seconds + 120,
                          preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CORE}))
     result: dict[str, Any] = json.loads(out.stdout)
+    if server is not None:
+        result["cpu_us"] = (group_cpu_seconds(server) - before) / max(1, result["total"]) * 1e6
     return result
+
+
+def group_cpu_seconds(group: int) -> float:
+    """User and system CPU seconds of every live process in process group `group` (a server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == group:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _load_main(argv: list[str]) -> None:
@@ -500,21 +525,21 @@ def main() -> None:
                         print(f"# {name} {fmt}: {why}", file=sys.stderr)
                         continue
                     for level in levels:
-                        result = load(served.port, path, fmt, level, args.seconds)
+                        result = load(served.port, path, fmt, level, args.seconds, served.proc.pid)
                         rows.append((name, fmt, level, result))
                         print(f"# {name} {fmt} c={level}: {result['rps']:.0f} req/s", file=sys.stderr)
         ceiling = ort_ceiling(model, min(args.seconds, 5.0))
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}, "
           f"load average before {load_before[0]:.2f} (1 min), after {os.getloadavg()[0]:.2f}; "
           f"server on core {SERVER_CORE}, load on core {LOAD_CORE}; {args.seconds:g} s per cell\n")
-    print("| server | request | conc | req/s | p50 ms | p95 ms | p99 ms | p99.9 ms | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | request | conc | req/s | p50 ms | p95 ms | p99 ms | p99.9 ms | errors | server CPU us/req |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, fmt, level, r in rows:
         if isinstance(r, str):
-            print(f"| {name} | {fmt} | {level} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            print(f"| {name} | {fmt} | {level} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         print(f"| {name} | {fmt} | {level} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
-              f"{r['p99.9']:.2f} | {r['errors']} |")
+              f"{r['p99.9']:.2f} | {r['errors']} | {r['cpu_us']:.0f} |")
     print(f"\nin-process onnxruntime, batch 32, one thread: {ceiling:.0f} rows/s")
     for name, fmt, why in sorted({(n, f, r) for n, f, _, r in rows if isinstance(r, str)}):
         notes.append(f"{name} {fmt}: {why}")
