@@ -43,7 +43,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -94,25 +94,48 @@ _HEAP_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 log = logging.getLogger("infc_runtime")
 
 
-def attach(app: Any, *, host: str, port: int) -> None:
+def attach(app: Any, *, host: str, port: int) -> Callable[[], None]:
     """Serve `app`'s model over gRPC on `host:port` for as long as the app runs (wraps its lifespan).
 
     The gRPC server starts once the app has started (batcher running, warm-up
-    under way) and stops before the app drains its batcher.
+    under way) and is stopped before the app drains its batcher. Returns
+    `begin_stop`: called when the HTTP server's shutdown begins (SIGTERM), the
+    gRPC server stops taking calls at the same moment, answering those in
+    progress, instead of taking new ones until HTTP has drained.
     """
     inner = app.router.lifespan_context
+    endpoint = _Endpoint()
 
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
         async with inner(app_) as state:
-            server = await start(app.state.server, host=host, port=port)
+            endpoint.server = await start(app.state.server, host=host, port=port)
             try:
                 yield state
             finally:
-                log.info("gRPC: stopping (calls in progress are answered)")
-                await server.stop(SHUTDOWN_TIMEOUT_S)
+                endpoint.begin_stop()
+                await endpoint.stopped()
 
     app.router.lifespan_context = lifespan
+    return endpoint.begin_stop
+
+
+class _Endpoint:
+    """The running gRPC server and its stop, begun once."""
+
+    def __init__(self) -> None:
+        self.server: grpc.aio.Server | None = None
+        self.stopping: asyncio.Future[None] | None = None
+
+    def begin_stop(self) -> None:
+        """Stop taking calls now; calls in progress are answered (within the shutdown timeout)."""
+        if self.server is not None and self.stopping is None:
+            log.info("gRPC: stopping (calls in progress are answered)")
+            self.stopping = asyncio.ensure_future(self.server.stop(SHUTDOWN_TIMEOUT_S))
+
+    async def stopped(self) -> None:
+        if self.stopping is not None:
+            await self.stopping
 
 
 async def start(state: Any, *, host: str, port: int) -> grpc.aio.Server:

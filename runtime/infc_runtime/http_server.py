@@ -43,6 +43,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -195,7 +196,13 @@ class Server(uvicorn.Server):
     """uvicorn's server whose shutdown lets handshakes under way complete and accepts them before it closes
     the listener (then uvicorn's own shutdown asks each `Connection` to drain)."""
 
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:  # e.g. the gRPC endpoint stops taking calls now, as HTTP does
+            self.on_shutdown()
         listeners = [listener for server in self.servers for listener in server.sockets]
         if all([_refuse_new_connections(listener) for listener in listeners]):
             await asyncio.sleep(HANDSHAKE_WAIT_S)  # handshakes under way complete; the loop accepts them
@@ -281,12 +288,14 @@ def config(app: Any, *, host: str, port: int, log_level: str, access_log: bool =
                           timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
 
 
-def run_server(app: Any, *, host: str, port: int, log_level: str, access_log: bool = False) -> int:
+def run_server(app: Any, *, host: str, port: int, log_level: str, access_log: bool = False,
+               on_shutdown: Callable[[], None] | None = None) -> int:
     """Serve `app` until SIGTERM or SIGINT; the exit code (0 stopped cleanly, 1 could not start).
 
     With `access_log`, uvicorn logs one line per request (logger `uvicorn.access`, INFO).
+    `on_shutdown` is called (on the event loop) when the graceful shutdown begins.
     """
-    server = Server(config(app, host=host, port=port, log_level=log_level, access_log=access_log))
+    server = Server(config(app, host=host, port=port, log_level=log_level, access_log=access_log), on_shutdown)
     log.info("HTTP: %s parser, %s loop, access log %s", "httptools" if FAST_HTTP else "h11",
              "uvloop" if FAST_LOOP else "asyncio", "on" if access_log else "off")
 

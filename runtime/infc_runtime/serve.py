@@ -225,11 +225,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = create_app(pipeline, warmup=not args.no_warmup, allowed_hosts=allowed_hosts(args.host, args.allow_host))
     app.state.metrics.set_bundle_verified(not args.no_verify)
+    on_shutdown = None
     if args.grpc_port is not None:
         try:
             from .grpc_server import attach  # only here: a server without gRPC never imports grpc
         except Exception as exc:  # not installed, or older than the generated code needs
             print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
             return EXIT_USAGE
-        attach(app, host=args.host, port=args.grpc_port)
-    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+        on_shutdown = attach(app, host=args.host, port=args.grpc_port)
+    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                      on_shutdown=on_shutdown)

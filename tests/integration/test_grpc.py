@@ -316,6 +316,37 @@ def test_sigterm_while_calls_are_in_flight_loses_none(tmp_path: Path) -> None:
     assert in_flight > 0, "every call was answered before SIGTERM: nothing was tested"
 
 
+def test_sigterm_stops_grpc_taking_calls_while_http_drains(tmp_path: Path) -> None:
+    bundle = noted_bundle(tmp_path / "bundle", max_batch_size=1, timeout_ms=30000)
+    server, address = start(slowed(bundle, 0.25), tmp_path / "server.log")  # 6 HTTP requests: 1.5 s of work
+    answered: list[int] = []
+
+    def post() -> None:
+        answered.append(len(http_result(server, noted_request(1, seed=1))["label"]))
+
+    posts = [threading.Thread(target=post) for _ in range(6)]
+    try:
+        for thread in posts:
+            thread.start()
+        while inflight_and_answered(server)[0] < 6:  # all six have reached the server
+            time.sleep(0.01)
+        server.process.send_signal(signal.SIGTERM)
+        while "gRPC: stopping" not in server.log.read_text():
+            assert server.process.poll() is None, server.log.read_text()
+            time.sleep(0.01)
+        with grpcclient.InferenceServerClient(address) as late:
+            error = failure(lambda: late.infer(MODEL, grpc_inputs(noted_request(1, seed=2)), client_timeout=10))
+        draining = any(t.is_alive() for t in posts)
+        for thread in posts:
+            thread.join(timeout=30)
+        assert server.process.wait(timeout=SHUTDOWN_TIMEOUT_S + 2.5) == 0, server.log.read_text()
+    finally:
+        server.stop()
+    assert draining, "HTTP had drained before the gRPC call: nothing was tested"
+    assert error.status() == "StatusCode.UNAVAILABLE", error
+    assert answered == [1] * 6  # HTTP requests in flight are answered
+
+
 def test_a_full_queue_is_resource_exhausted(tmp_path: Path) -> None:
     bundle = noted_bundle(tmp_path / "bundle", max_batch_size=1, max_queue=1, timeout_ms=30000)
     server, address = start(slowed(bundle, 0.5), tmp_path / "server.log")  # warm-up: 2 batches, 1 s
