@@ -160,7 +160,8 @@ def test_a_mixed_length_batch_gives_each_request_what_it_gets_alone(bundle: Path
     pipeline = Pipeline.load(bundle)
     widths: list[int] = []
     infer = pipeline.infer
-    pipeline.infer = lambda inputs: widths.append(inputs["input_ids"].shape[1]) or infer(inputs)  # type: ignore
+    pipeline.infer = lambda inputs, instance=0: (  # type: ignore
+        widths.append(inputs["input_ids"].shape[1]) or infer(inputs, instance))
     pipeline.warmup()  # the planned lengths run before ready: 8 (the example), 16, and max_length 24
     assert sorted(set(widths)) == [8, 16, 24]
     pipeline.infer = infer  # type: ignore[method-assign]
