@@ -5,12 +5,15 @@
 Runs what `python serve.py` runs before it is ready, in its order, with the
 bundle's own runtime: verify the files, import the runtime, read the manifest,
 create the ONNX Runtime session, import the kernel modules, import the HTTP
-stack, create the app, warm up, settle the heap. Listening is left out (uvicorn's
-start: a few ms). Ends with the heavy third-party packages the process imported.
+stack, create the app, warm up, settle the heap; the collector off while loading,
+then what loaded frozen, as `infc_runtime.serve` does since issue 10 (older
+runtimes collected all along). Listening is left out (uvicorn's start: a few
+ms). Ends with the heavy third-party packages the process imported.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -63,6 +66,7 @@ def main(bundle: str) -> None:
     from infc_runtime import serve  # noqa: F401
 
     step("import infc_runtime.serve")
+    gc.disable()
     from infc_runtime.abi import Manifest, kernel_module
     from infc_runtime.pipeline import Pipeline, load_kernel_module, make_session
 
@@ -83,7 +87,9 @@ def main(bundle: str) -> None:
 
     step("import http_server (uvicorn)")
     create_app(pipeline)
-    step("create_app")
+    gc.freeze()
+    gc.enable()
+    step("create_app, gc.freeze")
     pipeline.warmup()
     step("warm-up (Numba cache, ORT)")
     from infc_runtime.latency import settle_heap
