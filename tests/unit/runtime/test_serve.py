@@ -153,7 +153,7 @@ pipeline = load_bundle(sys.argv[1])
 create_app(pipeline)
 pipeline.warmup()
 heavy = ("numba", "llvmlite", "scipy", "yaml", "jinja2", "jsonschema", "onnx", "grpc", "google.protobuf",
-         "prometheus_client", "PIL", "tokenizers")
+         "prometheus_client", "PIL", "tokenizers", "h11")
 print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
 """
 
@@ -168,7 +168,8 @@ def _imported_by_startup(bundle: Path) -> list[str]:
 
 def test_a_server_imports_only_what_its_bundle_needs_before_it_is_ready(tmp_path: Path) -> None:
     # numpy-only kernels: no Numba (nor what Numba imports when installed: scipy, yaml); no gRPC without
-    # --grpc-port; prometheus_client waits for the first scrape; nothing of the compiler's
+    # --grpc-port; prometheus_client waits for the first scrape; h11 only without httptools (installed here);
+    # nothing of the compiler's
     assert _imported_by_startup(write_bundle(tmp_path / "plain")) == []
     # the same with a Numba kernel: Numba is imported, and only that
     assert {"numba", "llvmlite"} <= set(_imported_by_startup(write_bundle(tmp_path / "numba", numba=True))) <= {
