@@ -64,12 +64,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__, _json
+from . import __version__, _json, metrics
 from ._body import decompress, read_body
 from .abi import RequestError, RequestTooLarge
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from .latency import settle_heap
-from .metrics import CONTENT_TYPE, Metrics
+from .metrics import Metrics
 from .pipeline import Pipeline
 from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request, encode_response, tensor_metadata
 from .types import Tensors
@@ -308,7 +308,7 @@ class _Server:
         return await self.ready(request)
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(self.metrics.render(), media_type=metrics.content_type())
 
     def _check_model(self, request: Request) -> None:
         name = request.path_params["name"]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -47,7 +48,6 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -157,12 +157,27 @@ class _Guarded:
             self.timeout_keep_alive_handler()  # type: ignore[attr-defined]  # uvicorn's way to close an idle one
 
 
-class Connection(_Guarded, H11Protocol):  # type: ignore[misc]  # uvicorn narrows connection_made
-    """uvicorn's h11 connection, plus the request-head deadline and the draining described above."""
+@functools.cache
+def _h11_connection() -> type[asyncio.Protocol]:
+    """`Connection`, made when first asked for: h11 and uvicorn's protocol over it (~30 ms of imports at
+    start) serve only where httptools is not installed, or with `fast=False`."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        self._head_complete()
+    class Connection(_Guarded, H11Protocol):  # type: ignore[misc]  # uvicorn narrows connection_made
+        """uvicorn's h11 connection, plus the request-head deadline and the draining described above."""
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            self._head_complete()
+
+    Connection.__qualname__ = Connection.__name__
+    return Connection
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Connection":
+        return _h11_connection()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if HttpToolsProtocol is not None:
@@ -194,7 +209,7 @@ if HttpToolsProtocol is not None:
 
 class Server(uvicorn.Server):
     """uvicorn's server whose shutdown lets handshakes under way complete and accepts them before it closes
-    the listener (then uvicorn's own shutdown asks each `Connection` to drain)."""
+    the listener (then uvicorn's own shutdown asks each connection to drain)."""
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
         super().__init__(config)
@@ -281,7 +296,7 @@ def config(app: Any, *, host: str, port: int, log_level: str, access_log: bool =
            fast: bool = True) -> uvicorn.Config:
     """The uvicorn settings: the connections above (httptools and uvloop if `fast` and installed, else h11 and
     asyncio), no websockets, the timeouts above, an access-log line per request only with `access_log`."""
-    http = FastConnection if fast and HttpToolsProtocol is not None else Connection
+    http = FastConnection if fast and HttpToolsProtocol is not None else _h11_connection()
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=http,
                           loop="uvloop" if fast and FAST_LOOP else "asyncio", ws="none", access_log=access_log,
                           timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES,

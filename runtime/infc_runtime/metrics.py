@@ -29,15 +29,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "STAGES", "Metrics", "batch_buckets"]
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-"""Media type of `Metrics.render()`'s output."""
+__all__ = ["STAGES", "Metrics", "batch_buckets", "content_type"]
 
 STAGES = ("queue", "pre", "infer", "post")
 """The values of the `stage` label."""
@@ -79,8 +78,18 @@ class _Histogram:
         return out
 
 
-class Metrics(Collector):
-    """The metrics of one model; every label but `status`/`stage` is bound to it."""
+def content_type() -> str:
+    """Media type of `Metrics.render()`'s output: prometheus_client's latest text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return str(CONTENT_TYPE_LATEST)
+
+
+class Metrics:
+    """The metrics of one model; every label but `status`/`stage` is bound to it.
+
+    A collector of prometheus_client's (it has `collect`), registered in a registry of its own.
+    """
 
     def __init__(self, model: str, *, max_batch_size: int, registry: CollectorRegistry | None = None) -> None:
         self.model = model
@@ -92,8 +101,19 @@ class Metrics(Collector):
         self._inflight = 0
         self._disconnects = 0
         self._verified = 0
-        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.registry.register(self)
+        self._registry = registry
+        if registry is not None:
+            registry.register(cast("Collector", self))
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry these metrics are in: its own unless one was given (made on first use)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=True)
+            self._registry.register(cast("Collector", self))
+        return self._registry
 
     def observe_request(self, status: int, seconds: float) -> None:
         """Count an answered infer request and record how long it took."""
@@ -134,11 +154,15 @@ class Metrics(Collector):
         self._verified = 1 if verified else 0
 
     def render(self) -> bytes:
-        """All metrics in the Prometheus text format (media type `CONTENT_TYPE`)."""
+        """All metrics in the Prometheus text format (media type `content_type()`)."""
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, as the registry reads them."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
         model = [self.model]
         requests = CounterMetricFamily("infc_requests_total", "Infer requests answered, by HTTP status.",
                                        labels=["model", "status"])
@@ -172,6 +196,8 @@ class Metrics(Collector):
 
 
 def _gauge(name: str, documentation: str, labels: list[str], value: float) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     family = GaugeMetricFamily(name, documentation, labels=["model"])
     family.add_metric(labels, value)
     return family

@@ -74,17 +74,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import ipaddress
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import measure_cli
 from .abi import ManifestError
-from .pipeline import Pipeline
 from .verify import BundleError, verify_bundle
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from .pipeline import Pipeline
 
 __all__ = ["BundleError", "LIMITS", "load_bundle", "main", "serve_bundle"]
 
@@ -112,6 +117,8 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Pipeline:
         for path in verified.mismatched:
             log.warning("%s/%s: Numba cache file does not match the manifest: removed, the kernels compile "
                         "during warm-up", root, path)
+    from .pipeline import Pipeline  # here: after the check, and `--help` imports no numpy or onnxruntime
+
     try:
         return Pipeline.load(root)
     except json.JSONDecodeError as exc:
@@ -127,6 +134,8 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Pipeline:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import measure_cli
+
     parser = argparse.ArgumentParser(prog="python -m infc_runtime", description="Serve or measure an infc bundle.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a bundle over HTTP (KServe V2)")
@@ -176,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage error
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    return measure_cli.run(args, load_bundle) if args.command == "measure" else _serve(args)
+    if args.command == "measure":
+        from . import measure_cli
+
+        return measure_cli.run(args, load_bundle)
+    return _serve(args)
 
 
 def serve_bundle(bundle_dir: str | Path, argv: Sequence[str] | None = None, *, verified: str | None = None) -> int:
@@ -208,6 +221,31 @@ def allowed_hosts(host: str, allowed: Sequence[str]) -> list[str] | None:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    collecting = gc.isenabled()
+    # Loading makes ~10^5 objects that live as long as the process (modules, Numba's registries, the
+    # session) and almost no garbage: collecting them over and over as they are made took a fifth of the
+    # start (bench/RESULTS.md, issue 10). Once loaded they are frozen as they are, with the few hundred
+    # garbage objects among them (gc docs: disable early, freeze, enable); the warm-up's heap is collected
+    # and frozen after it (`latency.settle_heap`).
+    gc.disable()
+    try:
+        made = _app(args)
+        if isinstance(made, int):
+            return made
+        from .http_server import run_server
+
+        gc.freeze()
+    finally:
+        if collecting:
+            gc.enable()
+    app, on_shutdown = made
+    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                      on_shutdown=on_shutdown)
+
+
+def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None] | int:
+    """The app serving the bundle `args` names (warm-up not run yet) and what to call when its shutdown begins
+    (the gRPC endpoint's stop), or the exit code when it cannot."""
     verified = getattr(args, "verified", None)
     if args.no_verify:
         log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")
@@ -221,7 +259,6 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {limit: getattr(args, limit) for limit in LIMITS if getattr(args, limit) is not None}
     pipeline.serving = dataclasses.replace(pipeline.serving, **overrides)
     from .app import create_app  # here: `measure` and `--help` need no server stack
-    from .http_server import run_server
 
     app = create_app(pipeline, warmup=not args.no_warmup, allowed_hosts=allowed_hosts(args.host, args.allow_host))
     app.state.metrics.set_bundle_verified(not args.no_verify)
@@ -233,5 +270,4 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
             return EXIT_USAGE
         on_shutdown = attach(app, host=args.host, port=args.grpc_port)
-    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                      on_shutdown=on_shutdown)
+    return app, on_shutdown

@@ -146,8 +146,10 @@ def generate(stage: str, flow: Dataflow, *, name: str, version: str, renames: Ma
     # the field behind each column of a result, where the steps know it: the runtime's errors name it
     columns = {(renames or {}).get(t.name, t.name): tuple(t.fields) for t in flow.end
                if isinstance(t, Columns) and t.fields and all(t.fields)}
+    # Numba costs a server ~110 MB and most of its start (bench/RESULTS.md): only a module with Numba code imports it
+    uses_numba = any("numba." in chunk for chunk in [*text.functions, *text.constants])
     return render("module.py.j2", abi=abi, stage_title=title, name=name, version=version, infc_version=__version__,
-                  columns=repr(columns) if columns else "",
+                  columns=repr(columns) if columns else "", uses_numba=uses_numba,
                   step_lines=text.step_lines, imports=sorted(set(text.imports)),
                   examples={k: repr(v) for k, v in text.examples.items()}, constants=text.constants,
                   functions=text.functions, calls=text.calls, results=[t.name for t in flow.end]) + "\n"

@@ -63,6 +63,23 @@ def test_image_group_is_one_fused_loop_and_exact(tmp_path: Path) -> None:
     _assert_same(module.run(x), run_reference(IMAGE_STEPS, x))
 
 
+def test_a_module_imports_numba_only_when_it_has_numba_code(tmp_path: Path) -> None:
+    fused = generate("pre", _resolve(IMAGE_STEPS, {"image": np.zeros((1, 7, 5, 3), np.uint8)}), name="t", version="0")
+    assert "\nimport numba\n" in fused
+    labels: Steps = [("labels", {"names": ["a", "b"]})]
+    plain = generate("post", _resolve(labels, {"label": np.zeros(1, np.int64)}), name="t", version="0")
+    assert "import numba" not in plain and "numba." not in plain  # a server of it never imports Numba
+    x = {"label": np.array([1, 0])}
+    _assert_same(_compile(tmp_path, "post", labels, x).run(x), run_reference(labels, x))
+
+
+def _resolve(steps: Steps, tensors: dict[str, np.ndarray]) -> Any:
+    def fail(i: int, issue: StepIssue) -> None:
+        raise AssertionError(f"step {i}: {issue}")
+
+    return resolve(steps, [_spec(k, v) for k, v in tensors.items()], fail)
+
+
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 9), w=st.integers(1, 9), n=st.integers(1, 4), seed=st.integers(0, 2**31))
 def test_image_group_matches_reference_on_any_size(tmp_path_factory: pytest.TempPathFactory, h: int, w: int,

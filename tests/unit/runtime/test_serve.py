@@ -4,6 +4,8 @@ the options reach the app."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -137,3 +139,38 @@ def test_allowed_hosts() -> None:
     assert allowed_hosts("0.0.0.0", []) is None
     assert allowed_hosts("0.0.0.0", ["model.example.com"]) == ["model.example.com"]
     assert allowed_hosts("10.1.2.3", []) is None
+
+
+# in a fresh interpreter without the compiler: what the server does before it is ready (load, app, HTTP
+# stack, warm-up), then the heavy packages it imported
+STARTUP = r"""
+import json, sys
+sys.modules["infc"] = None
+from infc_runtime import http_server
+from infc_runtime.app import create_app
+from infc_runtime.serve import load_bundle
+pipeline = load_bundle(sys.argv[1])
+create_app(pipeline)
+pipeline.warmup()
+heavy = ("numba", "llvmlite", "scipy", "yaml", "jinja2", "jsonschema", "onnx", "grpc", "google.protobuf",
+         "prometheus_client", "PIL", "tokenizers", "h11")
+print(json.dumps(sorted(name for name in heavy if name in sys.modules)))
+"""
+
+
+def _imported_by_startup(bundle: Path) -> list[str]:
+    done = subprocess.run([sys.executable, "-I", "-c", STARTUP, str(bundle)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    imported: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return imported
+
+
+def test_a_server_imports_only_what_its_bundle_needs_before_it_is_ready(tmp_path: Path) -> None:
+    # numpy-only kernels: no Numba (nor what Numba imports when installed: scipy, yaml); no gRPC without
+    # --grpc-port; prometheus_client waits for the first scrape; h11 only without httptools (installed here);
+    # nothing of the compiler's
+    assert _imported_by_startup(write_bundle(tmp_path / "plain")) == []
+    # the same with a Numba kernel: Numba is imported, and only that
+    assert {"numba", "llvmlite"} <= set(_imported_by_startup(write_bundle(tmp_path / "numba", numba=True))) <= {
+        "numba", "llvmlite", "scipy", "yaml"}
