@@ -108,7 +108,8 @@ def test_limits_and_hosts_on_the_command_line_reach_the_app(tmp_path: Path, monk
     assert serving.max_batch_size == 8  # the manifest's, untouched
     assert served.options == {"warmup": True, "allowed_hosts": ["localhost", "127.0.0.1", "::1", "toy.internal"]}
     assert served.verified == [True]
-    assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info", "access_log": False}
+    assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info", "access_log": False,
+                             "on_shutdown": None}  # no gRPC endpoint to stop
 
 
 def test_the_access_log_is_asked_for_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
