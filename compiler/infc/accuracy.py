@@ -27,7 +27,7 @@ from .errors import InfcError
 __all__ = [
     "Metric", "MetricError", "Param", "METRICS", "PARAMS", "register",
     "top1_agreement", "accuracy", "cosines", "cosine", "cosine_min", "max_abs_error",
-    "neighbour_agreement", "decision_agreement", "auc", "roc_auc", "scores", "is_label",
+    "neighbour_agreement", "recall_at_k", "spearman", "decision_agreement", "auc", "roc_auc", "scores", "is_label",
 ]
 
 Array = npt.NDArray[Any]
@@ -209,18 +209,14 @@ _BLOCK_ELEMENTS = 1 << 22
 _TIE = 1e-12
 
 
-def neighbour_agreement(ref: Array, cand: Array, labels: Array | None = None, *, k: int = 1) -> float:
-    """How well the candidate keeps each sample's nearest neighbours among the validation set.
-
-    Neighbours by cosine similarity, a sample never its own. With k = 1: the fraction of
-    samples whose nearest neighbour under the candidate is their nearest under the
-    reference. With k > 1: the mean overlap of the two k-nearest sets, over k. A neighbour
-    tied with the reference's k-th nearest counts as kept. NaN when an output is not finite.
-    """
+def _kept_neighbours(ref: Array, cand: Array, k: int, metric: str) -> float:
+    """The mean share of each sample's k nearest reference neighbours (cosine, never itself)
+    that are among its k nearest candidate neighbours; a candidate neighbour tied with the
+    reference's k-th nearest counts as kept. NaN when an output is not finite."""
     a, b = _pair(ref, cand)
     n = len(a)
     if not 1 <= k < n:
-        raise MetricError(f"neighbour_agreement with k = {k} needs more than {k} samples, got {n}")
+        raise MetricError(f"{metric} with k = {k} needs more than {k} samples, got {n}")
     if not (_finite(a).all() and _finite(b).all()):
         return float("nan")
     ua, ub = _unit_rows(a), _unit_rows(b)
@@ -236,6 +232,68 @@ def neighbour_agreement(ref: Array, cand: Array, labels: Array | None = None, *,
         near_cand = np.argpartition(sim_cand, n - k, axis=1)[:, n - k:]  # the candidate's k nearest
         kept += int(np.sum(sim_ref[rows[:, None], near_cand] >= kth_ref[:, None] - _TIE))
     return kept / (n * k)
+
+
+def neighbour_agreement(ref: Array, cand: Array, labels: Array | None = None, *, k: int = 1) -> float:
+    """How well the candidate keeps each sample's nearest neighbours among the validation set.
+
+    Neighbours by cosine similarity, a sample never its own. With k = 1: the fraction of
+    samples whose nearest neighbour under the candidate is their nearest under the
+    reference. With k > 1: the mean overlap of the two k-nearest sets, over k. A neighbour
+    tied with the reference's k-th nearest counts as kept. NaN when an output is not finite.
+    """
+    return _kept_neighbours(ref, cand, k, "neighbour_agreement")
+
+
+def recall_at_k(ref: Array, cand: Array, labels: Array | None = None, *, k: int = 10) -> float:
+    """Retrieval recall at k: the mean share of each sample's k nearest reference neighbours
+    (cosine, among the validation set, never itself) found among its k nearest candidate neighbours.
+
+    The same count as `neighbour_agreement` with that k, under the name retrieval uses and with
+    k = 10 by default: two neighbours nearly tied for one place may swap under int8 without
+    changing what a top-k search returns, which nearest-neighbour agreement (k = 1) counts as a miss.
+    """
+    return _kept_neighbours(ref, cand, k, "recall_at_k")
+
+
+# pairs of samples spearman ranks at most: ~2.1 million, ~100 MB of float64 work arrays
+_SPEARMAN_ROWS = 2048
+
+
+def _pair_similarities(unit: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Cosine similarity of every pair of distinct rows (upper triangle, row by row)."""
+    upper = np.triu_indices(len(unit), k=1)
+    return np.asarray((unit @ unit.T)[upper])
+
+
+def spearman(ref: Array, cand: Array, labels: Array | None = None) -> float:
+    """Spearman rank correlation of the pairwise cosine similarities under both models.
+
+    Every pair of distinct validation samples is ranked by its similarity under the
+    reference and under the candidate (ties share their mean rank); the value is the
+    Pearson correlation of the two rankings: 1 when the candidate orders every pair as the
+    reference does. Above `_SPEARMAN_ROWS` samples, that many evenly spaced ones are used
+    (the same ones each time), so memory stays bounded. When the reference's similarities are
+    all equal there is no order to keep: 1 if the candidate's are all equal too, else 0.
+    NaN when an output is not finite.
+    """
+    a, b = _pair(ref, cand)
+    n = len(a)
+    if n < 3:
+        raise MetricError(f"spearman ranks pairs of samples and needs at least 3 samples, got {n}")
+    if not (_finite(a).all() and _finite(b).all()):
+        return float("nan")
+    if n > _SPEARMAN_ROWS:
+        rows = np.linspace(0, n - 1, _SPEARMAN_ROWS).round().astype(np.int64)
+        a, b = a[rows], b[rows]
+    ranks_ref = _average_ranks(_pair_similarities(_unit_rows(a)))
+    ranks_cand = _average_ranks(_pair_similarities(_unit_rows(b)))
+    ranks_ref -= ranks_ref.mean()
+    ranks_cand -= ranks_cand.mean()
+    spread = float(np.sqrt(np.dot(ranks_ref, ranks_ref) * np.dot(ranks_cand, ranks_cand)))
+    if spread == 0.0:
+        return float(np.array_equal(ranks_ref, ranks_cand))
+    return float(np.clip(np.dot(ranks_ref, ranks_cand) / spread, -1.0, 1.0))
 
 
 def decision_agreement(ref: Array, cand: Array, labels: Array | None = None, *,
@@ -273,7 +331,8 @@ PARAMS: dict[str, Param] = {
         "the tensor compared: a model output by name or index, or, when no model output has that "
         "name, a tensor of the response (after postprocess); default: the model's first output"),
     "k": Param({"type": "integer", "minimum": 1},
-               "neighbour_agreement: neighbours compared per sample (default 1, the nearest)", 1),
+               "neighbour_agreement, recall_at_k: neighbours compared per sample (default 1, the nearest, "
+               "for neighbour_agreement; 10 for recall_at_k)", 1),
     "threshold": Param({"type": "number"},
                        "decision_agreement: a sample is positive when its score >= threshold (default 0.5)", 0.5),
     "column": Param({"type": "integer"},
@@ -296,10 +355,13 @@ class Metric:
     description: str
     labels: bool = False
     params: tuple[str, ...] = field(default=("output",))
+    own_defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Defaults of this metric that differ from the parameter's (recall_at_k: k = 10)."""
 
     def defaults(self) -> dict[str, Any]:
         """The parameters a budget gets when it does not name them (None: none)."""
-        return {p: PARAMS[p].default for p in self.params if PARAMS[p].default is not None}
+        every = {p: self.own_defaults.get(p, PARAMS[p].default) for p in self.params}
+        return {p: v for p, v in every.items() if v is not None}
 
 
 METRICS: dict[str, Metric] = {}
@@ -316,6 +378,7 @@ def register(metric: Metric) -> Metric:
     if "output" not in metric.params:
         problems.append("every metric takes `output`")
     unknown = [p for p in metric.params if p not in PARAMS]
+    unknown += [p for p in metric.own_defaults if p not in metric.params]
     if unknown:
         problems.append(f"unknown parameters {unknown} (known: {', '.join(PARAMS)})")
     accepted = inspect.signature(metric.compute).parameters
@@ -338,6 +401,13 @@ for _metric in (
     Metric("neighbour_agreement", neighbour_agreement, "min", 0.0, 1.0,
            "embeddings: fraction of samples keeping their nearest neighbour among the validation set "
            "(param k: mean overlap of the k nearest)", params=("output", "k")),
+    Metric("recall_at_k", recall_at_k, "min", 0.0, 1.0,
+           "embeddings, retrieval: mean share of each sample's k nearest neighbours (default 10) kept among "
+           "its k nearest; unlike neighbour_agreement (k = 1) it forgives near-tied neighbours swapping places",
+           params=("output", "k"), own_defaults={"k": 10}),
+    Metric("spearman", spearman, "min", -1.0, 1.0,
+           "embeddings, ranking and semantic similarity: Spearman rank correlation of the similarities of "
+           "every pair of validation samples (at most 2048 samples, evenly spaced, are paired)"),
     Metric("decision_agreement", decision_agreement, "min", 0.0, 1.0,
            "fraction of samples whose decision score >= threshold is the reference's",
            params=("output", "threshold", "column")),

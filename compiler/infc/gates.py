@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,8 @@ def _details(ref: Array, cand: Array, labels: Array | None) -> dict[str, float]:
         ("max_abs_error", lambda: METRICS["max_abs_error"].compute(ref, cand, labels)),
     ]
     if len(ref) * len(ref) * max(1, ref[0].size) <= _DETAIL_NEIGHBOUR_COST:
-        candidates.append(("neighbour_agreement", lambda: METRICS["neighbour_agreement"].compute(ref, cand, labels)))
+        candidates += [(name, partial(METRICS[name].compute, ref, cand, labels))
+                       for name in ("neighbour_agreement", "recall_at_k", "spearman")]
     if labels is not None:
         candidates += [
             ("accuracy", lambda: METRICS["accuracy"].compute(ref, cand, labels)),

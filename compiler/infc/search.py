@@ -1,7 +1,8 @@
 """The candidate search: optimize and measure every candidate plan, then keep the best one.
 
 - Candidates share their leading passes (the plan's `shared` prefix: normalize,
-  fusions): each prefix runs once.
+  fusions): each prefix runs once. An unfused candidate is skipped when the
+  fusions it leaves out change nothing (it would repeat the fused one).
 - An int8 candidate that misses an accuracy budget gets a sensitivity search:
   its quantized nodes are ranked by the error each adds (`sensitivity`), and
   the worst 1, 2, 4, ... stay in fp32 until every accuracy budget holds.
@@ -88,7 +89,8 @@ class Bench:
         for n in range(done, len(passes)):
             model, more = run_passes(model, passes[n:n + 1], self.ctx)
             records += more
-            if n < self.plan.shared:  # only the common front is worth its memory
+            # only the common front (the baseline's first passes) is worth its memory
+            if n < self.plan.shared and passes[:n + 1] == self.plan.passes[:n + 1]:
                 self._prefixes[repr(passes[:n + 1])] = (model, list(records))
         return model, records
 
@@ -200,11 +202,24 @@ def _exclusions(missed: Evaluation, source: onnx.ModelProto, bench: Bench) -> li
     return tried
 
 
+def _repeats(candidate: Candidate, source: onnx.ModelProto, bench: Bench) -> bool:
+    """Whether `candidate` would repeat another: none of the passes it leaves out changes the model."""
+    if not candidate.unless_unchanged_by:
+        return False
+    _, records = bench.run(source, bench.plan.candidates[0].passes[:bench.plan.shared])  # run once, kept
+    return not any(r["modified"] for r in records if r["pass"] in candidate.unless_unchanged_by)
+
+
 def evaluate_all(source: onnx.ModelProto, bench: Bench) -> list[Tried]:
-    """Every candidate of the plan, plus sensitivity variants of the int8 ones that miss accuracy."""
+    """Every candidate of the plan (but one that would repeat another), plus sensitivity variants of the
+    int8 ones that miss accuracy."""
     single = len(bench.plan.candidates) == 1
     evaluations: list[Tried] = []
     for candidate in bench.plan.candidates:
+        if _repeats(candidate, source, bench):
+            bench.progress(f"candidate {candidate.name}: skipped, {', '.join(candidate.unless_unchanged_by)} "
+                           "changed nothing")
+            continue
         ev = _evaluate(candidate, source, bench, single=single)
         evaluations += _exclusions(ev, source, bench) if isinstance(ev, Evaluation) and not ev.accurate else [ev]
     return evaluations

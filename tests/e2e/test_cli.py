@@ -66,7 +66,7 @@ def test_schema_and_plan_print_json() -> None:
     schema = json.loads(infc("schema").stdout)
     assert schema["$schema"].endswith("2020-12/schema") and "budget" in schema["properties"]
     plan = json.loads(infc("plan", str(DIGITS_SPEC), "--json").stdout)
-    assert [c["name"] for c in plan["candidates"]] == ["fp32", "dynamic", "static"]
+    assert [c["name"] for c in plan["candidates"]] == ["fp32", "dynamic", "dynamic_unfused", "static"]
     assert [p["name"] for p in plan["passes"]] == ["normalize", "fuse_transformer", "fuse_attention", "fuse_graph"]
     assert plan["command"] == "plan" and plan["batching"]["why"]
 

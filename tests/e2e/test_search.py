@@ -59,6 +59,7 @@ def test_auto_keeps_fp32_unless_int8_is_clearly_faster(tmp_path: Path) -> None:
     result = build(spec, tmp_path / "out", iterations=100, latency_gate="off", lock="ignore")
     by_name = {e.candidate.name: e for e in result.evaluations}
     assert {"fp32", "dynamic", "static"} <= set(by_name)
+    assert "dynamic_unfused" not in by_name  # a CNN: the fusions it leaves out change nothing
     fp32 = by_name["fp32"]
     assert fp32.latency is not None
     chosen = result.chosen
@@ -173,6 +174,11 @@ postprocess:
     assert dynamic.accurate, result.choice.verdict(dynamic)  # int8 keeps the embedding within cosine 0.98
     quant = next(r for r in dynamic.records if r["pass"] == "quantize_dynamic")
     assert quant["quantized_ops"]
+    # the same int8 before the fusions: MatMuls quantized, no Attention anywhere
+    unfused = by_name["dynamic_unfused"]
+    assert [r["pass"] for r in unfused.records] == ["normalize", "quantize_dynamic", "fuse_graph"]
+    assert "com.microsoft.Attention" not in unfused.records[-1]["ops_after"]
+    assert next(r for r in unfused.records if r["pass"] == "quantize_dynamic")["quantized_ops"].get("MatMulInteger")
     chosen, fp32 = result.chosen, by_name["fp32"]
     assert chosen.accurate and chosen.latency is not None and fp32.latency is not None
     if chosen is not fp32:

@@ -26,9 +26,11 @@ from infc.accuracy import (
     decision_agreement,
     max_abs_error,
     neighbour_agreement,
+    recall_at_k,
     register,
     roc_auc,
     scores,
+    spearman,
     top1_agreement,
 )
 from infc.gates import METRICS, AccuracyResult, MetricError, measure_accuracy
@@ -284,8 +286,11 @@ def test_one_result_per_budget_in_order_with_shared_details(pair: Any) -> None:
     # details: shared, every metric that applies to the first output, and each budget by name
     assert all(r.details is results[0].details for r in results)
     d = results[0].details
-    assert {"top1_agreement", "cosine", "cosine_min", "max_abs_error", "neighbour_agreement",
-            "accuracy", "reference_accuracy", "neighbour_agreement(k=3)", "cosine(output=embedding)"} <= set(d)
+    assert {"top1_agreement", "cosine", "cosine_min", "max_abs_error", "neighbour_agreement", "recall_at_k",
+            "spearman", "accuracy", "reference_accuracy", "neighbour_agreement(k=3)",
+            "cosine(output=embedding)"} <= set(d)
+    assert d["recall_at_k"] == recall_at_k(ref_logits, cand_logits, k=10)
+    assert d["spearman"] == spearman(ref_logits, cand_logits)
     assert "auc" not in d  # the first output has three values per sample: no positive class to score
     assert d["reference_accuracy"] == accuracy(None, ref_logits, labels)  # type: ignore[arg-type]
 

@@ -113,10 +113,14 @@ def data_findings(accuracy: Any, labels: np.ndarray | None, samples: int | None,
             elif len(classes) < 2:
                 out.append(Finding((*path, "metric"), f"auc needs both classes among the labels; {file} "
                                                       f"has only label {classes[0]}"))
-        k = int(entry.get("k", PARAMS["k"].default))
-        if metric.name == "neighbour_agreement" and samples is not None and samples <= k:
-            out.append(Finding((*path, "k"), f"k = {k} needs more than {k} validation samples; {file} has "
-                                             f"{samples}", at=(*path, "k") if "k" in entry else path))
+        if "k" in metric.params and samples is not None:
+            k = int(entry.get("k", metric.defaults()["k"]))
+            if samples <= k:
+                out.append(Finding((*path, "k"), f"k = {k} needs more than {k} validation samples; {file} has "
+                                                 f"{samples}", at=(*path, "k") if "k" in entry else path))
+        if metric.name == "spearman" and samples is not None and samples < 3:
+            out.append(Finding((*path, "metric"), f"spearman ranks pairs of samples and needs at least 3 "
+                                                  f"validation samples; {file} has {samples}"))
     return out
 
 

@@ -336,7 +336,7 @@ CASES: list[tuple[str, list[tuple[str, str]], str, str, str]] = [
     ("list-empty", [("{metric: top1_agreement, min: 0.99}", "[]")], "9:13", "budget.accuracy",
      "expected at least 1 item, got 0"),
     ("param-not-taken", [("min: 0.99}", "min: 0.99, k: 3}")], "9:49", "budget.accuracy.k",
-     "metric top1_agreement takes no `k` (neighbour_agreement does)"),
+     "metric top1_agreement takes no `k` (neighbour_agreement, recall_at_k do)"),
     ("max-abs-error-needs-max", [("metric: top1_agreement, min: 0.99", "metric: max_abs_error")], "9:13",
      "budget.accuracy.max", "missing required key for metric max_abs_error: the highest acceptable value"),
     ("cosine-min-range", [("metric: top1_agreement, min: 0.99", "metric: cosine_min, min: -1.5")], "9:39",
@@ -356,6 +356,8 @@ CASES: list[tuple[str, list[tuple[str, str]], str, str, str]] = [
      "9:22", "budget.accuracy.metric", "ones.npz has only label 1"),
     ("neighbour-k-too-large", [("metric: top1_agreement", "metric: neighbour_agreement, k: 450")], "9:46",
      "budget.accuracy.k", "val.npz has 450"),
+    ("recall-k-too-large", [("metric: top1_agreement", "metric: recall_at_k, k: 450")], "9:38",
+     "budget.accuracy.k", "k = 450 needs more than 450 validation samples"),
     # ... against the model's outputs and the response
     ("output-unknown", [("min: 0.99}", "min: 0.99, output: logit}")], "9:57", "budget.accuracy.output",
      "no model output or response tensor 'logit' (did you mean 'logits'?)"),
@@ -525,6 +527,16 @@ def test_several_accuracy_budgets_load_typed_with_defaults(workdir: Path) -> Non
     again = load_spec(write(workdir, yaml.safe_dump(dict(spec.data), sort_keys=False))).spec
     assert (again.budget, again.target, again.serving) == (spec.budget, spec.target, spec.serving)
     assert again.data == spec.data
+
+
+def test_recall_at_k_defaults_to_ten_neighbours(workdir: Path) -> None:
+    budgets = ("  accuracy:\n    - {metric: recall_at_k, min: 0.95}\n    - {metric: recall_at_k, k: 3, min: 0.9}\n"
+               "    - {metric: spearman, min: 0.98}\n")
+    spec = load_spec(write(workdir, BASE, ("  accuracy: {metric: top1_agreement, min: 0.99}\n", budgets))).spec
+    ten, three, rank = spec.budget.accuracy
+    assert ten == AccuracyBudget("recall_at_k", 0.95, None, {"k": 10})
+    assert three == AccuracyBudget("recall_at_k", 0.9, None, {"k": 3})
+    assert rank == AccuracyBudget("spearman", 0.98, None)
 
 
 def test_several_budget_mistakes_are_reported_together(workdir: Path) -> None:
