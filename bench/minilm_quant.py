@@ -59,6 +59,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from infc.accuracy import cosine, cosine_min, neighbour_agreement, recall_at_k, spearman
 from infc.kernels.reference import run_reference
 from infc.passes import PassContext, run_passes
+from infc.passes.convert_fp16 import toposort
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "specs" / "minilm"
@@ -180,27 +181,8 @@ def smooth(model: onnx.ModelProto, calib: Feeds, alpha: float = 0.5) -> onnx.Mod
         for node in users:
             node.input[0] = scaled
         out.graph.node.append(onnx.helper.make_node("Mul", [x, scale], [scaled], name=f"{x}/smooth"))
-    return _sorted(out)
-
-
-def _sorted(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Nodes in topological order (appended Mul nodes moved before their users)."""
-    ready = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer} | {""}
-    pending, done = list(model.graph.node), []
-    while pending:
-        left = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                done.append(n)
-                ready.update(n.output)
-            else:
-                left.append(n)
-        if len(left) == len(pending):
-            raise ValueError("the graph has a cycle")
-        pending = left
-    del model.graph.node[:]
-    model.graph.node.extend(done)
-    return model
+    toposort(out.graph)  # the appended Mul nodes before their users
+    return out
 
 
 def variants(calib: Feeds) -> dict[str, Callable[[onnx.ModelProto, Path], onnx.ModelProto]]:
