@@ -83,3 +83,14 @@ def test_find_lock_prefers_the_specs_own_then_an_infc_lock_naming_it(tmp_path: P
     assert find_lock(other) == tmp_path / "other.lock", "an infc.lock of another spec is not this spec's"
     write_lock(tmp_path / "digits.lock", _lock(spec))
     assert find_lock(spec) == tmp_path / "digits.lock"
+
+
+@pytest.mark.parametrize("lock_file", sorted((Path(__file__).resolve().parents[2] / "specs").glob("*/*.lock")),
+                         ids=lambda p: p.name)
+def test_every_shipped_lock_matches_its_spec_and_files(lock_file: Path) -> None:
+    """A change to the spec schema's defaults (a new key) or to an example invalidates its committed lock:
+    `infc build --locked` then refuses it. Rebuild the example (`infc build SPEC`) and commit the new lock."""
+    spec = lock_file.with_suffix(".yaml")
+    lock = read_lock(lock_file)
+    now = current_inputs(load_spec(spec).spec, lock.inputs.target)
+    assert lock.inputs.spec == now.spec and lock.inputs.files == now.files, changes(lock.inputs, now)
