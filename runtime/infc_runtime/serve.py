@@ -95,7 +95,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .abi import ManifestError
-from .verify import BundleError, verify_bundle
+from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -110,6 +110,9 @@ LIMITS = ("max_body_bytes", "max_decompressed_bytes", "max_rows", "max_elements"
 """The `serving` limits the command line can override (`--max-body-bytes`, ...)."""
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+SIGNED = f"{MANIFEST} signed by key "
+"""What `Verified.summary()` says when the signature was checked."""
 
 PUBLIC_KEY_ENV = "INFC_PUBLIC_KEY"
 """The path of a PEM public key whose signature a served bundle must carry, when `--public-key` is not given
@@ -275,6 +278,11 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     if key is not None and args.no_verify:
         print(f"error: --no-verify cannot be used with a public key (--public-key or {PUBLIC_KEY_ENV}): signatures "
               "are required", file=sys.stderr)
+        return EXIT_USAGE
+    if key is not None and verified is not None and SIGNED not in verified:
+        # serve.py checked no signature: it saw no key, but argparse took an abbreviation (`--public PUB`)
+        print(f"error: public key {key}: the bundle's signature was not checked (give the option in full: "
+              "--public-key PUB)", file=sys.stderr)
         return EXIT_USAGE
     if args.no_verify:
         log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "SIGNATURE", "BundleError", "Verified", "content_hash",
+__all__ = ["MANIFEST", "MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "SIGNATURE", "BundleError", "Verified", "content_hash",
            "fingerprint", "load_public_key", "schema_version", "verify_bundle"]
 
 MAX_MANIFEST_BYTES = 32 << 20

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from runtime_bundle import seal, write_bundle
 
 from infc.signing import Keys, SigningError, keygen, sign_bundle
-from infc_runtime.serve import load_bundle
+from infc_runtime.serve import load_bundle, main, serve_bundle
 from infc_runtime.verify import SIGNATURE, BundleError, content_hash, verify_bundle
 
 
@@ -188,3 +188,21 @@ def test_signing_again_replaces_the_signature(bundle: Path, keys: Keys, tmp_path
     assert "bad signature" in refused(bundle, keys.public)
     assert sorted(p.name for p in bundle.iterdir() if p.name.startswith((".", "manifest"))) == [
         "manifest.json", "manifest.sig"]
+
+
+def test_serve_refuses_a_key_its_serve_py_did_not_check(bundle: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # serve.py looks for `--public-key` itself; an abbreviation argparse accepts must not skip the check
+    unchecked = verify_bundle(bundle).summary()
+    assert serve_bundle(bundle, ["--public", str(keys.public)], verified=unchecked) == 2
+    assert "the bundle's signature was not checked (give the option in full" in capsys.readouterr().err
+    monkeypatch.setenv("INFC_PUBLIC_KEY", str(keys.public))
+    assert serve_bundle(bundle, [], verified=unchecked) == 2
+    assert serve_bundle(bundle, ["--no-verify"]) == 2
+    assert "--no-verify cannot be used with a public key" in capsys.readouterr().err
+
+
+def test_the_runtime_command_checks_the_signature(bundle: Path, keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", str(bundle), "--public-key", str(keys.public)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.sig: missing: the bundle is not signed" in err
