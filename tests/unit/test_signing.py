@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import stat
+import sys
 from importlib.resources import files
 from pathlib import Path
 
@@ -206,3 +207,22 @@ def test_the_runtime_command_checks_the_signature(bundle: Path, keys: Keys, caps
     assert main(["serve", str(bundle), "--public-key", str(keys.public)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "manifest.sig: missing: the bundle is not signed" in err
+
+
+def test_without_cryptography_a_key_is_a_clear_error(bundle: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    sign_bundle(bundle, keys.private)
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives", None)  # import fails as if not installed
+    assert refused(bundle, keys.public) == (f"public key {keys.public}: checking a signature needs the Python "
+                                            "package cryptography, which is not installed (pip install "
+                                            "cryptography; a bundle's requirements.txt pins it)")
+    verify_bundle(bundle)  # without a key, nothing needs it
+    with pytest.raises(SigningError, match="signing needs the Python package cryptography"):
+        keygen(bundle.parent / "nokey")
+
+
+def test_bundles_pin_cryptography_for_serve_public_key() -> None:
+    from importlib import metadata
+
+    from infc.pins import pinned_requirements
+
+    assert f"\ncryptography=={metadata.version('cryptography')}\n" in pinned_requirements("x86")
