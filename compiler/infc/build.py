@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import platform
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -22,6 +23,7 @@ from infc_runtime.abi import ChoiceRecord, KernelFiles, KernelInfo, Manifest, Mo
 from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import ServingConfig, Tensors, TensorSpec
 
+from . import __version__
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
 from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
@@ -40,6 +42,7 @@ from .lock import (
     LockStatus,
     changes,
     current_inputs,
+    file_sha256,
     find_lock,
     read_lock,
     write_lock,
@@ -132,7 +135,8 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         tune = candidate is None and plan.host_matches_target and not _pinned(spec)
         limit = _limit(spec)
         outputs = list(post_flow.end)
-        stage = stage_bundle(_compute(spec, plan, chosen, files, first, prepared, outputs), work / "stage")
+        staged = _provenance(spec, plan, inputs, status.path if candidate is not None else None)
+        stage = stage_bundle(_compute(spec, plan, chosen, files, first, prepared, outputs, staged), work / "stage")
         say("measuring the bundle in a fresh process" + (" (batch sizes, then latency)" if tune else ""))
         quick = latency_gate == "off"  # reported only: a shorter measurement is enough
         measured = measure_bundle(stage, requests=spec.optimize.validation, budget=spec.budget.latency_ms,
@@ -152,10 +156,12 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     if passed and status.state in ("written", "relocked", "invalidated"):
         say(f"writing the lock {status.path}")
     status = _save_lock(status, passed, spec, inputs, choice, serving, serving_why, batches, plan)
+    used = status.path if status.state in ("reused", "written", "relocked", "invalidated") else None
     outcome = BuildOutcome(spec=spec, plan=plan, choice=choice, pre=pre_flow, post=post_flow, latency=latency,
                            lock=status, serving=serving, serving_why=serving_why, batches=tuple(batches),
-                           kernel_cache=cache, host=_host(plan),
-                           content=_compute(spec, plan, chosen, files, serving, prepared, outputs))
+                           kernel_cache=cache, host={**_host(plan), "platform": platform.platform()},
+                           content=_compute(spec, plan, chosen, files, serving, prepared, outputs,
+                                            _provenance(spec, plan, inputs, used)))
     outcome = replace(outcome, report=build_report(outcome))
     if report_path:
         Path(report_path).write_text(outcome.report)
@@ -170,6 +176,20 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
 def _host(plan: Plan) -> dict[str, Any]:
     """The build host, as the manifest and the lock record it."""
     return {"cpu": host_cpu(), "hardware": plan.host, "isa": plan.host_isa, "cpus": os.cpu_count()}
+
+
+def _provenance(spec: Spec, plan: Plan, inputs: LockInputs, lock: Path | None) -> dict[str, Any]:
+    """What the bundle was built from and by (the manifest's `provenance`): the spec file's, the source model's
+    and the lock's sha256 (None without one), infc's version and the build host. Only what already decides
+    the build is recorded in the content: the host's system, machine and ISA (the full `platform.platform()`,
+    with its kernel release, is in `measurements.host`: it would change the content hash on every OS update)."""
+    return {
+        "spec_sha256": file_sha256(spec.file),
+        "model_sha256": inputs.files["model"],
+        "lock_sha256": file_sha256(lock) if lock is not None and lock.is_file() else None,
+        "infc_version": __version__,
+        "build_host": {"system": platform.system(), "machine": platform.machine(), "isa": plan.host_isa},
+    }
 
 
 def _open_lock(spec: Spec, inputs: LockInputs, mode: str) -> tuple[LockStatus, Lock | None]:
@@ -325,7 +345,7 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, Ge
 
 
 def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes], serving: ServingConfig,
-             prepared: list[dict[str, Any]], outputs: list[TensorSpec]) -> Bundle:
+             prepared: list[dict[str, Any]], outputs: list[TensorSpec], provenance: dict[str, Any]) -> Bundle:
     """The bundle's files and the content part of its manifest (measurements are added after)."""
     base, exclude = choices_of(chosen)
     manifest = Manifest(
@@ -343,6 +363,7 @@ def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes]
         passes=tuple(chosen.records),
         prepared=tuple(prepared),
         versions=versions(),
+        provenance=provenance,
     )
     # the bundle's spec.yaml shows what the server uses: the chosen batching, the prepared parameters
     shipped = {**spec.data, "serving": serving.to_dict()}

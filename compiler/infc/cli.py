@@ -293,11 +293,38 @@ def diff(old: Path, new: Path, cache_dir: Path | None, latency_gate: str, all_ro
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
 def serve(bundle: Path, host: str, port: int, grpc_port: int | None, options: tuple[str, ...]) -> None:
     """Serve a built BUNDLE directory over the KServe V2 protocol (the bundle's serve.py options pass through:
-    --log-level, --no-verify, --allow-host, --max-body-bytes, ...; `python BUNDLE/serve.py --help` lists them)."""
+    --public-key PUB, --log-level, --no-verify, --allow-host, --max-body-bytes, ...; `python BUNDLE/serve.py
+    --help` lists them)."""
     from infc_runtime.serve import main as serve_main
 
     grpc = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
     sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *grpc, *options]))
+
+
+@cli.command()
+@click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write PREFIX.key (the private key, mode 0600: keep it secret) and PREFIX.pub.")
+def keygen(prefix: Path) -> None:
+    """Make an Ed25519 key pair for `infc sign` (private) and `serve --public-key` (public); never overwrites."""
+    from .signing import keygen as make_keys
+
+    keys = make_keys(prefix)
+    click.echo(f"wrote {keys.private} (private: keep it secret, sign with it) and {keys.public} (public: "
+               f"serve --public-key {keys.public}); key {keys.fingerprint}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--key", "key", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The private key (PEM, e.g. PREFIX.key from `infc keygen`).")
+def sign(bundle: Path, key: Path) -> None:
+    """Sign a built BUNDLE: verify it, then write BUNDLE/manifest.sig (Ed25519 over manifest.json's bytes), which
+    `serve --public-key PUB` (or INFC_PUBLIC_KEY) requires."""
+    from .signing import sign_bundle
+
+    signed = sign_bundle(bundle, key)
+    click.echo(f"signed {bundle} (content {signed.content_hash[:16]}): wrote {signed.signature}; "
+               f"key {signed.fingerprint}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,9 @@ __all__ = ["FAST_REQUIREMENTS", "PLATFORM_MARKERS", "RUNTIME_REQUIREMENTS", "STE
            "versions"]
 
 RUNTIME_REQUIREMENTS = ("onnxruntime", "numpy", "numba", "uvicorn", "starlette", "prometheus_client", "grpcio",
-                        "protobuf")  # grpcio, protobuf: `serve.py --grpc-port` only
+                        "protobuf", "cryptography")
+"""grpcio, protobuf: `serve.py --grpc-port` only; cryptography: `serve.py --public-key` (INFC_PUBLIC_KEY) only, a
+few MB of well-kept wheels pinned so that a bundle's image can require signatures (each imported only then)."""
 FAST_REQUIREMENTS = ("httptools", "uvloop", "orjson")
 """The server's fast path (HTTP parser, event loop, JSON codec): pinned when the build host has them; the runtime
 falls back to h11, asyncio and the stdlib json without them."""

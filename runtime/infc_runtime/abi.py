@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestError", "RequestTooLarge", "limits_for", "request_limits", "KernelModule", "KernelInfo",
            "kernel_module", "RUN", "EXAMPLES", "COLUMNS", "PADDING", "THREADS", "THREADS_ENV", "SCHEMA_VERSION",
-           "SCHEMA_MAJOR", "schema_version", "ManifestError", "Manifest", "ModelFile", "KernelFiles", "ChoiceRecord"]
+           "SCHEMA_MAJOR", "SIGNED_SINCE", "schema_version", "ManifestError", "Manifest", "ModelFile", "KernelFiles",
+           "ChoiceRecord"]
 
 
 class RequestError(ValueError):
@@ -114,10 +115,13 @@ def kernel_module(module: ModuleType) -> KernelInfo:
 
 # -- the manifest ----------------------------------------------------------------
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """MAJOR.MINOR of `manifest.json`. A reader refuses another major; a newer minor only adds keys,
 which an older reader ignores. 1.0: the manifests of `"format": 1` written before the version
-was (they have no `schema_version`); 1.1: `schema_version` added."""
+was (they have no `schema_version`); 1.1: `schema_version` added; 1.2: `provenance` added, and the
+bundle's verifier accepts `manifest.sig` (so `infc sign` signs only bundles of 1.2 or later)."""
+SIGNED_SINCE = (1, 2)
+"""The first schema version whose bundles' own verifier accepts a `manifest.sig` beside the manifest."""
 SCHEMA_MAJOR = verify.SCHEMA_MAJOR
 
 
@@ -159,7 +163,9 @@ class Manifest:
     prepared step parameters and the tool versions stay plain JSON. `files` and
     `content_hash` are set when the bundle's files are known (`infc.bundle`);
     `measurements` (measured figures, measured files' hashes) is outside the
-    content hash.
+    content hash. `provenance` (1.2): what the bundle was built from and by,
+    `{spec_sha256, model_sha256, lock_sha256 (null without a lock), infc_version,
+    build_host: {system, machine, isa}}`; None in older manifests.
     """
 
     name: str
@@ -179,6 +185,7 @@ class Manifest:
     content_hash: str = ""
     measurements: Mapping[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
+    provenance: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
@@ -204,6 +211,7 @@ class Manifest:
                 versions=dict(d.get("versions", {})), files=dict(d.get("files", {})),
                 content_hash=str(d.get("content_hash", "")), measurements=dict(d.get("measurements", {})),
                 schema_version=schema,
+                provenance=None if d.get("provenance") is None else dict(d["provenance"]),
             )
         except KeyError as exc:
             raise ManifestError(f"missing key {exc}") from None
@@ -229,6 +237,8 @@ class Manifest:
         }
         if self.plan is not None:
             d["plan"] = dict(self.plan)
+        if self.provenance is not None:
+            d["provenance"] = dict(self.provenance)
         if self.choice is not None:
             d["choice"] = {"candidate": self.choice.candidate, "base": self.choice.base,
                            "exclude": list(self.choice.exclude)}

@@ -1,7 +1,7 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
     python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--grpc-port PORT] [--log-level info]
-        [--no-warmup] [--no-verify] [--allow-host NAME]... [--access-log]
+        [--no-warmup] [--no-verify | --public-key PUB] [--allow-host NAME]... [--access-log]
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
@@ -13,6 +13,15 @@ extra file, or a path outside the bundle, ends with exit 2 and one line on
 stderr naming the file, before the server listens. `--no-verify` skips the
 check, for development: the log says so at start (WARNING) and the metric
 `infc_bundle_verified` is 0.
+
+`--public-key PUB` (or, when the option is not given, the environment variable
+INFC_PUBLIC_KEY, `PUBLIC_KEY_ENV`: the path of a PEM Ed25519 public key) also
+requires `manifest.sig`, a good signature of manifest.json by the matching
+private key (`infc sign`), checked before the manifest is parsed:
+an unsigned or wrongly signed bundle ends with exit 2 and one line naming
+manifest.sig. It needs the `cryptography` package (imported only then; exit 2
+when it is missing); with `--no-verify` it is a usage error (exit 2). Only the
+key's path and fingerprint are ever logged.
 
 The request limits of the manifest's `serving` section can be overridden:
 `--max-body-bytes` (the body as received), `--max-decompressed-bytes` (after
@@ -42,7 +51,8 @@ Entry points for other code:
 - `serve_bundle(bundle_dir, argv, verified=None) -> int`: what a bundle's own
   `serve.py` calls, with only the options in `argv`, once it has verified the
   bundle itself (`verified`: the summary), before importing this package.
-- `load_bundle(bundle_dir, verify=True) -> Pipeline`: verify, then load.
+- `load_bundle(bundle_dir, verify=True, public_key=None) -> Pipeline`: verify (with the signature, when
+  `public_key` names a PEM file), then load.
 
 One process, one event loop (uvicorn, HTTP/1.1 with httptools on uvloop, or h11
 on asyncio where those are not installed; `infc_runtime.http_server` holds the
@@ -78,20 +88,21 @@ import gc
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .abi import ManifestError
-from .verify import BundleError, verify_bundle
+from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from .pipeline import Pipeline
 
-__all__ = ["BundleError", "LIMITS", "load_bundle", "main", "serve_bundle"]
+__all__ = ["BundleError", "LIMITS", "PUBLIC_KEY_ENV", "load_bundle", "main", "public_key", "serve_bundle"]
 
 EXIT_OK, EXIT_START_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -100,11 +111,19 @@ LIMITS = ("max_body_bytes", "max_decompressed_bytes", "max_rows", "max_elements"
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
+SIGNED = f"{MANIFEST} signed by key "
+"""What `Verified.summary()` says when the signature was checked."""
+
+PUBLIC_KEY_ENV = "INFC_PUBLIC_KEY"
+"""The path of a PEM public key whose signature a served bundle must carry, when `--public-key` is not given
+(the bundle's serve.py reads the same variable)."""
+
 log = logging.getLogger("infc_runtime")
 
 
-def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Pipeline:
-    """`verify_bundle`, then `Pipeline.load`, with every failure turned into one clear `BundleError`."""
+def load_bundle(bundle_dir: str | Path, *, verify: bool = True, public_key: str | Path | None = None) -> Pipeline:
+    """`verify_bundle` (with the signature by `public_key`'s private key, when given), then `Pipeline.load`, with
+    every failure turned into one clear `BundleError`."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory")
@@ -112,7 +131,7 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> Pipeline:
     if not manifest.is_file():
         raise BundleError(f"{root}: no manifest.json (is this an infc bundle?)")
     if verify:  # before any kernel module is imported and before the model is read
-        verified = verify_bundle(root)
+        verified = verify_bundle(root, public_key=public_key)
         log.info("bundle %s verified: %s", root, verified.summary())
         for path in verified.mismatched:
             log.warning("%s/%s: Numba cache file does not match the manifest: removed, the kernels compile "
@@ -170,6 +189,9 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-warmup", action="store_true", help="be ready at once, without warming up")
     parser.add_argument("--no-verify", action="store_true",
                         help="do not check the bundle's files against manifest.json (development only)")
+    parser.add_argument("--public-key", metavar="PUB", default=None,
+                        help=f"require manifest.sig, a signature by this PEM public key's private key (infc sign); "
+                             f"default: ${PUBLIC_KEY_ENV} when set (needs the cryptography package)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="accept requests whose Host header names NAME (repeatable)")
     parser.add_argument("--access-log", action="store_true",
@@ -243,16 +265,31 @@ def _serve(args: argparse.Namespace) -> int:
                       on_shutdown=on_shutdown)
 
 
+def public_key(option: str | None) -> str | None:
+    """The public key file to check signatures with: `--public-key`'s, else $INFC_PUBLIC_KEY's, else None."""
+    return option or os.environ.get(PUBLIC_KEY_ENV) or None
+
+
 def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None] | int:
     """The app serving the bundle `args` names (warm-up not run yet) and what to call when its shutdown begins
     (the gRPC endpoint's stop), or the exit code when it cannot."""
     verified = getattr(args, "verified", None)
+    key = public_key(args.public_key)
+    if key is not None and args.no_verify:
+        print(f"error: --no-verify cannot be used with a public key (--public-key or {PUBLIC_KEY_ENV}): signatures "
+              "are required", file=sys.stderr)
+        return EXIT_USAGE
+    if key is not None and verified is not None and SIGNED not in verified:
+        # serve.py checked no signature: it saw no key, but argparse took an abbreviation (`--public PUB`)
+        print(f"error: public key {key}: the bundle's signature was not checked (give the option in full: "
+              "--public-key PUB)", file=sys.stderr)
+        return EXIT_USAGE
     if args.no_verify:
         log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")
     elif verified is not None:
         log.info("bundle %s verified by its serve.py: %s", args.bundle_dir, verified)
     try:
-        pipeline = load_bundle(args.bundle_dir, verify=not args.no_verify and verified is None)
+        pipeline = load_bundle(args.bundle_dir, verify=not args.no_verify and verified is None, public_key=key)
     except BundleError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE

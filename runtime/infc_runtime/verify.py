@@ -32,11 +32,20 @@ naming the file and what is wrong) at the first problem:
    (a read-only bundle) cannot hold caches written since the build, so a cache
    that cannot be removed fails the check.
 
+5. With a public key (`public_key=`, a PEM file; `serve --public-key PUB` or
+   `INFC_PUBLIC_KEY`), first of all: `manifest.sig` beside the manifest is an
+   Ed25519 signature (base64) over the exact bytes of `manifest.json` by the
+   matching private key (`infc sign BUNDLE --key KEY`). Since the manifest
+   hashes every other file, a good signature vouches for the whole bundle.
+   `manifest.sig` is the one file besides `manifest.json` that the manifest
+   does not list. Checking it needs the `cryptography` package, imported only
+   then (a bundle's requirements.txt pins it).
+
 What this protects, honestly: a bundle whose files were changed, added or
 removed after the build is refused before any kernel module is imported and
 before the model is read. The manifest is checked against itself only (its
-`content_hash`); whoever can rewrite the manifest with new hashes is not
-stopped until the content hash is signed (deploy work). `measurements` is not
+`content_hash`); whoever can rewrite the manifest with new hashes is stopped
+only by a signature checked with a public key (5.). `measurements` is not
 covered by the content hash. The bundle's own `serve.py` is the trust root: it
 runs this module, compiled from its source bytes, before importing anything
 else of the bundle; with `python -m infc_runtime serve` the runtime is the
@@ -48,6 +57,8 @@ before the `infc_runtime` package is imported.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -58,8 +69,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "BundleError", "Verified", "content_hash", "schema_version",
-           "verify_bundle"]
+__all__ = ["MANIFEST", "MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "SIGNATURE", "BundleError", "Verified", "content_hash",
+           "fingerprint", "load_public_key", "schema_version", "verify_bundle"]
 
 MAX_MANIFEST_BYTES = 32 << 20
 """A larger manifest.json is refused before it is parsed."""
@@ -69,6 +80,9 @@ SCHEMA_MAJOR = 1
 nothing of the package, see above)."""
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+"""The Ed25519 signature over manifest.json's bytes (base64, one line): written by `infc sign`."""
+_MAX_SIGNATURE_BYTES = 1024
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NUMBA_CACHE = re.compile(r"(kernels|infc_runtime/ops)/__pycache__/[^/]+\.nb[ic]")
@@ -91,9 +105,13 @@ class Verified:
     removed: tuple[str, ...] = ()
     """Cache files removed: unlisted, or listed Numba cache files that did not match (in `mismatched`)."""
     mismatched: tuple[str, ...] = ()
+    signed_by: str | None = None
+    """The fingerprint of the public key whose signature was checked (`fingerprint`); None: not checked."""
 
     def summary(self) -> str:
         text = f"{self.files} files ({self.bytes / 1e6:.1f} MB) match content hash {self.content_hash[:12]}"
+        if self.signed_by is not None:
+            text += f"; {MANIFEST} signed by key {self.signed_by}"
         return text + (f"; removed {len(self.removed)} untrusted cache file(s)" if self.removed else "")
 
 
@@ -103,12 +121,19 @@ def content_hash(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def verify_bundle(root: str | Path) -> Verified:
-    """Check the bundle in `root` against its manifest (module docstring); remove untrusted caches."""
+def verify_bundle(root: str | Path, *, public_key: str | Path | None = None) -> Verified:
+    """Check the bundle in `root` against its manifest (module docstring); remove untrusted caches.
+
+    `public_key`: a PEM file; the manifest's bytes must then carry a good signature by its private key,
+    checked before they are parsed."""
     base = Path(os.path.realpath(root))
     if not base.is_dir():
         raise BundleError(f"{root}: not a directory")
-    manifest = _read_manifest(base, root)
+    data = _read_manifest_bytes(base, root)
+    signed_by = None
+    if public_key is not None:  # the signature before anything of the manifest is parsed
+        signed_by = _check_signature(base, root, data, load_public_key(public_key), public_key)
+    manifest = _parse_manifest(data, root)
     where = f"{root}/{MANIFEST}"
     try:
         schema_version(manifest)
@@ -141,10 +166,79 @@ def verify_bundle(root: str | Path) -> Verified:
             total += size
     untrusted = sorted([*mismatched, *_unlisted(base, root, files.keys() | measured.keys())])
     removed = tuple(_remove(base, root, path) for path in untrusted)
-    return Verified(base, expected, len(files) + len(measured), total, removed, tuple(sorted(mismatched)))
+    return Verified(base, expected, len(files) + len(measured), total, removed, tuple(sorted(mismatched)),
+                    signed_by)
 
 
-def _read_manifest(base: Path, root: str | Path) -> dict[str, Any]:
+def load_public_key(path: str | Path) -> Any:
+    """The Ed25519 public key in the PEM file `path`; BundleError (naming the file, never its content) when it
+    cannot be read or is not one, or when the `cryptography` package is not installed."""
+    serialization, ed25519 = _crypto(f"public key {path}")
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(_MAX_SIGNATURE_BYTES * 16)
+    except OSError as exc:
+        raise BundleError(f"public key {path}: cannot read ({exc.strerror})") from None
+    if b"PRIVATE KEY" in pem:  # said without echoing it: a private key belongs with `infc sign` only
+        raise BundleError(f"public key {path}: holds a private key; give the public key (`infc keygen` writes "
+                          "it as PREFIX.pub)")
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError):  # their messages are not shown: nothing of the file's content is
+        key = None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise BundleError(f"public key {path}: not an Ed25519 public key in PEM form (`infc keygen` writes one)")
+    return key
+
+
+def fingerprint(key: Any) -> str:
+    """`sha256:` and the first 16 hex digits of the sha256 of an Ed25519 public key's 32 raw bytes."""
+    serialization, _ = _crypto("a key fingerprint")
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _crypto(needed_by: str) -> tuple[Any, Any]:
+    """`cryptography`'s serialization and ed25519 modules, imported only when a signature is checked."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError:
+        raise BundleError(f"{needed_by}: checking a signature needs the Python package cryptography, which is "
+                          "not installed (pip install cryptography; a bundle's requirements.txt pins it)") from None
+    return serialization, ed25519
+
+
+def _check_signature(base: Path, root: str | Path, data: bytes, key: Any, public_key: str | Path) -> str:
+    """The key's fingerprint when `manifest.sig` is a good signature of `data` by `key`, else BundleError."""
+    where = f"{root}/{SIGNATURE}"
+    path = base / SIGNATURE
+    if not path.exists() and not path.is_symlink():
+        raise BundleError(f"{where}: missing: the bundle is not signed, and the public key {public_key} requires a "
+                          f"signature (infc sign BUNDLE --key KEY)")
+    _inside(base, root, SIGNATURE)
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{where}: not a regular file")
+            text = f.read(_MAX_SIGNATURE_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{where}: cannot read ({exc.strerror})") from None
+    try:
+        signature = base64.b64decode(text.strip(), validate=True) if len(text) <= _MAX_SIGNATURE_BYTES else b""
+    except (binascii.Error, ValueError):
+        signature = b""
+    if len(signature) != 64:
+        raise BundleError(f"{where}: not an Ed25519 signature (expected 64 bytes in base64)")
+    try:
+        key.verify(signature, data)
+    except Exception:  # cryptography's InvalidSignature
+        raise BundleError(f"{where}: bad signature: {MANIFEST} is not signed by the key in {public_key} (signed "
+                          "by another key, or changed since it was signed)") from None
+    return fingerprint(key)
+
+
+def _read_manifest_bytes(base: Path, root: str | Path) -> bytes:
     where = f"{root}/{MANIFEST}"
     path = base / MANIFEST
     if not path.exists() and not path.is_symlink():
@@ -159,6 +253,11 @@ def _read_manifest(base: Path, root: str | Path) -> dict[str, Any]:
         raise BundleError(f"{where}: cannot read ({exc.strerror})") from None
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{where}: larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    return data
+
+
+def _parse_manifest(data: bytes, root: str | Path) -> dict[str, Any]:
+    where = f"{root}/{MANIFEST}"
     try:
         manifest = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -191,8 +290,8 @@ def _listing(value: Any, where: str, key: str) -> dict[str, str]:
         raise BundleError(f"{where}: {key}: expected an object of path -> sha256")
     for path, digest in value.items():
         _check_shape(path, where, key)
-        if path == MANIFEST:
-            raise BundleError(f"{where}: {key}: lists {MANIFEST} itself")
+        if path in (MANIFEST, SIGNATURE):
+            raise BundleError(f"{where}: {key}: lists {path} (the manifest and its signature are not listed)")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise BundleError(f"{where}: {key}: {path!r}: expected a sha256 hex digest")
     return value
@@ -264,7 +363,7 @@ def _unlisted(base: Path, root: str | Path, listed: set[str]) -> list[str]:
         # a symlinked folder is not walked into: it is an entry of its own, never a listed file
         for name in [*names, *(d for d in dirs if (here / d).is_symlink())]:
             rel = (here / name).relative_to(base).as_posix()
-            if rel == MANIFEST or rel in listed:
+            if rel in (MANIFEST, SIGNATURE) or rel in listed:
                 continue
             if here.name == "__pycache__" and not (here / name).is_dir():
                 caches.append(rel)

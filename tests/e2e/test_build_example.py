@@ -135,6 +135,10 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     second = build(spec, tmp_path / "b", iterations=20, latency_gate="off")
     assert second.lock.state == "reused"
     assert first.bundle.content_hash == second.bundle.content_hash
+    # the lock this build wrote, and the next one reused, is the lock both bundles record
+    lock = hashlib.sha256((tmp_path / "digits.lock").read_bytes()).hexdigest()
+    assert first.bundle.manifest.provenance and second.bundle.manifest.provenance
+    assert first.bundle.manifest.provenance["lock_sha256"] == second.bundle.manifest.provenance["lock_sha256"] == lock
     a, b = first.path, second.path
     assert a is not None and b is not None
     files_a = {str(p.relative_to(a)): p.read_bytes() for p in a.rglob("*") if p.is_file()}
