@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_bundle import OUTPUTS, make_request, write_bundle
+from runtime_bundle import OUTPUTS, make_request, seal, write_bundle
 from servers import Server
 from tritonclient.utils import InferenceServerException
 
@@ -32,9 +32,16 @@ from infc_runtime.types import Tensors
 MODEL = "toy"
 
 
-def start(tmp_path_factory: pytest.TempPathFactory, name: str, **serving: Any) -> tuple[Server, Path]:
+def start(tmp_path_factory: pytest.TempPathFactory, name: str, pre_seconds: float = 0.0,
+          **serving: Any) -> tuple[Server, Path]:
+    """A server of the toy bundle; with `pre_seconds`, its pre-processing sleeps that long per request."""
     root = tmp_path_factory.mktemp(name)
     bundle = write_bundle(root / "bundle", serving=serving, numba=True)
+    if pre_seconds:
+        pre = bundle / "kernels" / "pre.py"
+        pre.write_text(pre.read_text().replace("def run(tensors):", "import time\n\n\ndef run(tensors):\n"
+                                                                     f"    time.sleep({pre_seconds})"))
+        seal(bundle)
     command = [sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}"]
     return Server(command, root / "server.log"), bundle
 
@@ -196,8 +203,10 @@ def _arrived(server: Server) -> tuple[float, float]:
 
 
 def test_sigterm_finishes_in_flight_requests(tmp_path_factory: pytest.TempPathFactory) -> None:
-    # requests sit in the batcher for up to a second: they are in flight when SIGTERM lands
-    server, bundle = start(tmp_path_factory, "sigterm", max_batch_size=64, max_queue_delay_ms=1000)
+    # requests sit in the batcher for up to a second: they are in flight when SIGTERM lands. A lone request runs
+    # at once; its slow pre-processing (0.3 s) keeps the others queued behind it even when they trickle in
+    server, bundle = start(tmp_path_factory, "sigterm", pre_seconds=0.3, max_batch_size=64,
+                           max_queue_delay_ms=1000)
     try:
         server.wait_ready()
         requests = [make_request(2, seed=i) for i in range(6)]
