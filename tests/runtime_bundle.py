@@ -18,6 +18,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,16 @@ def write_bundle(
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return seal(root)
+
+
+def with_runtime(root: Path) -> Path:
+    """`root` with a copy of the installed runtime's modules in `infc_runtime/`, as a built bundle has."""
+    runtime = root / "infc_runtime"
+    runtime.mkdir()
+    for entry in files("infc_runtime").iterdir():
+        if entry.name.endswith(".py"):
+            (runtime / entry.name).write_bytes(entry.read_bytes())
+    return root
 
 
 def seal(root: Path) -> Path:

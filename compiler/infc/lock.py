@@ -35,7 +35,8 @@ from .spec import Spec
 from .spec.files import shown
 
 __all__ = ["LOCK_VERSION", "MODES", "Choices", "Lock", "LockError", "LockInputs", "LockStatus", "changes",
-           "current_inputs", "file_sha256", "find_lock", "flatten", "read_lock", "spec_changes", "write_lock"]
+           "current_inputs", "file_sha256", "find_lock", "flatten", "read_lock", "spec_changes", "write_atomic",
+           "write_lock"]
 
 LOCK_VERSION = 1
 MODES = ("auto", "relock", "locked", "ignore")
@@ -178,11 +179,15 @@ def read_lock(path: Path) -> Lock:
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write atomically (a reader never sees half a lock), sorted keys, one trailing newline."""
-    text = json.dumps(lock.to_dict(), indent=2, sort_keys=True) + "\n"
+    write_atomic(path, (json.dumps(lock.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, mode 0644: a reader sees the old file or the whole new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -27,6 +27,7 @@ from infc_runtime.abi import SIGNED_SINCE
 from infc_runtime.verify import MANIFEST, SIGNATURE, BundleError, fingerprint, schema_version, verify_bundle
 
 from .errors import InfcError
+from .lock import write_atomic
 
 __all__ = ["Keys", "Signed", "SigningError", "keygen", "sign_bundle"]
 
@@ -95,7 +96,7 @@ def sign_bundle(bundle: Path, key_path: Path) -> Signed:
     data = (bundle / MANIFEST).read_bytes()
     _check_schema(bundle, data)
     signature = bundle / SIGNATURE
-    _write(signature, base64.b64encode(key.sign(data)) + b"\n")
+    write_atomic(signature, base64.b64encode(key.sign(data)) + b"\n")
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     with tempfile.TemporaryDirectory(prefix="infc-sign-") as tmp:
@@ -145,16 +146,3 @@ def _check_schema(bundle: Path, data: bytes) -> None:
         raise SigningError(f"cannot sign {bundle}: its manifest is schema {shown}, whose verifier does not know "
                            f"{SIGNATURE} (signed bundles are {'.'.join(map(str, SIGNED_SINCE))} or later: rebuild "
                            "it with this infc)")
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically, mode 0644 (a reader never sees half a signature)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -216,14 +216,7 @@ def _check_signature(base: Path, root: str | Path, data: bytes, key: Any, public
     if not path.exists() and not path.is_symlink():
         raise BundleError(f"{where}: missing: the bundle is not signed, and the public key {public_key} requires a "
                           f"signature (infc sign BUNDLE --key KEY)")
-    _inside(base, root, SIGNATURE)
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise BundleError(f"{where}: not a regular file")
-            text = f.read(_MAX_SIGNATURE_BYTES + 1)
-    except OSError as exc:
-        raise BundleError(f"{where}: cannot read ({exc.strerror})") from None
+    text = _read_small(base, root, SIGNATURE, _MAX_SIGNATURE_BYTES)
     try:
         signature = base64.b64decode(text.strip(), validate=True) if len(text) <= _MAX_SIGNATURE_BYTES else b""
     except (binascii.Error, ValueError):
@@ -243,17 +236,23 @@ def _read_manifest_bytes(base: Path, root: str | Path) -> bytes:
     path = base / MANIFEST
     if not path.exists() and not path.is_symlink():
         raise BundleError(f"{root}: no {MANIFEST} (is this an infc bundle?)")
-    _inside(base, root, MANIFEST)
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise BundleError(f"{where}: not a regular file")
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as exc:
-        raise BundleError(f"{where}: cannot read ({exc.strerror})") from None
+    data = _read_small(base, root, MANIFEST, MAX_MANIFEST_BYTES)
     if len(data) > MAX_MANIFEST_BYTES:
         raise BundleError(f"{where}: larger than {MAX_MANIFEST_BYTES >> 20} MiB")
     return data
+
+
+def _read_small(base: Path, root: str | Path, name: str, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the bundle's regular file `name` (kept inside the bundle); BundleError else."""
+    where = f"{root}/{name}"
+    _inside(base, root, name)
+    try:
+        with open(base / name, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{where}: not a regular file")
+            return f.read(limit + 1)
+    except OSError as exc:
+        raise BundleError(f"{where}: cannot read ({exc.strerror})") from None
 
 
 def _parse_manifest(data: bytes, root: str | Path) -> dict[str, Any]:

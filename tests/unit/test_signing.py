@@ -8,13 +8,12 @@ import json
 import os
 import stat
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from runtime_bundle import seal, write_bundle
+from runtime_bundle import seal, with_runtime, write_bundle
 
 from infc.signing import Keys, SigningError, keygen, sign_bundle
 from infc_runtime.serve import load_bundle, main, serve_bundle
@@ -24,12 +23,7 @@ from infc_runtime.verify import SIGNATURE, BundleError, content_hash, verify_bun
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     """The toy bundle with a copy of the runtime, of the schema that may be signed, sealed."""
-    root = write_bundle(tmp_path / "bundle")
-    runtime = root / "infc_runtime"
-    runtime.mkdir()
-    for entry in files("infc_runtime").iterdir():
-        if entry.name.endswith(".py"):
-            (runtime / entry.name).write_bytes(entry.read_bytes())
+    root = with_runtime(write_bundle(tmp_path / "bundle"))
     manifest = json.loads((root / "manifest.json").read_text())
     (root / "manifest.json").write_text(json.dumps({**manifest, "schema_version": "1.2"}))
     return seal(root)

@@ -6,12 +6,11 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_bundle import seal, write_bundle
+from runtime_bundle import seal, with_runtime, write_bundle
 
 from infc.bundle import content_hash as compiler_content_hash
 from infc_runtime import verify
@@ -22,12 +21,7 @@ from infc_runtime.verify import BundleError, content_hash, verify_bundle
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     """The toy bundle with a copy of the runtime in it, as a built bundle has, sealed."""
-    root = write_bundle(tmp_path / "bundle")
-    runtime = root / "infc_runtime"
-    runtime.mkdir()
-    for entry in files("infc_runtime").iterdir():
-        if entry.name.endswith(".py"):
-            (runtime / entry.name).write_bytes(entry.read_bytes())
+    root = with_runtime(write_bundle(tmp_path / "bundle"))
     return seal(root)
 
 
