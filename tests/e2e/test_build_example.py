@@ -207,9 +207,14 @@ def test_latency_budget_chose_the_serving_batch(digits_bundle: Path) -> None:
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
     tuning, serving = manifest["measurements"]["serving_tuning"], manifest["serving"]
     points = {p["batch"]: p for p in tuning["batches"]}
-    assert points[1]["p50_ms"] > 0 and "fits the 10 ms budget" in tuning["reason"]
-    # the rule: the largest measured batch whose worst case fits the p99 budget of 10 ms
-    delay = serving["max_queue_delay_ms"]
-    fits = [b for b, p in points.items() if delay + 2 * p["p99_ms"] <= 10]
-    assert serving["max_batch_size"] == max(fits)
+    assert points[1]["p50_ms"] > 0
+    # the rule: the largest measured batch whose worst case (a 1 ms window + 2 x its p99) fits the p99 budget of
+    # 10 ms; on a host too busy for any (batch 1's p99 over 4.5 ms), batch 1 without waiting
+    fits = [b for b, p in points.items() if 1.0 + 2 * p["p99_ms"] <= 10]
+    if fits:
+        assert "fits the 10 ms budget" in tuning["reason"]
+        assert (serving["max_batch_size"], serving["max_queue_delay_ms"]) == (max(fits), 1.0)
+    else:
+        assert "leaves no room to wait within 10 ms" in tuning["reason"]
+        assert (serving["max_batch_size"], serving["max_queue_delay_ms"]) == (1, 0.0)
     assert "| batch | p50 ms | p99 ms | rows/s |" in (digits_bundle / "report.md").read_text()
