@@ -44,7 +44,7 @@ MODES = ("auto", "relock", "locked", "ignore")
 (exit 2); ignore: neither read nor write one (experiments, tests)."""
 
 _MAX_LOCK_BYTES = 4 << 20  # a lock is a few kB; a bigger file is not one of ours
-_IDENTITY = ("name", "version")  # renaming or bumping the version changes no measured decision
+_IDENTITY = ("name", "version", "deploy")  # renaming, a new version or how it ships changes no measured decision
 
 
 class LockError(InfcError):
@@ -71,7 +71,7 @@ class LockInputs:
     """Everything the locked decisions depend on."""
 
     spec: dict[str, Any]
-    """The resolved spec as data (defaults applied), without name and version."""
+    """The resolved spec as data (defaults applied), without name, version and deploy."""
     files: dict[str, str]
     """sha256 of each file the spec names, by the key that names it (`model`, `optimize.calibration`, ...)."""
     target: dict[str, Any]

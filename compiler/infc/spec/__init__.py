@@ -15,6 +15,7 @@ from .model import (
     AccuracyBudget,
     Budget,
     CheckedSpec,
+    Deploy,
     LatencyBudget,
     Optimize,
     RequestData,
@@ -26,6 +27,6 @@ from .prepare import prepare_spec
 from .schema import schema
 
 __all__ = [
-    "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Optimize", "Step", "Spec",
+    "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Deploy", "Optimize", "Step", "Spec",
     "RequestData", "CheckedSpec", "schema", "load_spec", "prepare_spec", "MAX_SPEC_BYTES",
 ]

@@ -16,7 +16,7 @@ from infc_runtime.types import ServingConfig, TensorSpec
 from ..isa import DEFAULT_ISA
 from ..kernels import registry
 from . import budgets
-from .model import AccuracyBudget, Budget, LatencyBudget, Optimize, Spec, Step, Target
+from .model import AccuracyBudget, Budget, Deploy, LatencyBudget, Optimize, Spec, Step, Target
 from .schema import STEP_SECTIONS, schema
 from .yaml import KeyPath, Mark
 
@@ -82,6 +82,12 @@ def _serving_config(s: dict[str, Any]) -> ServingConfig:
     return ServingConfig(**{k: kinds[k](v) for k, v in s.items() if k in kinds})
 
 
+def _deploy(d: dict[str, Any]) -> Deploy:
+    replicas = d["replicas"]
+    return Deploy(bool(d["wheelhouse"]), d.get("base_image"), d.get("image"), int(replicas["min"]),
+                  int(replicas["max"]), int(d["cpu_percent"]), str(d["memory"]))
+
+
 def to_spec(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
            inputs: Sequence[TensorSpec], raw: dict[str, Any]) -> Spec:
     """The `Spec` of resolved `data` (`raw`: as written, for the paths of budgets and the pinned serving keys)."""
@@ -118,6 +124,7 @@ def to_spec(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
         preprocess=steps(file, data["preprocess"], "preprocess"),
         postprocess=steps(file, data["postprocess"], "postprocess"),
         serving=ServingConfig(**data["serving"]),
+        deploy=_deploy(data["deploy"]),
         data=data,
         marks=MappingProxyType(marks),
         serving_pinned=frozenset(raw["serving"]) if isinstance(raw.get("serving"), dict) else frozenset(),

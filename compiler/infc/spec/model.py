@@ -103,6 +103,21 @@ class Optimize:
 
 
 @dataclass(frozen=True)
+class Deploy:
+    """The `deploy` section: how the bundle ships (wheelhouse, image, Kubernetes values)."""
+
+    wheelhouse: bool = False
+    base_image: str | None = None
+    """Pinned by digest; None: infc's documented default for the target (infc.deploy)."""
+    image: str | None = None
+    """None: NAME:VERSION."""
+    min_replicas: int = 1
+    max_replicas: int = 4
+    cpu_percent: int = 70
+    memory: str = "1Gi"
+
+
+@dataclass(frozen=True)
 class Step:
     """One pre/post step: its registry name, its parameters, and where the spec wrote it."""
 
@@ -127,6 +142,7 @@ class Spec:
     preprocess: tuple[Step, ...]
     postprocess: tuple[Step, ...]
     serving: ServingConfig
+    deploy: Deploy
     data: Mapping[str, Any]
     marks: Mapping[KeyPath, Mark]
     serving_pinned: frozenset[str] = frozenset()

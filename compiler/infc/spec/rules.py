@@ -48,6 +48,12 @@ def cross_checks(raw: dict[str, Any]) -> list[Finding]:
     if quantize == "auto" and "accuracy" not in budget:
         out.append(Finding(q, "quantize auto needs budget.accuracy to choose between candidates"))
 
+    replicas = mapping(mapping(raw.get("deploy")).get("replicas"))
+    low, high = replicas.get("min", 1), replicas.get("max", 4)
+    if _number(low) and _number(high) and low > high:
+        out.append(Finding(("deploy", "replicas", "max" if "max" in replicas else "min"),
+                           f"replicas max ({high}) is below min ({low})"))
+
     accuracy = budget.get("accuracy")
     if budgets.written(accuracy):
         if "validation" not in opt:

@@ -38,10 +38,14 @@ SEMVER_PATTERN = (  # https://semver.org, the suggested regular expression
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
+IMAGE_DIGEST_PATTERN = r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 PATTERN_NAMES = {
     NAME_PATTERN: "lowercase letters, digits and dashes, starting with a letter",
     SEMVER_PATTERN: "a semantic version such as 1.0.0",
     "^[NCHWD]+$": "axis letters (N, C, H, W, D) such as HWC",
+    IMAGE_DIGEST_PATTERN: "an image pinned by digest, NAME[:TAG]@sha256: and 64 hex digits",
+    QUANTITY_PATTERN: "a Kubernetes quantity such as 512Mi or 1Gi",
 }
 """What each pattern means, in words, for error messages."""
 
@@ -81,6 +85,38 @@ def _serving() -> dict[str, Any]:
         "properties": {
             name: {"type": kind, **bounds, "default": defaults[name], "description": doc}
             for name, (kind, bounds, doc) in _SERVING.items()
+        },
+    }
+
+
+def _deploy() -> dict[str, Any]:
+    integer = {"type": "integer", "minimum": 1}
+    return {
+        "type": "object",
+        "description": "how the bundle ships: its wheelhouse, its image and its Kubernetes files",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "wheelhouse": {"type": "boolean", "default": False, "description": (
+                "put every run-time wheel, for the target's platform and the build's Python, into the bundle "
+                "(wheels/), pinned with --hash, so install.sh and the image install with no network; "
+                "`infc build --wheelhouse` does the same")},
+            "base_image": {"type": "string", "pattern": IMAGE_DIGEST_PATTERN, "maxLength": 512, "description": (
+                "the Dockerfile's base image, pinned by digest (NAME[:TAG]@sha256:DIGEST); default: "
+                "infc's documented python:3.11-slim (x86, arm) or CUDA runtime (cuda) image")},
+            "image": {"type": "string", "minLength": 1, "maxLength": 512,
+                      "description": "the image the Kubernetes files run (default NAME:VERSION)"},
+            "replicas": {
+                "type": "object",
+                "description": "pods the HorizontalPodAutoscaler keeps (min <= max)",
+                "additionalProperties": False,
+                "default": {},
+                "properties": {"min": {**integer, "default": 1}, "max": {**integer, "default": 4}},
+            },
+            "cpu_percent": {"type": "integer", "minimum": 1, "maximum": 100, "default": 70, "description": (
+                "average CPU use, in percent of the requested CPUs, above which the autoscaler adds pods")},
+            "memory": {"type": "string", "pattern": QUANTITY_PATTERN, "default": "1Gi", "description": (
+                "memory each pod requests and is limited to, a Kubernetes quantity such as 1Gi")},
         },
     }
 
@@ -238,6 +274,7 @@ def schema() -> dict[str, Any]:
             "preprocess": _steps("pre"),
             "postprocess": _steps("post"),
             "serving": _serving(),
+            "deploy": _deploy(),
         },
         "$defs": {
             "tensor": {

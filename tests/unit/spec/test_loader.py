@@ -24,6 +24,7 @@ from infc.spec import (
     AccuracyBudget,
     Budget,
     CheckedSpec,
+    Deploy,
     LatencyBudget,
     Optimize,
     Spec,
@@ -849,3 +850,24 @@ def test_values_nested_to_the_limit_only_raise_spec_errors(fuzz_dir: Path, kind:
             load_spec(file)
         assert not any("nested more than" in e.message for e in info.value.errors), path
         _outcome(file)
+
+
+def test_deploy_loads_typed_with_defaults(workdir: Path) -> None:
+    assert load_spec(write(workdir, MINIMAL)).spec.deploy == Deploy()
+    digest = "python:3.11-slim@sha256:" + "ab" * 32
+    text = MINIMAL + f"deploy: {{wheelhouse: true, base_image: '{digest}', replicas: {{min: 2, max: 8}}}}\n"
+    spec = load_spec(write(workdir, text)).spec
+    assert spec.deploy == Deploy(wheelhouse=True, base_image=digest, min_replicas=2, max_replicas=8)
+
+
+@pytest.mark.parametrize(("deploy", "at", "message"), [
+    ("{base_image: 'python:3.11-slim'}", "deploy.base_image", "an image pinned by digest"),
+    ("{memory: lots}", "deploy.memory", "a Kubernetes quantity"),
+    ("{replicas: {min: 3, max: 2}}", "deploy.replicas.max", "replicas max (2) is below min (3)"),
+    ("{wheelhous: true}", "deploy.wheelhous", "did you mean 'wheelhouse'?"),
+])
+def test_deploy_mistakes_are_located(workdir: Path, deploy: str, at: str, message: str) -> None:
+    path = write(workdir, MINIMAL + f"deploy: {deploy}\n")
+    (e,) = errors_of(path)
+    assert where(e)[1] == at and where(e)[0].startswith(f"{line_of(path, 'deploy:')}:")
+    assert message in e.message
