@@ -62,10 +62,12 @@ class Server:
         return self.process.wait()
 
 
-def dockerfile_command(bundle: Path) -> list[str]:
-    """The exec-form CMD of the bundle's Dockerfile: how its container starts the server."""
-    (line,) = [ln for ln in (bundle / "Dockerfile").read_text().splitlines() if ln.startswith("CMD ")]
-    command: list[str] = json.loads(line.removeprefix("CMD "))
+def dockerfile_command(bundle: Path, instruction: str = "CMD") -> list[str]:
+    """The exec-form CMD of the bundle's Dockerfile (how its container starts the server), or its HEALTHCHECK's
+    command (`instruction="HEALTHCHECK"`: how Docker asks whether it is ready)."""
+    (line,) = [ln for ln in (bundle / "Dockerfile").read_text().splitlines() if ln.startswith(f"{instruction} ")]
+    command: list[str] = json.loads(line[line.index("CMD ") + 4:] if instruction == "HEALTHCHECK"
+                                    else line.removeprefix(f"{instruction} "))
     return command
 
 

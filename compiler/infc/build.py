@@ -27,6 +27,7 @@ from . import __version__
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
 from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
+from .deploy import deploy_files
 from .errors import BudgetError, InfcError
 from .gates import Outputs
 from .isa import host_cpu
@@ -336,10 +337,8 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, Ge
         **kernels,  # pre.py, post.py and the assets they read (kernels/assets/)
         "serve.py": render("serve.py.j2", verify_sha256=verifier, **common).encode(),
         "requirements.txt": pinned_requirements(plan.target, requires).encode(),
-        "Dockerfile": render("Dockerfile.j2", base_image="python:3.11-slim", **common).encode(),
-        "k8s/deployment.yaml": render("k8s/deployment.yaml.j2", threads=plan.session["intra_op_num_threads"] or 2,
-                                      **common).encode(),
-        "k8s/inferenceservice.yaml": render("k8s/inferenceservice.yaml.j2", **common).encode(),
+        # Dockerfile, k8s/ (Deployment + Service, HPA, PDB, KServe InferenceService): a pod asks for the threads
+        **deploy_files(spec, plan.target, plan.session["intra_op_num_threads"] or 2),
         **runtime,
     }
 

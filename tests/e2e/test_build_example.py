@@ -20,12 +20,14 @@ from servers import dockerfile_command
 from infc.build import BuildOutcome, build
 from infc.bundle import content_hash
 from infc.bundle import is_measured as bundle_is_measured
+from infc.deploy import VENV
 from infc.spec import load_spec
 from infc_runtime.abi import SCHEMA_VERSION, Manifest
 from infc_runtime.pipeline import Pipeline
 
 EXPECTED = {"manifest.json", "spec.yaml", "model.onnx", "kernels/pre.py", "kernels/post.py", "serve.py",
-            "requirements.txt", "report.md", "Dockerfile", "k8s/deployment.yaml", "k8s/inferenceservice.yaml",
+            "requirements.txt", "report.md", "Dockerfile", "k8s/deployment.yaml", "k8s/hpa.yaml", "k8s/pdb.yaml",
+            "k8s/inferenceservice.yaml",
             "infc_runtime/__init__.py", "infc_runtime/pipeline.py", "infc_runtime/app.py"}
 
 
@@ -105,7 +107,7 @@ def test_resolved_spec_and_deploy_files_parse(digits_bundle: Path) -> None:
     assert [d["kind"] for d in docs] == ["Deployment", "Service"]
     probe = docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     assert probe["httpGet"]["path"] == "/v2/health/ready"
-    assert 'CMD ["python", "serve.py"' in (digits_bundle / "Dockerfile").read_text()
+    assert dockerfile_command(digits_bundle)[:2] == [f"{VENV}/bin/python", "serve.py"]
 
 
 def test_bundle_pipeline_matches_the_model_on_validation_data(digits_bundle: Path) -> None:
@@ -170,8 +172,13 @@ def test_a_changed_input_invalidates_the_lock(tmp_path: Path) -> None:
 
 
 def test_kubernetes_manifests_validate_against_the_api_schema(digits_bundle: Path) -> None:
-    for doc in yaml.safe_load_all((digits_bundle / "k8s" / "deployment.yaml").read_text()):
-        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    # the built bundle's files (every target's, rendered from specs, are checked in tests/unit/test_deploy.py)
+    kinds = []
+    for name in ("deployment.yaml", "hpa.yaml", "pdb.yaml"):
+        for doc in yaml.safe_load_all((digits_bundle / "k8s" / name).read_text()):
+            kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+            kinds.append(doc["kind"])
+    assert kinds == ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
     isvc = yaml.safe_load((digits_bundle / "k8s" / "inferenceservice.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
     assert isvc["spec"]["predictor"]["containers"][0]["image"] == "digits:1.0.0"

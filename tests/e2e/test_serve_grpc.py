@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import tritonclient.http as httpclient
 from examples import DIGITS_DIR
 from servers import Server, dockerfile_command, free_port
 
+from infc.deploy import VENV
 from infc_runtime.pipeline import Pipeline
 
 
@@ -57,12 +59,19 @@ def test_the_dockerfile_command_serves_http_and_grpc(digits_bundle: Path, tmp_pa
     # the image's CMD as the container runs it (in the bundle's folder), on free loopback ports
     command = dockerfile_command(digits_bundle)
     grpc_port = free_port()
-    swap = {"python": sys.executable, "0.0.0.0": "127.0.0.1", "8000": "{port}", "8081": str(grpc_port)}
+    python = f"{VENV}/bin/python"  # the image's venv (install.sh); here, the test's interpreter
+    swap = {python: sys.executable, "0.0.0.0": "127.0.0.1", "8000": "{port}", "8081": str(grpc_port)}
     server = Server([swap.get(part, part) for part in command], tmp_path / "server.log", cwd=digits_bundle)
+    health = dockerfile_command(digits_bundle, "HEALTHCHECK")
+    assert health[0] == python
+    probe = [sys.executable, *[part.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}") for part in health[1:]]]
     try:
         server.wait_ready()
         with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as client:
             assert client.is_server_ready() and client.is_model_ready("digits")
+        # the image's HEALTHCHECK, against the ready server: healthy
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
     finally:
         code = server.stop()
     assert code == 0, server.log.read_text()
