@@ -54,7 +54,8 @@ def image(spec: Spec) -> str:
 
 
 def deploy_files(spec: Spec, target: str, threads: int) -> dict[str, bytes]:
-    """The bundle's Dockerfile and k8s/ files (bundle path -> bytes); `threads` is the CPUs a pod requests."""
+    """The bundle's Dockerfile, .dockerignore and k8s/ files (bundle path -> bytes); `threads`: the CPUs a pod
+    requests."""
     d = spec.deploy
     values: dict[str, Any] = {
         "name": spec.name, "version": spec.version, "target": target, "gpu": target == "cuda",
@@ -62,5 +63,6 @@ def deploy_files(spec: Spec, target: str, threads: int) -> dict[str, bytes]:
         "threads": threads, "memory": d.memory, "min_replicas": d.min_replicas, "max_replicas": d.max_replicas,
         "cpu_percent": d.cpu_percent, "pre_stop_s": PRE_STOP_S, "grace_s": GRACE_S,
     }
-    names = ("Dockerfile", "k8s/deployment.yaml", "k8s/hpa.yaml", "k8s/pdb.yaml", "k8s/inferenceservice.yaml")
-    return {name: render(f"{name}.j2", **values).encode() for name in names}
+    templates = {"Dockerfile": "Dockerfile.j2", ".dockerignore": "dockerignore.j2"} | {
+        f"k8s/{name}.yaml": f"k8s/{name}.yaml.j2" for name in ("deployment", "hpa", "pdb", "inferenceservice")}
+    return {name: render(template, **values).encode() for name, template in templates.items()}

@@ -185,6 +185,11 @@ def test_dockerfile_passes_hadolint(tmp_path: Path, target: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_dockerignore_keeps_a_host_venv_out_of_the_image(tmp_path: Path) -> None:
+    patterns = [ln for ln in _files(tmp_path, "x86")[".dockerignore"].splitlines() if ln and not ln.startswith("#")]
+    assert patterns == [".venv"]  # install.sh's default venv; nothing the manifest lists is left out
+
+
 def test_dockerfile_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
     steps = dict(_instructions(_files(tmp_path, "x86")["Dockerfile"]))
     check = _exec_form(steps["HEALTHCHECK"].partition(" CMD ")[2])

@@ -103,7 +103,8 @@ def _deploy() -> dict[str, Any]:
                 "`infc build --wheelhouse` does the same")},
             "base_image": {"type": "string", "pattern": IMAGE_DIGEST_PATTERN, "maxLength": 512, "description": (
                 "the Dockerfile's base image, pinned by digest (NAME[:TAG]@sha256:DIGEST); default: "
-                "infc's documented python:3.11-slim (x86, arm) or CUDA runtime (cuda) image")},
+                "infc's python:3.11-slim-bookworm (x86, arm) or CUDA 12 + cuDNN 9 runtime (cuda) image, pinned in "
+                "infc/deploy.py; for cuda, the image Python 3.11 is copied onto")},
             "image": {"type": "string", "minLength": 1, "maxLength": 512,
                       "description": "the image the Kubernetes files run (default NAME:VERSION)"},
             "replicas": {
