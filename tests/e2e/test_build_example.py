@@ -27,8 +27,7 @@ from infc_runtime.pipeline import Pipeline
 
 EXPECTED = {"manifest.json", "spec.yaml", "model.onnx", "kernels/pre.py", "kernels/post.py", "serve.py",
             "requirements.txt", "report.md", "Dockerfile", ".dockerignore", "k8s/deployment.yaml", "k8s/hpa.yaml",
-            "k8s/pdb.yaml",
-            "k8s/inferenceservice.yaml",
+            "k8s/pdb.yaml", "k8s/inferenceservice.yaml",
             "infc_runtime/__init__.py", "infc_runtime/pipeline.py", "infc_runtime/app.py"}
 
 
