@@ -144,7 +144,7 @@ def test_queue_depth_example_is_valid_and_names_the_runtime_metric(tmp_path: Pat
     assert f"seriesQuery: '{name}{{" in text  # the prometheus-adapter rule asks for the same series
 
 
-@pytest.mark.parametrize("target", ["x86", "cuda"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_dockerfile_is_pinned_non_root_and_installs_offline(tmp_path: Path, target: str) -> None:
     steps = _instructions(_files(tmp_path, target)["Dockerfile"])
     froms = [args.split() for keyword, args in steps if keyword == "FROM"]
