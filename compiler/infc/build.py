@@ -13,6 +13,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle,
 from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
 from .deploy import deploy_files
+from .emulate import EmulationError, target_site
 from .errors import BudgetError, InfcError
 from .gates import Outputs
 from .isa import host_cpu
@@ -56,6 +58,7 @@ from .report import build_report
 from .search import Bench, Validation, choices_of, evaluate_locked, locked_candidate, pipeline_for, search
 from .serving_tune import SIZES, BatchPoint, choose_serving
 from .spec import CheckedSpec, Spec, load_spec, prepare_spec
+from .target_numerics import EmulatedRunner, TargetNumerics, target_numerics
 
 __all__ = ["BuildOutcome", "OutputError", "build"]
 
@@ -112,14 +115,22 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
                for stage, flow in (("pre", pre_flow), ("post", post_flow))}
     requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
                        for r in registry.get(step.name).requires})  # e.g. tokenizers
-    with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp:
+    # 3a. numerics: a host that is not the target measures accuracy under an emulator of it, where one is set up
+    numerics = target_numerics(plan, lambda: target_site(pinned_requirements(plan.target, requires)))
+    with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp, ExitStack() as stack:
         work = Path(tmp)
+        runner, numerics = _runner(numerics, say)
+        if runner is not None:
+            stack.callback(runner.close)
+        if numerics is not None:
+            plan = replace(plan, notes=(*plan.notes, numerics.note))
         # the modules run from a kernels/ folder laid out as the bundle's (their assets beside them)
         kernels = {stage: kernel_module(load_kernel_module(module.write(work / "kernels")))
                    for stage, module in modules.items()}
         # 4. data: calibration feeds (after pre-processing) and validation requests
         say("loading calibration and validation data")
         bench = _bench(checked, plan, kernels, tuple(post_flow.end), work, iterations, say)
+        bench = replace(bench, on_target=runner.infer if runner is not None else None)
         # 5-6. passes and gates: the locked candidate, or every candidate and the fastest accurate one
         candidate = locked_candidate(plan, locked.choices.base, locked.choices.candidate,
                                      locked.choices.exclude) if locked else None
@@ -172,6 +183,18 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     if not passed:
         raise BudgetError(_miss_message(outcome), outcome)
     return outcome
+
+
+def _runner(numerics: TargetNumerics | None, say: Progress) -> tuple[EmulatedRunner | None, TargetNumerics | None]:
+    """The model runner under the target's emulator, started once for the build (None: this host's numerics)."""
+    if numerics is None or numerics.emulator is None:
+        return None, numerics
+    say(f"starting {numerics.emulator.name} to measure accuracy on the target's numerics")
+    try:
+        return EmulatedRunner(numerics.emulator), numerics
+    except EmulationError as e:
+        return None, TargetNumerics(None, f"accuracy measured on this host's numerics and fp32 kept: the emulator "
+                                          f"did not start ({e})")
 
 
 def _host(plan: Plan) -> dict[str, Any]:

@@ -70,16 +70,18 @@ class AccuracyResult:
 
 class Outputs:
     """The tensors one pipeline gives for every validation row: model outputs, and the
-    response tensors when a budget names one."""
+    response tensors when a budget names one. `infer` runs the model in the pipeline's place (model inputs ->
+    outputs: under an emulator, with the target's numerics); pre- and post-processing stay the pipeline's."""
 
-    def __init__(self, pipeline: Pipeline, requests: Tensors, response: bool, batch: int = 64) -> None:
+    def __init__(self, pipeline: Pipeline, requests: Tensors, response: bool, batch: int = 64,
+                 infer: Callable[[Tensors], Tensors] | None = None) -> None:
         self.model_names = [o.name for o in pipeline.session.get_outputs()]
         n = len(next(iter(requests.values())))
         model: dict[str, list[Array]] = {}
         post: dict[str, list[Array]] = {}
         for start in range(0, n, batch):
             inputs = pipeline.preprocess({k: v[start:start + batch] for k, v in requests.items()})
-            out = pipeline.infer(inputs)
+            out = infer(inputs) if infer is not None else pipeline.infer(inputs)
             for k, v in out.items():
                 model.setdefault(k, []).append(v)
             for k, v in (pipeline.postprocess(out, inputs) if response else {}).items():
@@ -144,13 +146,14 @@ def _details(ref: Array, cand: Array, labels: Array | None) -> dict[str, float]:
 
 
 def measure_accuracy(reference: Pipeline | Outputs, candidate: Pipeline, requests: Tensors, labels: Array | None,
-                     budgets: Sequence[AccuracyBudget] = ()) -> list[AccuracyResult]:
+                     budgets: Sequence[AccuracyBudget] = (), infer: Callable[[Tensors], Tensors] | None = None
+                     ) -> list[AccuracyResult]:
     """Compare candidate to reference on the validation requests: one result per budget,
     in the spec's order; without budgets one informational result (top1_agreement, or
     cosine for an output of one value per sample) that passes.
 
     `reference` may be the reference's `Outputs`, computed once (with `response=True`)
-    and reused for every candidate of a build.
+    and reused for every candidate of a build. `infer`: the candidate's model run elsewhere (see `Outputs`).
 
     Raises MetricError (naming the budget) when a budget's metric cannot apply to the
     data, which the spec loader rules out wherever the model's shapes are static.
@@ -159,7 +162,7 @@ def measure_accuracy(reference: Pipeline | Outputs, candidate: Pipeline, request
                    else [o.name for o in reference.session.get_outputs()])
     response = _needs_response(budgets, model_names)
     ref = reference if isinstance(reference, Outputs) else Outputs(reference, requests, response)
-    cand = Outputs(candidate, requests, response)
+    cand = Outputs(candidate, requests, response, infer=infer)
     first_ref, first_cand = ref.get(None), cand.get(None)
     details = _details(first_ref, first_cand, labels)
     samples = len(first_ref)

@@ -33,6 +33,7 @@ from .passes import PassContext, quantizable_nodes, run_passes
 from .plan import Candidate, PassList, Plan
 from .sensitivity import rank_nodes
 from .spec import Spec
+from .target_numerics import choose_by_rule
 
 __all__ = ["Bench", "Validation", "evaluate_all", "evaluate_locked", "locked_candidate", "choices_of", "search",
            "pipeline_for", "MIN_SPEEDUP"]
@@ -71,6 +72,9 @@ class Bench:
     iterations: int = 300
     progress: Callable[[str], None] = field(default=lambda message: None)
     """Told what is being measured (a line per candidate or sensitivity variant)."""
+    on_target: Callable[[onnx.ModelProto], Callable[[Tensors], Tensors]] | None = None
+    """Runs a candidate's model with the target's numerics (under an emulator, `infc.target_numerics`): its
+    accuracy is measured there, and the choice follows `speed_rule` (speed cannot be measured)."""
     _prefixes: dict[str, tuple[onnx.ModelProto, list[dict[str, Any]]]] = field(
         default_factory=dict, repr=False, compare=False)
 
@@ -106,8 +110,9 @@ def _measure(candidate: Candidate, model: onnx.ModelProto, records: list[dict[st
     """A candidate's gates: accuracy against the reference, and latency (always, for an accurate one)."""
     pipeline = bench.pipeline(model)
     val = bench.validation
+    infer = bench.on_target(model) if bench.on_target is not None and val is not None else None
     accuracy = () if val is None else tuple(measure_accuracy(val.reference, pipeline, val.requests, val.labels,
-                                                             bench.spec.budget.accuracy))
+                                                             bench.spec.budget.accuracy, infer=infer))
     ev = Evaluation(candidate, model, tuple(records), accuracy)
     return timed_candidate(ev, bench, pipeline) if with_latency or ev.accurate else ev
 
@@ -237,7 +242,10 @@ def search(source: onnx.ModelProto, bench: Bench) -> Choice:
         bench.progress(f"confirming {fast.candidate.name} against {base.candidate.name}, side by side")
         return _side_by_side(fast, base, base_p50_ms, bench)
 
-    choice = choose(evaluations, measurable=bench.plan.host_matches_target, side_by_side=side_by_side)
+    if bench.on_target is not None:  # accuracy on the target's numerics; speed by rule (see target_numerics)
+        choice = choose_by_rule(evaluations, bench.plan, source)
+    else:
+        choice = choose(evaluations, measurable=bench.plan.host_matches_target, side_by_side=side_by_side)
     chosen = timed_candidate(choice.chosen, bench)
     return replace(choice, chosen=chosen,
                    evaluations=tuple(chosen if e is choice.chosen else e for e in choice.evaluations))
