@@ -116,7 +116,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
                        for r in registry.get(step.name).requires})  # e.g. tokenizers
     # 3a. numerics: a host that is not the target measures accuracy under an emulator of it, where one is set up
-    numerics = target_numerics(plan, lambda: target_site(pinned_requirements(plan.target, requires)))
+    numerics = target_numerics(plan, lambda: _site(plan, requires, say))
     with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         runner, numerics = _runner(numerics, say)
@@ -183,6 +183,12 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     if not passed:
         raise BudgetError(_miss_message(outcome), outcome)
     return outcome
+
+
+def _site(plan: Plan, requires: list[str], say: Progress) -> Path:
+    """The folder of the target's wheels (the bundle's pins) that the emulated python imports: made once."""
+    say(f"finding the {plan.target} wheels for the emulator (downloaded and installed once, then cached)")
+    return target_site(pinned_requirements(plan.target, requires))
 
 
 def _runner(numerics: TargetNumerics | None, say: Progress) -> tuple[EmulatedRunner | None, TargetNumerics | None]:

@@ -12,6 +12,7 @@ Everything lives in the emulator folder (`INFC_EMULATOR_DIR`, default `~/.cache/
 target: use it for numerics (accuracy, results), never for speed.
 
 `python -m infc.emulate setup` | `site REQUIREMENTS` | `run [--cpu MODEL] SCRIPT ARGS...` (exit 2: not set up).
+`run` uses the requirements.txt beside SCRIPT (a bundle's serve.py: the bundle's pins), else this build's pins.
 """
 
 from __future__ import annotations
@@ -182,9 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             cpu = CPU_MODELS["arm64"]
             if args[1] == "--cpu" and len(args) >= 4:
                 cpu, args = args[2], args[2:]
-            from .pins import pinned_requirements
+            # a bundle's serve.py runs with the bundle's own pins; any other script with this build's
+            beside = Path(args[1]).parent / "requirements.txt"
+            if beside.is_file():
+                requirements = beside.read_text()
+            else:
+                from .pins import pinned_requirements
 
-            emulator = arm64(cpu, target_site(pinned_requirements("arm")))
+                requirements = pinned_requirements("arm")
+            arm64(cpu, None)  # set up? (before any wheel is downloaded)
+            emulator = arm64(cpu, target_site(requirements))
             return subprocess.run(emulator.command(args[1], args[2:]), env=emulator.environ(), check=False).returncode
     except InfcError as e:
         print(f"infc.emulate: {e}", file=sys.stderr)
