@@ -66,10 +66,11 @@ def target_numerics(plan: Plan, site: Callable[[], Path | None]) -> TargetNumeri
     here = f"this host's numerics ({plan.host}/{plan.host_isa})"
     target = f"{plan.target}/{plan.isa}"
     if plan.target == "x86" and plan.host == "x86" and plan.isa in _CANNOT_EMULATE:
-        return TargetNumerics(None, f"accuracy measured on {here}, not the target's ({target}): TCG cannot "
-                              f"emulate AVX-512, VNNI or AMX, and this host lacks {plan.isa}. Its int8 kernels "
-                              "there differ (u8s8 with VNNI's exact dot products; wider fp32 vectors sum in "
-                              "another order): measure on a target host with `isa: native`; fp32 is kept.")
+        return TargetNumerics(None, f"accuracy measured on {here}, not the target's ({target}): qemu (TCG) "
+                              f"cannot emulate AVX-512, VNNI or AMX, so no emulator reproduces {plan.isa} here. "
+                              "The numerics differ between these ISAs (int8: u8s8 products saturate on AVX2, not "
+                              "with VNNI; fp32: other vector widths sum in another order): build on a target host "
+                              "with `isa: native` to measure there; fp32 is kept.")
     try:
         if plan.target == "arm" and plan.host == "x86":
             emulator = arm64(CPU_MODELS[plan.isa], None)  # checks the set-up before the site is made
