@@ -146,6 +146,10 @@ def run_isa(isa: str, work: Path, ready_timeout: float, images: np.ndarray, x86_
             "same_bundle_on_x86": same}
 
 
+SHOWN = ("top1_agreement", "cosine_min", "max_abs_error", "accuracy")
+"""The accuracy figures printed per candidate (the budgeted metric, and how far the logits moved)."""
+
+
 def accuracy(isa: str, work: Path) -> dict[str, Any]:
     """Each candidate's accuracy on this host's numerics and on the target's (under the emulator), and the
     choice each build made."""
@@ -165,8 +169,9 @@ def accuracy(isa: str, work: Path) -> dict[str, Any]:
                 os.environ[EMULATOR_DIR_ENV] = real
         out[f"chosen_{numerics}"] = outcome.chosen.candidate.name
         for e in outcome.evaluations:
+            shown = {**(e.accuracy[0].details if e.accuracy else {}), **{a.name: a.value for a in e.accuracy}}
             out.setdefault("candidates", {}).setdefault(e.candidate.name, {})[numerics] = {
-                a.name: round(a.value, 6) for a in e.accuracy}
+                k: round(v, 6) for k, v in shown.items() if k in SHOWN}
     return out
 
 
@@ -176,16 +181,18 @@ def main() -> int:
     parser.add_argument("--ready-timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--accuracy", action="store_true", help="also: candidates' accuracy, x86 vs arm numerics")
+    parser.add_argument("--no-serve", action="store_true", help="with --accuracy: only that (no server started)")
     args = parser.parse_args()
     t = time.perf_counter()
     record = setup(emulator_dir(), log=lambda line: print(line, file=sys.stderr))
     results: dict[str, Any] = {"setup_s": round(time.perf_counter() - t, 1), "setup": record, "runs": []}
     images = np.load(ROOT / "specs/digits/val.npz")["image"]
     with tempfile.TemporaryDirectory(prefix="infc-arm-qemu-") as tmp:
-        x86_fp32 = reference(Path(tmp), images)
+        x86_fp32 = reference(Path(tmp), images) if not args.no_serve else {}
         for isa in (["arm64", "arm64_dotprod"] if args.isa == "both" else [args.isa]):
-            results["runs"].append(run_isa(isa, Path(tmp), args.ready_timeout, images, x86_fp32))
-            print(json.dumps(results["runs"][-1]), file=sys.stderr)
+            if not args.no_serve:
+                results["runs"].append(run_isa(isa, Path(tmp), args.ready_timeout, images, x86_fp32))
+                print(json.dumps(results["runs"][-1]), file=sys.stderr)
             if args.accuracy:
                 results.setdefault("accuracy", []).append(accuracy(isa, Path(tmp)))
                 print(json.dumps(results["accuracy"][-1]), file=sys.stderr)
