@@ -38,8 +38,8 @@ MATMUL_HEAVY = 0.5
 Gemm nodes: dynamic int8 quantizes exactly those, and the int8 GEMM is where the gain is."""
 INT8_RULE = {
     "arm64_dotprod": "its SDOT/UDOT instructions multiply int8 four to a lane (onnxruntime's int8 GEMM uses them)",
-    "avx2": "dynamic per-channel int8 measured x1.58 over fp32 on all-MiniLM-L6-v2 on an AVX2 host "
-            "(docs: shared notes, minilm-int8-on-avx2)",
+    "avx2": "dynamic per-channel int8 measured x1.55 over fp32 (batch 1) on all-MiniLM-L6-v2 on an AVX2 host "
+            "(bench/RESULTS.md)",
 }
 """The ISAs where the rule picks dynamic int8 for a MatMul-heavy model, and why. Elsewhere (arm64 without the
 dot-product extension, Conv-heavy models) it keeps fp32: no int8 gain is known there."""
