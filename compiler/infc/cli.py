@@ -301,6 +301,19 @@ def serve(bundle: Path, host: str, port: int, grpc_port: int | None, options: tu
     sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *grpc, *options]))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def measure(bundle: Path, options: tuple[str, ...]) -> None:
+    """Measure a built BUNDLE's latency on this host; one JSON document on stdout (the options of `python -m
+    infc_runtime measure` pass through: --budget p99=10, --requests FILE.npz, --public-key PUB,
+    --allow-cpu-fallback, ...; exit 2 for a bundle that does not verify or is not signed by PUB's key, 3 for one
+    built for CUDA where CUDA cannot be used)."""
+    from infc_runtime.serve import main as runtime_main
+
+    sys.exit(runtime_main(["measure", str(bundle), *options]))
+
+
 @cli.command()
 @click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Write PREFIX.key (the private key, mode 0600: keep it secret) and PREFIX.pub.")

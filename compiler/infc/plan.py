@@ -143,6 +143,10 @@ def make_plan(spec: Spec) -> Plan:
         "execution_mode": "sequential",
         "enable_cpu_mem_arena": True,
     }
+    if target == "cuda" and not runs_here:
+        notes.append(f"this host's onnxruntime offers no {provider}: the candidates' accuracy and every latency "
+                     "figure are measured on CPU (CPUExecutionProvider), not on a GPU; the bundle still refuses "
+                     "to serve on CPU unless started with --allow-cpu-fallback")
     if not same_isa:
         notes.append(f"latency on this host ({host_hardware()}/{host_isa_name}) is not the target's "
                      f"({target}/{isa}): reported, but the latency budget is not enforced and int8 or fp16 "
