@@ -1,0 +1,42 @@
+"""A bundle's provenance (manifest.provenance) is shown in its report.md and compared by `infc diff`."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from examples import DIGITS_DIR, DIGITS_SPEC, digits_copy
+
+from infc import __version__
+from infc.build import BuildOutcome, build
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_report_shows_what_the_bundle_was_built_from_and_on(digits_build: BuildOutcome,
+                                                                 digits_bundle: Path) -> None:
+    report = (digits_bundle / "report.md").read_text()
+    assert (f"| built from | spec `{sha256(DIGITS_SPEC)[:16]}`, model `{sha256(DIGITS_DIR / 'digits.onnx')[:16]}`, "
+            "lock none (sha256) |") in report
+    assert (f"| built on | {platform.system()} {platform.machine()} ({digits_build.plan.host_isa}), "
+            f"infc {__version__} |") in report
+
+
+def test_infc_diff_shows_provenance_changes(digits_bundle: Path, tmp_path: Path) -> None:
+    # another spec of the same model, its lock written: the spec's and the lock's hashes change, nothing else
+    spec = digits_copy(tmp_path, {"quantize: auto": "quantize: none"})
+    other = build(spec, tmp_path / "out", iterations=20, latency_gate="off", lock="auto")
+    assert other.path is not None
+    done = subprocess.run([sys.executable, "-m", "infc", "diff", str(digits_bundle), str(other.path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lock = tmp_path / "digits.lock"
+    assert f"| provenance | spec sha256 | {sha256(DIGITS_SPEC)[:12]} | {sha256(spec)[:12]} | changed |" in done.stdout
+    assert f"| provenance | lock sha256 | none | {sha256(lock)[:12]} | changed |" in done.stdout
+    for unchanged in ("source model sha256", "infc version", "build host"):
+        assert f"| provenance | {unchanged} |" not in done.stdout
