@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 from examples import DIGITS_DIR, DIGITS_SPEC, digits_copy
 
 from infc import __version__
 from infc.build import BuildOutcome, build
+from infc.results import results_schema
 
 
 def sha256(path: Path) -> str:
@@ -32,11 +35,16 @@ def test_infc_diff_shows_provenance_changes(digits_bundle: Path, tmp_path: Path)
     spec = digits_copy(tmp_path, {"quantize: auto": "quantize: none"})
     other = build(spec, tmp_path / "out", iterations=20, latency_gate="off", lock="auto")
     assert other.path is not None
-    done = subprocess.run([sys.executable, "-m", "infc", "diff", str(digits_bundle), str(other.path)],
-                          capture_output=True, text=True, timeout=300)
+    diff = [sys.executable, "-m", "infc", "diff", str(digits_bundle), str(other.path)]
+    done = subprocess.run(diff, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lock = tmp_path / "digits.lock"
     assert f"| provenance | spec sha256 | {sha256(DIGITS_SPEC)[:12]} | {sha256(spec)[:12]} | changed |" in done.stdout
     assert f"| provenance | lock sha256 | none | {sha256(lock)[:12]} | changed |" in done.stdout
     for unchanged in ("source model sha256", "infc version", "build host"):
         assert f"| provenance | {unchanged} |" not in done.stdout
+    doc = json.loads(subprocess.run([*diff, "--json"], capture_output=True, text=True, timeout=300).stdout)
+    jsonschema.validate(doc, results_schema())
+    assert doc["new"]["provenance"]["lock_sha256"] == sha256(lock) and doc["old"]["provenance"]["lock_sha256"] is None
+    assert {r["item"] for r in doc["rows"] if r["section"] == "provenance" and r["change"] != "same"} == {
+        "spec sha256", "lock sha256"}
