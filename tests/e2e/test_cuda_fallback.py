@@ -3,6 +3,7 @@
 Without `--allow-cpu-fallback` each way of starting it exits 3 before listening, with one line naming the
 missing provider, what onnxruntime offers here and the way out; with it, it serves on CPU and says so in its
 log, its model metadata and its metrics. The build of it says its latency figures are CPU's.
+(`cuda_bundle`: tests/e2e/conftest.py.)
 """
 
 from __future__ import annotations
@@ -17,26 +18,15 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from examples import DIGITS_DIR, digits_copy
+from examples import DIGITS_DIR
 from servers import Server, free_port
 
-from infc.build import build
 from infc_runtime.pipeline import Pipeline
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 pytestmark = pytest.mark.skipif(CUDA in ort.get_available_providers(),
                                 reason="this host's onnxruntime offers CUDA: the fallback cannot be shown here")
-
-
-@pytest.fixture(scope="module")
-def cuda_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("cuda")
-    spec = digits_copy(folder, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: false}",
-                                "quantize: auto": "quantize: none"})
-    result = build(spec, folder / "out", iterations=20, latency_gate="off", lock="ignore")
-    assert result.path is not None
-    return result.path
 
 
 def _started(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

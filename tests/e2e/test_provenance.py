@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import jsonschema
-from examples import DIGITS_DIR, DIGITS_SPEC, digits_copy
+from examples import DIGITS_DIR, DIGITS_SPEC
 
 from infc import __version__
-from infc.build import BuildOutcome, build
+from infc.build import BuildOutcome
 from infc.results import results_schema
 
 
@@ -30,21 +30,18 @@ def test_the_report_shows_what_the_bundle_was_built_from_and_on(digits_build: Bu
             f"infc {__version__} |") in report
 
 
-def test_infc_diff_shows_provenance_changes(digits_bundle: Path, tmp_path: Path) -> None:
-    # another spec of the same model, its lock written: the spec's and the lock's hashes change, nothing else
-    spec = digits_copy(tmp_path, {"quantize: auto": "quantize: none"})
-    other = build(spec, tmp_path / "out", iterations=20, latency_gate="off", lock="auto")
-    assert other.path is not None
-    diff = [sys.executable, "-m", "infc", "diff", str(digits_bundle), str(other.path)]
+def test_infc_diff_shows_provenance_changes(digits_bundle: Path, cuda_bundle: Path) -> None:
+    # the same model built from another spec (target: cuda) on the same host by the same infc, without a lock
+    diff = [sys.executable, "-m", "infc", "diff", str(digits_bundle), str(cuda_bundle)]
     done = subprocess.run(diff, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    lock = tmp_path / "digits.lock"
+    spec = cuda_bundle.parents[1] / "digits.yaml"
     assert f"| provenance | spec sha256 | {sha256(DIGITS_SPEC)[:12]} | {sha256(spec)[:12]} | changed |" in done.stdout
-    assert f"| provenance | lock sha256 | none | {sha256(lock)[:12]} | changed |" in done.stdout
-    for unchanged in ("source model sha256", "infc version", "build host"):
+    for unchanged in ("source model sha256", "lock sha256", "infc version", "build host"):
         assert f"| provenance | {unchanged} |" not in done.stdout
     doc = json.loads(subprocess.run([*diff, "--json"], capture_output=True, text=True, timeout=300).stdout)
     jsonschema.validate(doc, results_schema())
-    assert doc["new"]["provenance"]["lock_sha256"] == sha256(lock) and doc["old"]["provenance"]["lock_sha256"] is None
-    assert {r["item"] for r in doc["rows"] if r["section"] == "provenance" and r["change"] != "same"} == {
-        "spec sha256", "lock sha256"}
+    assert doc["new"]["provenance"]["spec_sha256"] == sha256(spec)
+    assert doc["old"]["provenance"]["model_sha256"] == doc["new"]["provenance"]["model_sha256"]
+    changed = {r["item"] for r in doc["rows"] if r["section"] == "provenance" and r["change"] != "same"}
+    assert changed == {"spec sha256"}
