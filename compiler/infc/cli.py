@@ -107,7 +107,8 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
         budget = f" (budget {a.op} {a.bound:g})" if a.bound is not None else ""
         click.echo(f"  accuracy  {a.name} = {a.value:.4f}{budget}")
     shown = "  ".join(f"{p.name} {p.value_ms:.3f} ms {p.interval()}" for p in lat.percentiles)
-    click.echo(f"  latency   {shown} (batch 1, {lat.samples} requests): {lat.state}")
+    on = f", on {', '.join(lat.providers)}, not {', '.join(lat.cpu_fallback)}" if lat.cpu_fallback else ""
+    click.echo(f"  latency   {shown} (batch 1, {lat.samples} requests{on}): {lat.state}")
     if lat.noise:
         load = lat.noise.get("loadavg")
         click.echo(f"  host      {'quiet' if lat.noise.get('quiet') else 'busy'}: reference workload p99/p50 "
@@ -120,6 +121,9 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
         click.echo(f"infc: warning: {warning}", err=True)
     click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(written / 'serve.py')} "
                "--host 127.0.0.1 --port 8000")
+    if lat.cpu_fallback:  # a bundle built for CUDA refuses to serve where CUDA cannot be used, unless told to
+        click.echo(f"            (here, without {', '.join(lat.cpu_fallback)}, it exits 3 unless given "
+                   "--allow-cpu-fallback: then it serves on CPU and says so)")
 
 
 def _shown(path: Path) -> str:
