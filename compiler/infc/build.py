@@ -154,7 +154,8 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         measured = measure_bundle(stage, requests=spec.optimize.validation, budget=spec.budget.latency_ms,
                                   batches=SIZES if tune else (first.max_batch_size,),
                                   stop_above_ms=limit if tune else None, min_samples=iterations,
-                                  min_seconds=0.3 if quick else 1.0, max_seconds=2.0 if quick else 10.0)
+                                  min_seconds=0.3 if quick else 1.0, max_seconds=2.0 if quick else 10.0,
+                                  allow_cpu_fallback=not plan.host_runs_target)
         latency = gate(measured, mode=latency_gate, on_target=plan.host_matches_target)
         # 8. serving: the latency budget sets the batch size and the batch window
         serving, serving_why, batches = _serving(spec, plan, locked if candidate is not None else None,

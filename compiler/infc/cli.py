@@ -107,7 +107,8 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
         budget = f" (budget {a.op} {a.bound:g})" if a.bound is not None else ""
         click.echo(f"  accuracy  {a.name} = {a.value:.4f}{budget}")
     shown = "  ".join(f"{p.name} {p.value_ms:.3f} ms {p.interval()}" for p in lat.percentiles)
-    click.echo(f"  latency   {shown} (batch 1, {lat.samples} requests): {lat.state}")
+    on = f", on {', '.join(lat.providers)}, not {', '.join(lat.cpu_fallback)}" if lat.cpu_fallback else ""
+    click.echo(f"  latency   {shown} (batch 1, {lat.samples} requests{on}): {lat.state}")
     if lat.noise:
         load = lat.noise.get("loadavg")
         click.echo(f"  host      {'quiet' if lat.noise.get('quiet') else 'busy'}: reference workload p99/p50 "
@@ -120,6 +121,9 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
         click.echo(f"infc: warning: {warning}", err=True)
     click.echo(f"  serve it: {_shown(Path(sys.executable))} {_shown(written / 'serve.py')} "
                "--host 127.0.0.1 --port 8000")
+    if lat.cpu_fallback:  # a bundle built for CUDA refuses to serve where CUDA cannot be used, unless told to
+        click.echo(f"            (here, without {', '.join(lat.cpu_fallback)}, it exits 3 unless given "
+                   "--allow-cpu-fallback: then it serves on CPU and says so)")
 
 
 def _shown(path: Path) -> str:
@@ -299,6 +303,19 @@ def serve(bundle: Path, host: str, port: int, grpc_port: int | None, options: tu
 
     grpc = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
     sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *grpc, *options]))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def measure(bundle: Path, options: tuple[str, ...]) -> None:
+    """Measure a built BUNDLE's latency on this host; one JSON document on stdout (the options of `python -m
+    infc_runtime measure` pass through: --budget p99=10, --requests FILE.npz, --public-key PUB,
+    --allow-cpu-fallback, ...; exit 2 for a bundle that does not verify or is not signed by PUB's key, 3 for one
+    built for CUDA where CUDA cannot be used)."""
+    from infc_runtime.serve import main as runtime_main
+
+    sys.exit(runtime_main(["measure", str(bundle), *options]))
 
 
 @cli.command()

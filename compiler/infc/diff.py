@@ -12,6 +12,10 @@ marked `better`, `worse` or `neutral`:
   overlap (otherwise `neutral`: within the measurement's noise);
 - sizes: better/worse past a 1 % change; everything else `neutral`.
 
+Bundles (schema 1.2 on) also show their provenance: the spec's, the source
+model's and the lock's sha256, the infc version and the build host (system,
+machine, ISA), so a changed build machine or compiler shows in the review.
+
 A lock file knows less than a bundle (no optimized model, latency only as
 the search's p50): what a side does not know shows as `-`.
 """
@@ -68,6 +72,8 @@ class Side:
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)
     serving: dict[str, Any] = field(default_factory=dict)
     passed: bool | None = None
+    provenance: dict[str, Any] | None = None
+    """The manifest's `provenance` (what and who built it); None for a lock or a bundle older than schema 1.2."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "spec"}
@@ -128,7 +134,8 @@ def side_from_bundle(label: str, manifest: Manifest, spec_text: bytes | None, mo
                           for a in results.get("accuracy", [])],
                 latency=latency, serving={"max_batch_size": manifest.serving.max_batch_size,
                                           "max_queue_delay_ms": manifest.serving.max_queue_delay_ms},
-                passed=results.get("passed"))
+                passed=results.get("passed"),
+                provenance=dict(manifest.provenance) if isinstance(manifest.provenance, Mapping) else None)
 
 
 def _from_directory(path: Path) -> Side:
@@ -313,7 +320,35 @@ def compare(old: Side, new: Side) -> list[Row]:
     rows += _latency_rows(old, new)
     for key in ("max_batch_size", "max_queue_delay_ms"):
         row("serving", f"`{key}`", old.serving.get(key), new.serving.get(key))
+    for item, (a, b) in _provenance(old.provenance, new.provenance).items():
+        row("provenance", item, a, b)
     return rows
+
+
+_HASHES = (("spec sha256", "spec_sha256"), ("source model sha256", "model_sha256"), ("lock sha256", "lock_sha256"))
+
+
+def _provenance(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+    """Provenance item -> (old, new) as shown: hashes cut to 12 digits, the build host as `system machine (isa)`;
+    nothing when neither side records provenance (two locks, or bundles before schema 1.2)."""
+    if old is None and new is None:
+        return {}
+
+    def hash_of(side: Mapping[str, Any] | None, key: str) -> str | None:
+        value = None if side is None else side.get(key)
+        return value[:12] if isinstance(value, str) else ("none" if side is not None else None)
+
+    def host(side: Mapping[str, Any] | None) -> str | None:
+        h = None if side is None else side.get("build_host")
+        if not isinstance(h, Mapping):
+            return None
+        return f"{h.get('system', '?')} {h.get('machine', '?')} ({h.get('isa', '?')})"
+
+    items = {label: (hash_of(old, key), hash_of(new, key)) for label, key in _HASHES}
+    items["infc version"] = (None if old is None else old.get("infc_version"),
+                             None if new is None else new.get("infc_version"))
+    items["build host"] = (host(old), host(new))
+    return items
 
 
 _MARK = {"better": "better", "worse": "**worse**", "neutral": "changed", "same": ""}

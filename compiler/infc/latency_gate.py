@@ -19,6 +19,9 @@ interval is on one side of its budget or the time runs out. The rule:
 
 Latency is enforced only where the build host is the target (same hardware and
 ISA); elsewhere it is reported as `not measured on the target`, never as a pass.
+A cuda bundle on a host without CUDA is measured on CPU (the measure command's
+`--allow-cpu-fallback`, given only then) and the gate records the providers it
+ran on, so the report can say so.
 """
 
 from __future__ import annotations
@@ -87,6 +90,10 @@ class LatencyGate:
     noise: dict[str, Any] = field(default_factory=dict)
     gc: dict[str, Any] = field(default_factory=dict)
     batches: tuple[BatchPoint, ...] = ()
+    providers: tuple[str, ...] = ()
+    """The execution providers the measured session used (empty: a measurement that did not say)."""
+    cpu_fallback: tuple[str, ...] = ()
+    """The providers the bundle was built for and the measurement did without (CUDA on a CPU-only host)."""
 
     def get(self, name: str) -> GatePercentile:
         return next(p for p in self.percentiles if p.name == name)
@@ -147,7 +154,9 @@ class LatencyGate:
         if self.measured in (None, "pass") and self.on_target:
             return None
         if not self.on_target and self.measured is not None:
-            return ("latency not measured on the target (the build host is not the target); measured here: "
+            where = (f"the build host cannot use {', '.join(self.cpu_fallback)}, so it was measured on "
+                     f"{', '.join(self.providers)}" if self.cpu_fallback else "the build host is not the target")
+            return (f"latency not measured on the target ({where}); measured here: "
                     + ", ".join(f"{p.name} {p.value_ms:.3f} ms (budget {p.bound_ms:g})"
                                 for p in self.percentiles if p.bound_ms is not None))
         if self.fails_build or not lines:
@@ -160,7 +169,8 @@ class LatencyGate:
                 "fails_build": self.fails_build, "samples": self.samples, "seconds": round(self.seconds, 3),
                 "confidence": self.confidence, "stopped": self.stopped,
                 "percentiles": [p.to_dict() for p in self.percentiles], "noise": self.noise, "gc": self.gc,
-                "batches": [vars(b) for b in self.batches]}
+                "batches": [vars(b) for b in self.batches], "providers": list(self.providers),
+                "cpu_fallback": list(self.cpu_fallback)}
 
 
 def _budgets(budget: LatencyBudget | None) -> dict[str, float]:
@@ -171,11 +181,17 @@ def _budgets(budget: LatencyBudget | None) -> dict[str, float]:
 
 def measure_bundle(stage: Path, *, requests: Path | None, budget: LatencyBudget | None,
                    batches: Sequence[int] = (), stop_above_ms: float | None = None, min_samples: int = 300,
-                   min_seconds: float = 1.0, max_seconds: float = 10.0, timeout: float = 900) -> dict[str, Any]:
+                   min_seconds: float = 1.0, max_seconds: float = 10.0, timeout: float = 900,
+                   allow_cpu_fallback: bool = False) -> dict[str, Any]:
     """Run `python -m infc_runtime measure` on the bundle staged in `stage`, in a fresh interpreter;
-    its JSON document. Warm-up writes Numba's cache into `stage/kernels/__pycache__`."""
+    its JSON document. Warm-up writes Numba's cache into `stage/kernels/__pycache__`.
+
+    `allow_cpu_fallback`: a bundle built for CUDA may be measured on CPU (where the build host cannot run the
+    target); the document's `providers` and `cpu_fallback` then say so. Without it such a bundle fails to load."""
     cmd = [sys.executable, "-c", _RUN, "measure", ".", "--min-samples", str(min_samples),
            "--min-seconds", f"{min_seconds:g}", "--max-seconds", f"{max_seconds:g}"]
+    if allow_cpu_fallback:
+        cmd += ["--allow-cpu-fallback"]
     if requests is not None:
         cmd += ["--requests", str(requests)]
     for name, bound in _budgets(budget).items():
@@ -196,11 +212,16 @@ def measure_bundle(stage: Path, *, requests: Path | None, budget: LatencyBudget 
     return result
 
 
+_NOT_PASSED = ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT", "INFC_PUBLIC_KEY", "INFC_ALLOW_CPU_FALLBACK")
+
+
 def _environment() -> dict[str, str]:
-    """The compiler's environment, less what would change how the bundle runs (JIT switches, cache folders)."""
+    """The compiler's environment, less what would change how the bundle runs (JIT switches, cache folders) and
+    the serving switches meant for deployed bundles (a required signature: the staged bundle is not signed yet;
+    CPU fallback: the build decides it, `allow_cpu_fallback`)."""
     import os
 
-    return {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT")}
+    return {k: v for k, v in os.environ.items() if k not in _NOT_PASSED}
 
 
 def _bound(x: Any, infinite: float) -> float:
@@ -219,6 +240,10 @@ def gate(measurement: dict[str, Any], *, mode: str, on_target: bool) -> LatencyG
     batches = tuple(BatchPoint(int(b["batch"]), float(b["p50_ms"]), float(b["p99_ms"]),
                                _bound(b["rows_per_s"], math.inf))
                     for b in measurement.get("batches", []))
-    return LatencyGate(mode, on_target, percentiles, int(measurement["samples"]), float(measurement["seconds"]),
-                       float(measurement["confidence"]), str(measurement.get("stopped", "")),
-                       dict(measurement.get("noise", {})), dict(measurement.get("gc", {})), batches)
+    fallback = tuple(str(p) for p in measurement.get("cpu_fallback", ()))
+    # a bundle measured without the provider it was built for is never on its target, whatever the plan thought
+    return LatencyGate(mode, on_target and not fallback, percentiles, int(measurement["samples"]),
+                       float(measurement["seconds"]), float(measurement["confidence"]),
+                       str(measurement.get("stopped", "")), dict(measurement.get("noise", {})),
+                       dict(measurement.get("gc", {})), batches,
+                       tuple(str(p) for p in measurement.get("providers", ())), fallback)

@@ -7,24 +7,44 @@ bundle's manifest, so a reader can see exactly what was done and why.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
+import onnx
 import onnxruntime as ort
 
 from .isa import host_hardware, host_isa, resolve_isa
 from .spec import Spec
 
-__all__ = ["Candidate", "Plan", "make_plan", "render_plan"]
+__all__ = ["Candidate", "Plan", "cuda_usable", "make_plan", "render_plan"]
 
 _PROVIDERS = {"x86": "CPUExecutionProvider", "arm": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # ISAs with integer dot-product instructions that take u8 x s8 without saturating
 _U8S8_SAFE = {"avx512_vnni", "amx", "arm64_dotprod"}
 
 
+@cache
+def cuda_usable() -> bool:
+    """Whether a session here really runs on CUDA: onnxruntime-gpu lists CUDAExecutionProvider even where its
+    libraries do not load (then its sessions quietly run on CPU), so a one-node session is made to see."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe", [x],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    try:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except Exception:  # onnxruntime's own errors (no device, a driver too old): CUDA is not usable here
+        return False
+    return "CUDAExecutionProvider" in session.get_providers()
+
+
 def _host(target: str) -> tuple[str, bool, bool]:
     """The build host's ISA, whether it can run the target, and whether it is the target's ISA exactly."""
     if target == "cuda":
-        ok = "CUDAExecutionProvider" in ort.get_available_providers()
+        ok = cuda_usable()
         return host_isa(), ok, ok
     return host_isa(), host_hardware() == target, False
 
@@ -143,6 +163,11 @@ def make_plan(spec: Spec) -> Plan:
         "execution_mode": "sequential",
         "enable_cpu_mem_arena": True,
     }
+    if target == "cuda" and not runs_here:
+        notes.append(f"this host cannot run {provider} (onnxruntime does not offer it, or its session does not "
+                     "load it): the candidates' accuracy and every latency "
+                     "figure are measured on CPU (CPUExecutionProvider), not on a GPU; the bundle still refuses "
+                     "to serve on CPU unless started with --allow-cpu-fallback")
     if not same_isa:
         notes.append(f"latency on this host ({host_hardware()}/{host_isa_name}) is not the target's "
                      f"({target}/{isa}): reported, but the latency budget is not enforced and int8 or fp16 "

@@ -32,6 +32,11 @@ def headline(accurate: bool, latency: LatencyGate, plan: Plan) -> str:
         return f"**FAIL**: the latency budget was missed{how}."
     if latency.measured is None or (latency.measured == "pass" and latency.on_target):
         return "**PASS**: every budget met."
+    if latency.cpu_fallback:
+        return (f"**PASS (accuracy); latency not measured on the target**: the build host has no "
+                f"{', '.join(latency.cpu_fallback)}, so the bundle was measured on CPU "
+                f"({', '.join(latency.providers)}): those figures are not the {plan.target} target's and the latency "
+                "budget is unverified; measure the bundle on a GPU host with `python -m infc_runtime measure`.")
     if not latency.on_target:
         return (f"**PASS (accuracy); latency not measured on the target**: the build host "
                 f"({plan.host}/{plan.host_isa}) is not the target ({plan.target}/{plan.isa}), so the latency "
@@ -76,7 +81,7 @@ def build_report(outcome: BuildOutcome) -> str:
                   candidates_batch=next((e.latency.batch_size for e in outcome.evaluations if e.latency), "-"),
                   passes=[{**r, "summary": summary(r)} for r in chosen.records], kernel_lines=kernel_lines,
                   serving=serving, serving_why=outcome.serving_why, batches=outcome.batches,
-                  pinned=sorted(spec.serving_pinned))
+                  pinned=sorted(spec.serving_pinned), provenance=outcome.content.manifest.provenance)
 
 
 def _verdict(verdict: str | None, latency: LatencyGate) -> str:

@@ -41,10 +41,12 @@ __all__ = ["Bench", "Validation", "evaluate_all", "evaluate_locked", "locked_can
 
 def pipeline_for(spec: Spec, plan: Plan, kernels: Mapping[str, KernelInfo], outputs: Sequence[TensorSpec],
                  model: onnx.ModelProto) -> Pipeline:
-    """The pipeline a bundle of `model` would serve, in this process."""
-    return Pipeline(name=spec.name, version=spec.version, inputs=spec.inputs, outputs=outputs,
-                    session=make_session(model.SerializeToString(), plan.session), pre=kernels["pre"],
-                    post=kernels["post"], serving=spec.serving)
+    """The pipeline a bundle of `model` would serve, in this process (on CPU when the build host cannot run the
+    target's provider: the plan's notes say so)."""
+    session = make_session(model.SerializeToString(), plan.session, allow_cpu_fallback=not plan.host_runs_target)
+    return Pipeline(name=spec.name, version=spec.version, inputs=spec.inputs, outputs=outputs, session=session,
+                    pre=kernels["pre"], post=kernels["post"], serving=spec.serving,
+                    requested_providers=plan.session.get("providers"))
 
 
 @dataclass(frozen=True)

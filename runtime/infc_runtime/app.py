@@ -247,6 +247,7 @@ class _Server:
         self.pipeline = pipeline
         self.body_timeout_s = body_timeout_s
         self.metrics = Metrics(pipeline.name, max_batch_size=pipeline.serving.max_batch_size)
+        self.metrics.set_providers(pipeline.providers, cpu_fallback=bool(pipeline.cpu_fallback))
         self.batcher = Batcher(pipeline, self.metrics)
         self.warmup = warmup
         self.is_ready = not warmup
@@ -300,6 +301,9 @@ class _Server:
                 "platform": SERVER_NAME,
                 "inputs": [tensor_metadata(s) for s in p.inputs],
                 "outputs": [tensor_metadata(s) for s in p.outputs],
+                # a `$parameters` object, as requests and responses carry (MLServer's model metadata has one too):
+                # V2 clients read the keys they know and pass the rest through
+                "parameters": {"execution_providers": list(p.providers), "cpu_fallback": bool(p.cpu_fallback)},
             }
         )
 

@@ -10,10 +10,19 @@ percentile, a verdict per budget. Request i is row `i % n` of `--requests`
 (an .npz with one array per request input, named as in the manifest; other
 arrays are ignored), else the bundle's zero-filled example request.
 
-Prints one JSON document on stdout (`Measurement.to_dict()` plus `"format": 1`)
-and nothing else there. Exit codes: 0 measured (the verdict is in the JSON);
-1 a request failed; 2 usage error, or the bundle or the requests are unusable
-(one line on stderr).
+With `--public-key PUB` (or INFC_PUBLIC_KEY, as `serve`) the bundle must be
+signed by that key's private key (`infc sign`), checked before anything of it
+is read: an unsigned or wrongly signed bundle is refused (exit 2). A bundle
+built for CUDA where CUDA cannot be used is refused (exit 3) unless
+`--allow-cpu-fallback` (or INFC_ALLOW_CPU_FALLBACK=1); the document's
+`providers` (those the session used) and `cpu_fallback` (those it was built
+for and did without) say where it was measured.
+
+Prints one JSON document on stdout (`Measurement.to_dict()` plus `"format": 1`,
+`providers`, `cpu_fallback`) and nothing else there. Exit codes: 0 measured
+(the verdict is in the JSON); 1 a request failed; 2 usage error, or the bundle
+(its files, its signature) or the requests are unusable (one line on stderr);
+3 the bundle needs an execution provider this host lacks (one line on stderr).
 """
 
 from __future__ import annotations
@@ -31,13 +40,14 @@ import numpy as np
 
 from .latency import PERCENTILES, measure, measure_batches, settle_heap
 from .pipeline import Pipeline
+from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .types import Tensors, numpy_dtype
 from .verify import BundleError
 
 __all__ = ["FORMAT", "add_options", "load_requests", "run"]
 
 FORMAT = 1
-EXIT_OK, EXIT_REQUEST_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REQUEST_FAILED, EXIT_USAGE, EXIT_NO_PROVIDER = 0, 1, 2, 3
 
 
 class _Unusable(Exception):
@@ -86,6 +96,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-single", action="store_true", help="time only the batches, not single requests")
     parser.add_argument("--no-verify", action="store_true",
                         help="do not check the bundle's files against manifest.json (development only)")
+    parser.add_argument("--public-key", metavar="PUB", default=None,
+                        help="require manifest.sig, a signature by this PEM public key's private key (infc sign); "
+                             "default: $INFC_PUBLIC_KEY when set (needs the cryptography package)")
+    parser.add_argument(FALLBACK_OPTION, dest="allow_cpu_fallback", action="store_true",
+                        help="measure on CPU when the execution provider the bundle was built for (CUDA) cannot be "
+                             f"used (the JSON says so); without it such a bundle exits {EXIT_NO_PROVIDER} "
+                             f"(default: ${ALLOW_CPU_FALLBACK_ENV}=1)")
 
 
 def load_requests(path: str | Path, pipeline: Pipeline) -> Tensors:
@@ -143,30 +160,47 @@ def _measure(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, Any]:
             _run_one(pipeline, batches[size], f"a batch of {size}")
 
         points = measure_batches(run_batch, args.batches, stop_above_ms=args.stop_above_ms)
+    # where it ran: a bundle built for CUDA measured on CPU (allowed) must not pass for the GPU's figures
+    ran = {"providers": list(pipeline.providers), "cpu_fallback": list(pipeline.cpu_fallback)}
     if args.no_single:
-        return {"format": FORMAT, "gc": {"settled": settled}, "batches": [p.to_dict() for p in points]}
+        return {"format": FORMAT, "gc": {"settled": settled}, "batches": [p.to_dict() for p in points], **ran}
     rows = [{k: v[j:j + 1] for k, v in requests.items()} for j in range(n)]
     result = measure(lambda i: _run_one(pipeline, rows[i % n], f"request {i} (row {i % n})"),
                      budgets=dict(args.budget), min_samples=args.min_samples, max_samples=args.max_samples,
                      min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     result = dataclasses.replace(result, gc={**result.gc, "settled": settled}, batches=tuple(points))
-    return {"format": FORMAT, **result.to_dict()}
+    return {"format": FORMAT, **result.to_dict(), **ran}
 
 
 def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
     """Run the parsed `measure` command; print the JSON document; return the exit code.
 
     `load_bundle`: `serve.load_bundle` (passed in: serve imports this module for its parser).
+    `args.public_key`: the key file, the environment's already resolved (`serve.public_key`).
     """
     if not 1 <= args.min_samples <= args.max_samples or not 0 <= args.min_seconds <= args.max_seconds:
         print("error: need 1 <= --min-samples <= --max-samples and 0 <= --min-seconds <= --max-seconds",
               file=sys.stderr)
         return EXIT_USAGE
+    key = args.public_key
+    if key is not None and args.no_verify:
+        print("error: --no-verify cannot be used with a public key (--public-key or INFC_PUBLIC_KEY): signatures "
+              "are required", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        doc = _measure(args, load_bundle(args.bundle_dir, verify=not args.no_verify))
+        fallback = args.allow_cpu_fallback or allow_cpu_fallback_env()
+    except ValueError as exc:
+        _error(exc)
+        return EXIT_USAGE
+    try:
+        doc = _measure(args, load_bundle(args.bundle_dir, verify=not args.no_verify, public_key=key,
+                                         allow_cpu_fallback=fallback))
     except (BundleError, _Unusable) as exc:
         _error(exc)
         return EXIT_USAGE
+    except ProviderError as exc:
+        _error(f"{args.bundle_dir}: {exc}")
+        return EXIT_NO_PROVIDER
     except _RequestFailed as exc:
         _error(exc)
         return EXIT_REQUEST_FAILED
@@ -174,6 +208,6 @@ def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
     return EXIT_OK
 
 
-def _error(exc: Exception) -> None:
+def _error(exc: Exception | str) -> None:
     """One line on stderr, whatever the message holds (ORT's can span lines)."""
     print("error: " + " ".join(str(exc).split()), file=sys.stderr)

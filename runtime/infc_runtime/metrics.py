@@ -17,6 +17,11 @@ Served as text at `GET /metrics`. Durations are in seconds.
 | `infc_bundle_verified`            | gauge     | model         | 1 when the bundle's files were checked against  |
 |                                   |           |               | its manifest before loading, 0 if not (e.g.     |
 |                                   |           |               | `--no-verify`, or an app built in process)      |
+| `infc_cpu_fallback`               | gauge     | model         | 1 when the bundle was built for an accelerator  |
+|                                   |           |               | (CUDA) it cannot use here and is served on CPU  |
+|                                   |           |               | (`--allow-cpu-fallback`), else 0                |
+| `infc_execution_provider`         | gauge     | model,        | 1 for each ONNX Runtime execution provider the  |
+|                                   |           | provider      | model's session uses (`CPUExecutionProvider`)   |
 
 Every update happens on the event loop's thread (the batcher records a batch's
 stages there once the worker is done), so the values are plain Python numbers
@@ -28,7 +33,7 @@ request, measured). The registry reads them through a collector when scraped.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
@@ -101,6 +106,8 @@ class Metrics:
         self._inflight = 0
         self._disconnects = 0
         self._verified = 0
+        self._providers: tuple[str, ...] = ()
+        self._cpu_fallback = 0
         self._registry = registry
         if registry is not None:
             registry.register(cast("Collector", self))
@@ -153,6 +160,12 @@ class Metrics:
         """Record whether the served bundle's files were verified before loading (the serve command sets it)."""
         self._verified = 1 if verified else 0
 
+    def set_providers(self, providers: Sequence[str], *, cpu_fallback: bool) -> None:
+        """Record the execution providers the model's session uses, and whether it runs on CPU for want of the
+        one it was built for (the app sets it from its pipeline)."""
+        self._providers = tuple(providers)
+        self._cpu_fallback = 1 if cpu_fallback else 0
+
     def render(self) -> bytes:
         """All metrics in the Prometheus text format (media type `content_type()`)."""
         from prometheus_client import generate_latest
@@ -161,7 +174,7 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, as the registry reads them."""
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         model = [self.model]
         requests = CounterMetricFamily("infc_requests_total", "Infer requests answered, by HTTP status.",
@@ -193,6 +206,15 @@ class Metrics:
         yield _gauge("infc_bundle_verified",
                      "1 when the bundle's files were verified against its manifest before loading, else 0.",
                      model, self._verified)
+        yield _gauge("infc_cpu_fallback",
+                     "1 when the model was built for an execution provider it cannot use here and runs on CPU.",
+                     model, self._cpu_fallback)
+        providers = GaugeMetricFamily("infc_execution_provider",
+                                      "1 for each ONNX Runtime execution provider the model's session uses.",
+                                      labels=["model", "provider"])
+        for provider in self._providers:
+            providers.add_metric([self.model, provider], 1)
+        yield providers
 
 
 def _gauge(name: str, documentation: str, labels: list[str], value: float) -> GaugeMetricFamily:

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from . import providers
 from .abi import KernelInfo, Manifest, RequestError, kernel_module, limits_for
 from .cpus import usable_cpus
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
@@ -56,12 +57,18 @@ _OPT_LEVELS = {
 
 
 def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = None, *,
-                 instances: int = 1) -> ort.InferenceSession:
+                 instances: int = 1, allow_cpu_fallback: bool = False) -> ort.InferenceSession:
     """An ONNX Runtime session configured from a bundle's `session` settings.
 
     With `instances` sessions running at once, each gets that share of the
     compute threads: of `intra_op_num_threads` when the bundle sets it, else of
     the CPUs this process may use (`cpus.usable_cpus`).
+
+    A provider the settings name (other than CPU) that onnxruntime does not
+    offer, or that the made session does not use (onnxruntime-gpu drops CUDA
+    when its libraries do not load), is a `providers.ProviderError` unless
+    `allow_cpu_fallback`: then the session runs on what is left
+    (`session.get_providers()` says what).
     """
     settings = settings or {}
     opts = ort.SessionOptions()
@@ -79,11 +86,15 @@ def make_session(model: str | bytes | Path, settings: dict[str, Any] | None = No
     opts.enable_cpu_mem_arena = bool(settings.get("enable_cpu_mem_arena", True))
     if settings.get("execution_mode") == "parallel":
         opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-    providers = settings.get("providers") or ["CPUExecutionProvider"]
-    available = set(ort.get_available_providers())
-    providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    wanted = providers.requested(settings)
+    available = ort.get_available_providers()
+    # checked before the model is read: a refused bundle costs no session
+    providers.check(wanted, available, None, allow_cpu_fallback=allow_cpu_fallback)
+    offered = [p for p in wanted if p in available] or [providers.CPU]
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=opts, providers=providers)
+    session = ort.InferenceSession(source, sess_options=opts, providers=offered)
+    providers.check(wanted, available, session.get_providers(), allow_cpu_fallback=allow_cpu_fallback)
+    return session
 
 
 def load_kernel_module(path: Path) -> ModuleType:
@@ -120,11 +131,16 @@ class Pipeline:
         post: KernelInfo | Kernel,
         serving: ServingConfig | None = None,
         more_sessions: Sequence[ort.InferenceSession] = (),
+        requested_providers: Sequence[str] | None = None,
     ) -> None:
         """`pre` / `post`: a kernel module's interface (`abi.kernel_module`), or a bare function (no tables).
 
         `more_sessions`: further sessions of the same model, one per further
         instance (`serving.instances`); `run_batch(..., instance=i)` runs on the i-th.
+        `requested_providers`: the execution providers the bundle was built for
+        (its manifest's `session.providers`; None: those the session uses).
+        `providers` are those the session uses, `cpu_fallback` those it was built
+        for and does without (allowed by `make_session(allow_cpu_fallback=True)`).
         """
         self.name = name
         self.version = version
@@ -133,6 +149,9 @@ class Pipeline:
         self.session = session
         self.sessions = [session, *more_sessions]
         self.serving = serving or ServingConfig()
+        self.providers: list[str] = list(session.get_providers())
+        self.requested_providers = list(self.providers if requested_providers is None else requested_providers)
+        self.cpu_fallback = providers.missing(self.requested_providers, self.providers)
         pre_info = pre if isinstance(pre, KernelInfo) else KernelInfo(run=pre)
         self._pre: Kernel = pre_info.run
         self._post: Kernel = post.run if isinstance(post, KernelInfo) else post
@@ -145,12 +164,14 @@ class Pipeline:
         self._texts = [i.name for i in self.inputs if i.dtype == "bytes"] if self._padding else []
 
     @classmethod
-    def load(cls, bundle_dir: str | Path) -> Pipeline:
-        """Build the pipeline a bundle describes (its `manifest.json`); ManifestError when it cannot be read."""
+    def load(cls, bundle_dir: str | Path, *, allow_cpu_fallback: bool = False) -> Pipeline:
+        """Build the pipeline a bundle describes (its `manifest.json`); ManifestError when it cannot be read,
+        `providers.ProviderError` when it needs an execution provider this host lacks (see `make_session`)."""
         root = Path(bundle_dir)
         manifest = Manifest.from_dict(json.loads((root / "manifest.json").read_text()))
         instances = manifest.serving.instances
-        sessions = [make_session(root / manifest.model.path, dict(manifest.session), instances=instances)
+        sessions = [make_session(root / manifest.model.path, dict(manifest.session), instances=instances,
+                                 allow_cpu_fallback=allow_cpu_fallback)
                     for _ in range(instances)]
         return cls(
             name=manifest.name,
@@ -162,6 +183,7 @@ class Pipeline:
             post=kernel_module(load_kernel_module(root / manifest.kernels.post)),
             serving=manifest.serving,
             more_sessions=sessions[1:],
+            requested_providers=providers.requested(manifest.session),
         )
 
     # -- stages ------------------------------------------------------------

@@ -1,11 +1,11 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
     python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--grpc-port PORT] [--log-level info]
-        [--no-warmup] [--no-verify | --public-key PUB] [--allow-host NAME]... [--access-log]
+        [--no-warmup] [--no-verify | --public-key PUB] [--allow-cpu-fallback] [--allow-host NAME]... [--access-log]
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
-        [--no-gc-freeze] [--no-single] [--no-verify]
+        [--no-gc-freeze] [--no-single] [--no-verify | --public-key PUB] [--allow-cpu-fallback]
 
 Before anything of the bundle is imported or read, both commands check its
 files against `manifest.json` (`infc_runtime.verify`): a changed, missing or
@@ -22,6 +22,18 @@ an unsigned or wrongly signed bundle ends with exit 2 and one line naming
 manifest.sig. It needs the `cryptography` package (imported only then; exit 2
 when it is missing); with `--no-verify` it is a usage error (exit 2). Only the
 key's path and fingerprint are ever logged.
+
+A bundle built for an accelerator (a cuda target: `session.providers` names
+CUDAExecutionProvider) whose provider onnxruntime does not offer here, or does
+not load into the session (onnxruntime-gpu drops CUDA when its libraries are
+missing), never runs silently on CPU (`infc_runtime.providers`): the command
+exits 3 before listening, with one line on stderr naming the provider, the
+providers this onnxruntime offers and the way out. `--allow-cpu-fallback` (or
+the environment variable INFC_ALLOW_CPU_FALLBACK=1, for images) serves on CPU
+and says so: a WARNING at start, `parameters.cpu_fallback: true` in the model
+metadata (`GET /v2/models/NAME`), the metric `infc_cpu_fallback` 1. The
+providers in use are logged at start, listed in the model metadata's
+`parameters.execution_providers` and in the metric `infc_execution_provider`.
 
 The request limits of the manifest's `serving` section can be overridden:
 `--max-body-bytes` (the body as received), `--max-decompressed-bytes` (after
@@ -77,7 +89,8 @@ and before the batcher drains.
 
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
 the port is in use); 2 usage error, or the bundle does not verify or load (one
-line on stderr).
+line on stderr); 3 the bundle needs an execution provider this host cannot
+give it (CUDA) and CPU fallback was not allowed (one line on stderr).
 """
 
 from __future__ import annotations
@@ -95,6 +108,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .abi import ManifestError
+from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
@@ -102,9 +116,10 @@ if TYPE_CHECKING:
 
     from .pipeline import Pipeline
 
-__all__ = ["BundleError", "LIMITS", "PUBLIC_KEY_ENV", "load_bundle", "main", "public_key", "serve_bundle"]
+__all__ = ["BundleError", "LIMITS", "PUBLIC_KEY_ENV", "ProviderError", "allow_cpu_fallback", "load_bundle", "main",
+           "public_key", "serve_bundle"]
 
-EXIT_OK, EXIT_START_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_START_FAILED, EXIT_USAGE, EXIT_NO_PROVIDER = 0, 1, 2, 3
 
 LIMITS = ("max_body_bytes", "max_decompressed_bytes", "max_rows", "max_elements", "max_pixels")
 """The `serving` limits the command line can override (`--max-body-bytes`, ...)."""
@@ -121,9 +136,11 @@ PUBLIC_KEY_ENV = "INFC_PUBLIC_KEY"
 log = logging.getLogger("infc_runtime")
 
 
-def load_bundle(bundle_dir: str | Path, *, verify: bool = True, public_key: str | Path | None = None) -> Pipeline:
+def load_bundle(bundle_dir: str | Path, *, verify: bool = True, public_key: str | Path | None = None,
+                allow_cpu_fallback: bool = False) -> Pipeline:
     """`verify_bundle` (with the signature by `public_key`'s private key, when given), then `Pipeline.load`, with
-    every failure turned into one clear `BundleError`."""
+    every failure turned into one clear `BundleError`, except a missing execution provider: `ProviderError`
+    (unless `allow_cpu_fallback`)."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory")
@@ -139,7 +156,9 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True, public_key: str 
     from .pipeline import Pipeline  # here: after the check, and `--help` imports no numpy or onnxruntime
 
     try:
-        return Pipeline.load(root)
+        return Pipeline.load(root, allow_cpu_fallback=allow_cpu_fallback)
+    except ProviderError:
+        raise
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest}: invalid JSON ({exc})") from None
     except ManifestError as exc:  # another major schema version, a key missing or mistyped
@@ -192,6 +211,10 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-key", metavar="PUB", default=None,
                         help=f"require manifest.sig, a signature by this PEM public key's private key (infc sign); "
                              f"default: ${PUBLIC_KEY_ENV} when set (needs the cryptography package)")
+    parser.add_argument(FALLBACK_OPTION, dest="allow_cpu_fallback", action="store_true",
+                        help=f"serve on CPU when the execution provider the bundle was built for (CUDA) cannot be "
+                             f"used, and say so (log, model metadata, metric infc_cpu_fallback); without it such a "
+                             f"bundle exits {EXIT_NO_PROVIDER} before listening (default: ${ALLOW_CPU_FALLBACK_ENV}=1)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="accept requests whose Host header names NAME (repeatable)")
     parser.add_argument("--access-log", action="store_true",
@@ -210,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "measure":
         from . import measure_cli
 
+        args.public_key = public_key(args.public_key)
         return measure_cli.run(args, load_bundle)
     return _serve(args)
 
@@ -270,6 +294,12 @@ def public_key(option: str | None) -> str | None:
     return option or os.environ.get(PUBLIC_KEY_ENV) or None
 
 
+def allow_cpu_fallback(option: bool) -> bool:
+    """Whether CPU fallback is allowed: `--allow-cpu-fallback`, else $INFC_ALLOW_CPU_FALLBACK (ValueError for a
+    value that is neither 1 nor 0)."""
+    return option or allow_cpu_fallback_env()
+
+
 def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None] | int:
     """The app serving the bundle `args` names (warm-up not run yet) and what to call when its shutdown begins
     (the gRPC endpoint's stop), or the exit code when it cannot."""
@@ -284,15 +314,29 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
         print(f"error: public key {key}: the bundle's signature was not checked (give the option in full: "
               "--public-key PUB)", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        fallback = allow_cpu_fallback(args.allow_cpu_fallback)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.no_verify:
         log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")
     elif verified is not None:
         log.info("bundle %s verified by its serve.py: %s", args.bundle_dir, verified)
     try:
-        pipeline = load_bundle(args.bundle_dir, verify=not args.no_verify and verified is None, public_key=key)
+        pipeline = load_bundle(args.bundle_dir, verify=not args.no_verify and verified is None, public_key=key,
+                               allow_cpu_fallback=fallback)
     except BundleError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
+    except ProviderError as exc:
+        # Exit before listening rather than live-but-never-ready: under Kubernetes a pod that never gets ready
+        # sits there quietly (its reason only in a probe's 503 body), while an exit is a CrashLoopBackOff whose
+        # log's last line says what is missing; under docker or systemd it stops the start at once. Either way
+        # nothing ever routes a request to a bundle that would run on the wrong hardware.
+        print(f"error: {args.bundle_dir}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_NO_PROVIDER
+    _log_providers(pipeline)
     overrides = {limit: getattr(args, limit) for limit in LIMITS if getattr(args, limit) is not None}
     pipeline.serving = dataclasses.replace(pipeline.serving, **overrides)
     from .app import create_app  # here: `measure` and `--help` need no server stack
@@ -308,3 +352,14 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
             return EXIT_USAGE
         on_shutdown = attach(app, host=args.host, port=args.grpc_port)
     return app, on_shutdown
+
+
+def _log_providers(pipeline: Pipeline) -> None:
+    """The execution providers in use, at start; a WARNING when the bundle runs without the one it was built for."""
+    log.info("model %r runs on execution providers %s (built for %s)", pipeline.name, ", ".join(pipeline.providers),
+             ", ".join(pipeline.requested_providers))
+    if pipeline.cpu_fallback:
+        log.warning("CPU FALLBACK: model %r was built for %s, which cannot be used here; it is served on %s, as "
+                    "allowed by %s or %s=1 (slower than the bundle was built and budgeted for)", pipeline.name,
+                    ", ".join(pipeline.cpu_fallback), ", ".join(pipeline.providers), FALLBACK_OPTION,
+                    ALLOW_CPU_FALLBACK_ENV)

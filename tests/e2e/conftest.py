@@ -1,11 +1,11 @@
-"""The example spec, built once per test session into a temporary folder."""
+"""The example spec, built once per test session into a temporary folder (as it is, and for `target: cuda`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from examples import DIGITS_SPEC
+from examples import DIGITS_SPEC, digits_copy
 
 from infc.build import BuildOutcome, build
 
@@ -19,3 +19,14 @@ def digits_build(tmp_path_factory: pytest.TempPathFactory) -> BuildOutcome:
 def digits_bundle(digits_build: BuildOutcome) -> Path:
     assert digits_build.path is not None
     return digits_build.path
+
+
+@pytest.fixture(scope="session")
+def cuda_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example built for `target: cuda` (fp32): on a host without CUDA, built and measured on CPU."""
+    folder = tmp_path_factory.mktemp("cuda")
+    spec = digits_copy(folder, {"target: {hardware: x86, isa: native}": "target: {hardware: cuda, fp16: false}",
+                                "quantize: auto": "quantize: none"})
+    result = build(spec, folder / "out", iterations=20, latency_gate="off", lock="ignore")
+    assert result.path is not None
+    return result.path

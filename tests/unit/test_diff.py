@@ -66,3 +66,26 @@ def test_the_table_shows_spec_keys_and_ops_that_changed() -> None:
     assert "| model | ops: MatMulInteger | 0 | 3 | changed |" in text
     assert "| serving |" not in text  # unchanged rows are left out unless asked
     assert "| serving |" in render_markdown(_side(), new, compare(_side(), new), all_rows=True)
+
+
+def _provenance(**kw: Any) -> dict[str, Any]:
+    return {"spec_sha256": "a" * 64, "model_sha256": "b" * 64, "lock_sha256": None, "infc_version": "0.1.0",
+            "build_host": {"system": "Linux", "machine": "x86_64", "isa": "avx2"}, **kw}
+
+
+def test_provenance_changes_are_rows() -> None:
+    old = _side(provenance=_provenance())
+    new = _side(provenance=_provenance(lock_sha256="c" * 64, infc_version="0.2.0",
+                                       build_host={"system": "Linux", "machine": "aarch64", "isa": "arm64"}))
+    rows = _rows(old, new)
+    assert rows["provenance", "lock sha256"] == Row("provenance", "lock sha256", "none", "c" * 12, "neutral")
+    assert rows["provenance", "infc version"].new == "0.2.0"
+    assert rows["provenance", "build host"] == Row("provenance", "build host", "Linux x86_64 (avx2)",
+                                                   "Linux aarch64 (arm64)", "neutral")
+    assert rows["provenance", "spec sha256"].change == rows["provenance", "source model sha256"].change == "same"
+    text = render_markdown(old, new, compare(old, new))
+    assert "| provenance | build host | Linux x86_64 (avx2) | Linux aarch64 (arm64) | changed |" in text
+    assert "| provenance | spec sha256 |" not in text
+    assert not [r for r in compare(_side(), _side()) if r.section == "provenance"], "no rows without provenance"
+    lock = _rows(_side(kind="lock"), new)["provenance", "infc version"]
+    assert (lock.old, lock.new, lock.change) == ("-", "0.2.0", "neutral")

@@ -42,3 +42,17 @@ def test_no_unfused_candidate_without_fusions_or_auto(tmp_path: Path) -> None:
         assert old in source
         (tmp_path / "digits.yaml").write_text(source.replace(old, new))
         assert [c.name for c in make_plan(load_spec(tmp_path / "digits.yaml").spec).candidates] == expected
+
+
+def test_a_cuda_plan_on_a_host_without_cuda_says_its_figures_are_cpus(tmp_path: Path) -> None:
+    from infc.plan import cuda_usable
+
+    source = (ROOT / "specs" / "digits" / "digits.yaml").read_text()
+    for name in ("digits.onnx", "calib.npz", "val.npz"):
+        (tmp_path / name).symlink_to(ROOT / "specs" / "digits" / name)
+    (tmp_path / "digits.yaml").write_text(source.replace("target: {hardware: x86, isa: native}", "target: cuda"))
+    plan = make_plan(load_spec(tmp_path / "digits.yaml").spec)
+    assert plan.session["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert plan.host_runs_target is plan.host_matches_target is cuda_usable()
+    cpu_note = [n for n in plan.notes if "measured on CPU (CPUExecutionProvider), not on a GPU" in n]
+    assert len(cpu_note) == (0 if cuda_usable() else 1)

@@ -73,3 +73,14 @@ def test_disconnects_and_bundle_verification() -> None:
     m.set_bundle_verified(False)
     assert value("infc_bundle_verified") == 0
     assert m.registry.get_sample_value("infc_requests_total", {"model": "digits", "status": "500"}) is None
+
+
+def test_execution_providers_and_cpu_fallback() -> None:
+    m = Metrics("digits", max_batch_size=8)
+    assert m.registry.get_sample_value("infc_cpu_fallback", {"model": "digits"}) == 0
+    m.set_providers(["CPUExecutionProvider"], cpu_fallback=True)
+    assert m.registry.get_sample_value("infc_cpu_fallback", {"model": "digits"}) == 1
+    assert m.registry.get_sample_value("infc_execution_provider",
+                                       {"model": "digits", "provider": "CPUExecutionProvider"}) == 1
+    assert m.registry.get_sample_value("infc_execution_provider",
+                                       {"model": "digits", "provider": "CUDAExecutionProvider"}) is None

@@ -149,7 +149,7 @@ def test_decoded_shapes() -> None:
 
 def _serving_pipeline(module: Any, max_pixels: int) -> Pipeline:
     """A pipeline around the kernel alone: what the server runs it in (its limits reach the kernel)."""
-    session: Any = SimpleNamespace(get_inputs=lambda: [])
+    session: Any = SimpleNamespace(get_inputs=lambda: [], get_providers=lambda: ["CPUExecutionProvider"])
     return Pipeline(name="t", version="1", inputs=[PNG], outputs=[], session=session, pre=module.run,
                     post=lambda t: t, serving=ServingConfig(max_pixels=max_pixels))
 
