@@ -72,6 +72,7 @@ from .latency import settle_heap
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request, encode_response, tensor_metadata
+from .tracing import RequestTrace, Tracing
 from .types import Tensors
 
 __all__ = ["BODY_TIMEOUT_S", "BROWSER_CONTENT_TYPES", "INLINE_BYTES", "SERVER_NAME", "HostCheck", "create_app"]
@@ -101,6 +102,7 @@ def create_app(
     warmup: bool = True,
     allowed_hosts: Sequence[str] | None = None,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """A Starlette app serving `pipeline` over KServe V2, with health and metrics.
 
@@ -109,11 +111,12 @@ def create_app(
     With `allowed_hosts` (names or addresses; a port in the Host header is
     ignored), any request whose Host header names another host is answered 421:
     a server bound to loopback is then out of reach of DNS rebinding. Each chunk
-    of a request body must arrive within `body_timeout_s` (else 408).
+    of a request body must arrive within `body_timeout_s` (else 408). With
+    `tracing`, every infer request over HTTP is traced (`tracing` module).
     The app's `Metrics` are `app.state.metrics` (the serve command records
     `set_bundle_verified` there).
     """
-    server = _Server(pipeline, warmup=warmup, body_timeout_s=body_timeout_s)
+    server = _Server(pipeline, warmup=warmup, body_timeout_s=body_timeout_s, tracing=tracing)
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     routes = [
@@ -243,12 +246,14 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 class _Server:
     """The state behind the routes: pipeline, batcher, metrics, readiness."""
 
-    def __init__(self, pipeline: Pipeline, *, warmup: bool, body_timeout_s: float) -> None:
+    def __init__(self, pipeline: Pipeline, *, warmup: bool, body_timeout_s: float,
+                 tracing: Tracing | None = None) -> None:
         self.pipeline = pipeline
         self.body_timeout_s = body_timeout_s
         self.metrics = Metrics(pipeline.name, max_batch_size=pipeline.serving.max_batch_size)
         self.metrics.set_providers(pipeline.providers, cpu_fallback=bool(pipeline.cpu_fallback))
-        self.batcher = Batcher(pipeline, self.metrics)
+        self.tracing = tracing  # None: off, and no per-request work for it
+        self.batcher = Batcher(pipeline, self.metrics, tracing=tracing)
         self.warmup = warmup
         self.is_ready = not warmup
         self.not_ready_reason = "warming up"
@@ -266,6 +271,8 @@ class _Server:
             await self.batcher.drain()
             if warming is not None:
                 await warming
+            if self.tracing is not None:
+                await asyncio.to_thread(self.tracing.flush)
 
     async def _warm_up(self) -> None:
         started = time.perf_counter()
@@ -352,8 +359,10 @@ class _Server:
         started = time.perf_counter()
         self.metrics.request_started()
         status: int | None = 500
+        trace = None if self.tracing is None else self.tracing.request(scope, self.pipeline.name,
+                                                                        self.pipeline.version)
         try:
-            answer = await self._infer(scope, receive)
+            answer = await self._infer(scope, receive, trace)
             status = answer[0]
             return answer
         except ClientDisconnect:
@@ -367,9 +376,12 @@ class _Server:
             self.metrics.request_finished()
             if status is not None:
                 self.metrics.observe_request(status, time.perf_counter() - started)
+            if trace is not None:
+                trace.finish(status)
 
-    async def _infer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """Status, body and headers of the answer to one infer request."""
+    async def _infer(self, scope: Scope, receive: Receive, trace: RequestTrace | None = None
+                     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, body and headers of the answer to one infer request (marking its `trace`'s stages)."""
         p = self.pipeline
         if self.broken:  # requests sent while it warms up wait for it instead
             return _error_answer(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
@@ -388,7 +400,12 @@ class _Server:
             body = await read_body(receive, content_length, max_bytes=p.serving.max_body_bytes,
                                    timeout_s=self.body_timeout_s)
             req = await self._decode(body, encoding, header_length)
-            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s), receive)
+            if trace is not None:
+                trace.mark_decoded(req.rows)
+            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s, trace=trace),
+                                        receive)
+            if trace is not None:
+                trace.mark_encoding()
             encoded = await self._encode(req, result)
         except ProtocolError as exc:
             if exc.status >= 500:

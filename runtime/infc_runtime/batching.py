@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 from .metrics import Metrics
 from .pipeline import Pipeline
+from .tracing import RequestTrace, Tracing
 from .types import Tensors
 
 __all__ = ["Batcher", "BatcherClosed", "DeadlineExceeded", "QueueFull"]
@@ -74,15 +75,17 @@ class _Item:
     bucket: int = 0
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     looked: bool = False  # the loop had its turns to bring company before this request ran alone
+    trace: RequestTrace | None = None
 
 
 class Batcher:
     """Queues requests for one pipeline and runs them in batches on a worker thread."""
 
-    def __init__(self, pipeline: Pipeline, metrics: Metrics | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, metrics: Metrics | None = None, tracing: Tracing | None = None) -> None:
         self.pipeline = pipeline
         self.config = pipeline.serving
         self.metrics = metrics
+        self.tracing = tracing  # with it, each batch is a span linked to its requests' (`RequestTrace`s)
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
         self._waiter: asyncio.Future[None] | None = None  # the collector sleeps on it; `_wake` resolves it
@@ -127,7 +130,8 @@ class Batcher:
         """
         return await self.enqueue(tensors, timeout_s=timeout_s)
 
-    def enqueue(self, tensors: Tensors, *, timeout_s: float | None = None) -> asyncio.Future[Tensors]:
+    def enqueue(self, tensors: Tensors, *, timeout_s: float | None = None,
+                trace: RequestTrace | None = None) -> asyncio.Future[Tensors]:
         """Queue one request; the future of its result (what `submit` awaits), without a task of its own.
 
         Raises `QueueFull` or `BatcherClosed` at once. Cancelling the future
@@ -141,7 +145,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         rows = len(next(iter(tensors.values()))) if tensors else 0
         future: asyncio.Future[Tensors] = loop.create_future()
-        item = _Item(tensors, rows, future, time.monotonic(), self.pipeline.length_bucket(tensors))
+        item = _Item(tensors, rows, future, time.monotonic(), self.pipeline.length_bucket(tensors), trace=trace)
         timeout = self.config.timeout_ms / 1000 if timeout_s is None else timeout_s
         item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
@@ -288,7 +292,8 @@ class Batcher:
 
     async def _run(self, batch: list[_Item], instance: int) -> None:
         """Run one batch on the worker thread of `instance`; resolve each request with its own result."""
-        timings: dict[str, float] = {}
+        traced = None if self.tracing is None else self.tracing.batch()  # a timings dict that also makes spans
+        timings: dict[str, float] = {} if traced is None else traced
         requests = [item.tensors for item in batch]
         try:
             results: list[Any] = await self.run_in_worker(
@@ -300,6 +305,8 @@ class Batcher:
             self.metrics.observe_batch(sum(item.rows for item in batch))
             for stage, seconds in timings.items():
                 self.metrics.observe_stage(stage, seconds)
+        if traced is not None:
+            traced.finish([item.trace for item in batch], sum(item.rows for item in batch), instance)
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue

@@ -87,10 +87,16 @@ then) on the same host, with the same pipeline, batcher, limits and metrics;
 on shutdown it stops after HTTP has drained (calls in progress are answered)
 and before the batcher drains.
 
+OpenTelemetry traces of infer requests (`infc_runtime.tracing`) are off
+unless the standard `OTEL_*` variables turn them on (`OTEL_TRACES_EXPORTER`,
+`OTEL_EXPORTER_OTLP_ENDPOINT`); then they need the `opentelemetry-sdk` and
+`opentelemetry-exporter-otlp` packages (exit 2 without them).
+
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
-the port is in use); 2 usage error, or the bundle does not verify or load (one
-line on stderr); 3 the bundle needs an execution provider this host cannot
-give it (CUDA) and CPU fallback was not allowed (one line on stderr).
+the port is in use); 2 usage error, or the bundle does not verify or load, or
+OTEL_* variables ask for traces that cannot be made (one line on stderr); 3
+the bundle needs an execution provider this host cannot give it (CUDA) and
+CPU fallback was not allowed (one line on stderr).
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ from typing import TYPE_CHECKING
 
 from .abi import ManifestError
 from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
+from .tracing import TracingError, from_environment
 from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
@@ -319,6 +326,11 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        tracing = from_environment()  # None unless OTEL_* variables ask for traces
+    except TracingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.no_verify:
         log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")
     elif verified is not None:
@@ -341,7 +353,11 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     pipeline.serving = dataclasses.replace(pipeline.serving, **overrides)
     from .app import create_app  # here: `measure` and `--help` need no server stack
 
-    app = create_app(pipeline, warmup=not args.no_warmup, allowed_hosts=allowed_hosts(args.host, args.allow_host))
+    if tracing is not None:
+        log.info("tracing on: spans of model %r exported as OTEL_* variables say (%s)", pipeline.name,
+                 os.environ.get("OTEL_TRACES_EXPORTER", "otlp"))
+    app = create_app(pipeline, warmup=not args.no_warmup, allowed_hosts=allowed_hosts(args.host, args.allow_host),
+                     tracing=tracing)
     app.state.metrics.set_bundle_verified(not args.no_verify)
     on_shutdown = None
     if args.grpc_port is not None:
