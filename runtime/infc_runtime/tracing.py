@@ -34,7 +34,14 @@ Spans of one infer request (HTTP), all with the request span as parent:
 The request span is a child of the caller's span when the request carries a
 `traceparent` header, else a root. A batch is a span of its own, `batch`, a
 root linked to the spans of the requests it served; their `pre`, `infer` and
-`post` spans link back to it (the stages run once for the whole batch).
+`post` spans link back to it (the stages run once for the whole batch). A
+batch none of whose requests was sampled makes no span; one that has one is
+sampled as a root by the sampler (a ratio sampler may drop it).
+
+Cost (bench/tracing_cost.py, bench/RESULTS.md): off, none measurable; on, the
+SDK's spans and their export in the server's process, most of a millisecond of
+CPU per request at every request sampled: sample a busy server with
+`OTEL_TRACES_SAMPLER=parentbased_traceidratio` and `OTEL_TRACES_SAMPLER_ARG`.
 """
 
 from __future__ import annotations
@@ -165,17 +172,17 @@ class Tracing:
 class RequestTrace:
     """One infer request's span and the times its children are made from."""
 
-    __slots__ = ("batch_size", "decoded", "encoding", "queue_end", "span", "start", "tracing")
+    __slots__ = ("batch_size", "context", "decoded", "encoding", "queue_end", "span", "start", "tracing")
 
     def __init__(self, tracing: Tracing, span: Any, start: int) -> None:
         self.tracing, self.span, self.start = tracing, span, start
+        self.context = tracing._trace.set_span_in_context(span)  # its children's parent
         self.decoded = self.queue_end = self.encoding = 0
         self.batch_size = 0
 
     def child(self, name: str, start: int, end: int, links: Any = None) -> None:
         """A finished child span of the request."""
-        context = self.tracing._trace.set_span_in_context(self.span)
-        self.tracing.tracer.start_span(name, context=context, links=links, start_time=start).end(end_time=end)
+        self.tracing.tracer.start_span(name, context=self.context, links=links, start_time=start).end(end_time=end)
 
     def mark_decoded(self, rows: int) -> None:
         """The request's body is read and decoded, and it is about to be queued."""
@@ -224,7 +231,7 @@ class BatchTrace(dict[str, float]):
     def finish(self, traces: Iterable[RequestTrace | None], rows: int, instance: int) -> None:
         """The batch's span, linked to the spans of the requests it ran (`traces`, None for one not traced), and
         theirs: the end of their queue, and their `pre`, `infer`, `post` spans, linked back to it."""
-        traced = [t for t in traces if t is not None]
+        traced = [t for t in traces if t is not None and t.span.is_recording()]  # not those the sampler dropped
         if not traced:
             return
         tracing = self.tracing
