@@ -35,8 +35,9 @@ The request span is a child of the caller's span when the request carries a
 `traceparent` header, else a root. A batch is a span of its own, `batch`, a
 root linked to the spans of the requests it served; their `pre`, `infer` and
 `post` spans link back to it (the stages run once for the whole batch). A
-batch none of whose requests was sampled makes no span; one that has one is
-sampled as a root by the sampler (a ratio sampler may drop it).
+request the sampler drops costs its start and no more: no child spans, and a
+batch none of whose requests was sampled makes no span (one that has one is
+sampled as a root by the sampler: a ratio sampler may drop it).
 
 Cost (bench/tracing_cost.py, bench/RESULTS.md): off, none measurable; on, the
 SDK's spans and their export in the server's process, most of a millisecond of
@@ -141,8 +142,9 @@ class Tracing:
         self._error = trace.Status(trace.StatusCode.ERROR)
         self._root = Context()  # a batch span's: no parent
 
-    def request(self, scope: Mapping[str, Any], model: str, version: str) -> RequestTrace:
-        """The trace of the infer request `scope` (ASGI), started now; its parent from the `traceparent` header."""
+    def request(self, scope: Mapping[str, Any], model: str, version: str) -> RequestTrace | None:
+        """The trace of the infer request `scope` (ASGI), started now, its parent from the `traceparent` header;
+        None when the sampler drops it (then nothing more is done for it)."""
         start = time.time_ns()
         # a Getter by its methods: subclassing opentelemetry's would import it when tracing is off
         parent = self.propagator.extract(scope["headers"], getter=_HEADERS)  # type: ignore[arg-type]
@@ -158,7 +160,7 @@ class Tracing:
             attributes["client.address"] = client[0]
         span = self.tracer.start_span(f"{scope['method']} {scope['path']}", context=parent, kind=self._server,
                                       attributes=attributes, start_time=start)
-        return RequestTrace(self, span, start)
+        return RequestTrace(self, span, start) if span.is_recording() else None
 
     def batch(self) -> BatchTrace:
         """The trace of a batch that starts now: the timings dict to give `Pipeline.run_batch`."""
@@ -231,7 +233,7 @@ class BatchTrace(dict[str, float]):
     def finish(self, traces: Iterable[RequestTrace | None], rows: int, instance: int) -> None:
         """The batch's span, linked to the spans of the requests it ran (`traces`, None for one not traced), and
         theirs: the end of their queue, and their `pre`, `infer`, `post` spans, linked back to it."""
-        traced = [t for t in traces if t is not None and t.span.is_recording()]  # not those the sampler dropped
+        traced = [t for t in traces if t is not None]
         if not traced:
             return
         tracing = self.tracing

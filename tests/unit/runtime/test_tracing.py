@@ -169,6 +169,21 @@ def test_a_refused_request_has_its_status_and_no_batch(pipeline: Pipeline, expor
     assert not [s for s in spans if s.name == "batch"] and not children(spans, request)
 
 
+def test_a_request_the_caller_did_not_sample_makes_no_span(pipeline: Pipeline,
+                                                          exporter: InMemorySpanExporter) -> None:
+    async def body() -> None:
+        async with serving(pipeline, exporter) as client:
+            for flags in ("00", "01"):
+                response = await client.post("/v2/models/toy/infer", json=json_request(make_request(1)),
+                                             headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}"})
+                assert response.status_code == 200
+
+    run(body)
+    spans = list(exporter.get_finished_spans())  # the default sampler follows the caller's flag
+    (request,) = requests_of(spans)
+    assert request.context.trace_flags.sampled and len(spans) == 1 + len(STAGES) + 1
+
+
 @pytest.mark.parametrize(("environ", "on"), [
     ({}, False),
     ({"OTEL_SERVICE_NAME": "x", "OTEL_TRACES_SAMPLER": "always_on"}, False),
