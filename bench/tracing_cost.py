@@ -17,6 +17,14 @@ started with `--no-verify` (the runtime files are swapped):
 - `on 10%`: the same with `OTEL_TRACES_SAMPLER=parentbased_traceidratio` and
   `OTEL_TRACES_SAMPLER_ARG=0.1` (a tenth of the requests traced).
 
+`--handler N` measures instead the request path alone, in process: `before`
+and `off` alternately (`--rounds` each), each in a fresh interpreter that
+imports that runtime, loads the bundle, and answers N one-row JSON requests in
+turn by calling the ASGI app (no sockets, no load generator, and
+`Pipeline.run_batch` answering zeros: the model's compute out of the measure):
+CPU us per request (the process's, worker thread included), the median and the
+minimum over rounds (a shared machine only adds to it), and off/before of both.
+
 Each round starts each server in turn (the order rotates per round) and runs
 every `--concurrency` cell against it. Prints, per server and concurrency, the
 median over rounds of requests/s and of server CPU us/request, then the ratios
@@ -73,12 +81,77 @@ def with_runtime(bundle: Path, rev: str, dest: Path) -> Path:
     return dest
 
 
+HANDLER = """\
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import infc_runtime
+from infc_runtime.app import create_app
+from infc_runtime.pipeline import Pipeline
+
+assert infc_runtime.__file__.startswith(sys.argv[1]), infc_runtime.__file__
+pipeline = Pipeline.load(sys.argv[2])
+out = {spec.name: np.zeros((1, 10), np.float32) for spec in pipeline.outputs}
+# the model's compute (and onnxruntime's spinning threads) out of the measure: what is left is the request path
+pipeline.run_batch = lambda requests, timings=None, instance=0: [dict(out) for _ in requests]
+app = create_app(pipeline)
+n = int(sys.argv[3])
+row = np.random.default_rng(1).standard_normal(256).astype(np.float32)
+body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256], "data": row.tolist()}]}).encode()
+scope = {"type": "http", "method": "POST", "path": "/v2/models/mlp/infer", "headers": [
+    (b"host", b"localhost"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    "client": ("127.0.0.1", 1), "http_version": "1.1", "scheme": "http", "query_string": b"", "root_path": ""}
+statuses = []
+
+async def receive():
+    return {"type": "http.request", "body": body, "more_body": False}
+
+async def send(message):
+    if message["type"] == "http.response.start":
+        statuses.append(message["status"])
+
+async def main():
+    async with app.router.lifespan_context(app):
+        while not app.state.server.is_ready:
+            await asyncio.sleep(0.01)
+        for _ in range(500):
+            await app(scope, receive, send)
+        cpu = time.process_time()
+        for _ in range(n):
+            await app(scope, receive, send)
+        print((time.process_time() - cpu) / n * 1e6)
+
+asyncio.run(main())
+assert set(statuses) == {200}, set(statuses)
+"""
+
+
+def handler_cost(before: Path, current: Path, bundle: Path, n: int, rounds: int) -> None:
+    """`--handler`: CPU us per request of the request path in process, `before` vs `off`, alternately."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    costs: dict[str, list[float]] = {"before": [], "off": []}
+    for round_ in range(rounds):
+        for name, runtime in (("before", before), ("off", current))[::1 if round_ % 2 == 0 else -1]:
+            out = subprocess.run([sys.executable, "-c", HANDLER, str(runtime), str(bundle), str(n)], env=env,
+                                 check=True, capture_output=True, text=True, timeout=600).stdout
+            costs[name].append(float(out.strip().splitlines()[-1]))
+            print(f"# round {round_ + 1} {name}: {costs[name][-1]:.1f} us/req", file=sys.stderr)
+    b, off = statistics.median(costs["before"]), statistics.median(costs["off"])
+    low_b, low_off = min(costs["before"]), min(costs["off"])
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}, load "
+          f"average {os.getloadavg()[0]:.2f}; {rounds} rounds of {n} requests in process, medians\n")
+    print(f"before {b:.1f} us/req ({', '.join(f'{c:.0f}' for c in costs['before'])}), "
+          f"off {off:.1f} us/req ({', '.join(f'{c:.0f}' for c in costs['off'])}): off/before {off / b:.3f} "
+          f"(medians), {low_off / low_b:.3f} (minimums)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="main", metavar="REV", help="the runtime to compare with (default main)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     parser.add_argument("--concurrency", default="1,32", help="connections, comma-separated (default 1,32)")
+    parser.add_argument("--handler", type=int, metavar="N", help="the request path in process, N requests a round")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     path = f"/v2/models/{MODEL_NAME}/infer"
@@ -88,6 +161,9 @@ def main() -> None:
         work = Path(tmp)
         current, _ = build_bundle(work, None)
         before = with_runtime(current, args.before, work / "before")
+        if args.handler:
+            handler_cost(before, current, current, args.handler, args.rounds)
+            return
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         sink_port = free_port()
         sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)],
