@@ -106,7 +106,8 @@ def test_limits_and_hosts_on_the_command_line_reach_the_app(tmp_path: Path, monk
     serving = served.pipeline.serving
     assert (serving.max_body_bytes, serving.max_rows, serving.max_elements) == (1000, 3, 30)
     assert serving.max_batch_size == 8  # the manifest's, untouched
-    assert served.options == {"warmup": True, "allowed_hosts": ["localhost", "127.0.0.1", "::1", "toy.internal"]}
+    assert served.options == {"warmup": True, "allowed_hosts": ["localhost", "127.0.0.1", "::1", "toy.internal"],
+                              "tracing": None}  # no OTEL_* variable: no tracing
     assert served.verified == [True]
     assert served.server == {"host": "127.0.0.1", "port": 9000, "log_level": "info", "access_log": False,
                              "on_shutdown": None}  # no gRPC endpoint to stop
