@@ -169,6 +169,28 @@ def test_a_refused_request_has_its_status_and_no_batch(pipeline: Pipeline, expor
     assert not [s for s in spans if s.name == "batch"] and not children(spans, request)
 
 
+def test_a_failed_batch_is_an_error_on_the_request_span(bundle: Path, exporter: InMemorySpanExporter) -> None:
+    failing = Pipeline.load(bundle)
+
+    def infer(inputs: Tensors, instance: int = 0) -> Tensors:
+        raise RuntimeError("the model broke")
+
+    failing.infer = infer  # type: ignore[method-assign]
+
+    async def body() -> None:
+        async with serving(failing, exporter, warmup=False) as client:
+            response = await client.post("/v2/models/toy/infer", json=json_request(make_request(1)))
+            assert response.status_code == 500 and "the model broke" in response.json()["error"]
+
+    run(body)
+    spans = list(exporter.get_finished_spans())
+    (request,) = requests_of(spans)
+    assert dict(request.attributes or {})["http.response.status_code"] == 500
+    assert request.status.status_code == StatusCode.ERROR
+    stages = set(children(spans, request))
+    assert {"decode", "queue", "pre", "infer"} <= stages and "encode" not in stages
+
+
 def test_a_request_the_caller_did_not_sample_makes_no_span(pipeline: Pipeline,
                                                           exporter: InMemorySpanExporter) -> None:
     async def body() -> None:
