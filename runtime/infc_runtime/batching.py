@@ -122,13 +122,14 @@ class Batcher:
         await asyncio.gather(*(self.run_in_worker(functools.partial(self.pipeline.warmup, instance=i), i)
                                for i in range(len(self._executors))))
 
-    async def submit(self, tensors: Tensors, *, timeout_s: float | None = None) -> Tensors:
+    async def submit(self, tensors: Tensors, *, timeout_s: float | None = None,
+                     trace: RequestTrace | None = None) -> Tensors:
         """Queue one request (batch on axis 0) and wait for its own result.
 
         Raises `QueueFull`, `BatcherClosed`, `DeadlineExceeded`, or what the
         pipeline raised for this request (`RequestError` for bad data).
         """
-        return await self.enqueue(tensors, timeout_s=timeout_s)
+        return await self.enqueue(tensors, timeout_s=timeout_s, trace=trace)
 
     def enqueue(self, tensors: Tensors, *, timeout_s: float | None = None,
                 trace: RequestTrace | None = None) -> asyncio.Future[Tensors]:

@@ -58,6 +58,7 @@ from .abi import RequestError, RequestTooLarge
 from .app import EXTENSIONS, INLINE_BYTES, SERVER_NAME
 from .batching import BatcherClosed, DeadlineExceeded, QueueFull
 from .http_server import SHUTDOWN_TIMEOUT_S
+from .tracing import RequestTrace
 from .types import ServingConfig, Tensors, TensorSpec
 
 __all__ = ["CODES", "InferenceService", "attach", "decode_inputs", "start"]
@@ -202,12 +203,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         await self._check_model(context, request.model_name, request.model_version, "model_name", "model_version")
-        metrics = self.state.metrics
+        metrics, tracing, p = self.state.metrics, self.state.tracing, self.state.pipeline
         started = time.perf_counter()
         metrics.request_started()
         status: int | None = 500
+        trace = None if tracing is None else tracing.call(context.invocation_metadata() or (), "ModelInfer",
+                                                          context.peer(), p.name, p.version)
         try:
-            response = await self._infer(request, context)
+            response = await self._infer(request, context, trace)
             status = 200
             return response
         except _Failure as failure:
@@ -223,6 +226,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             metrics.request_finished()
             if status is not None:
                 metrics.observe_request(status, time.perf_counter() - started)
+            if trace is not None:
+                trace.finish(status)
 
     async def _check_model(self, context: Any, name: str, version: str, name_field: str, version_field: str) -> None:
         p = self.state.pipeline
@@ -233,7 +238,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{version_field}: model {name!r} has no version "
                                                            f"{version!r}; it serves version {p.version!r}")
 
-    async def _infer(self, request: Any, context: Any) -> Any:
+    async def _infer(self, request: Any, context: Any, trace: RequestTrace | None = None) -> Any:
         state, p = self.state, self.state.pipeline
         if state.broken:  # requests sent while it warms up wait for it instead
             raise _Failure(503, f"model {p.name!r} is not ready: {state.not_ready_reason}")
@@ -243,7 +248,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             else:
                 tensors = await asyncio.to_thread(decode_inputs, request, p.inputs, p.serving)
             outputs = _requested_outputs(request, p.outputs)
-            result = await state.batcher.submit(tensors, timeout_s=_timeout_s(request, context))
+            if trace is not None:
+                trace.mark_decoded(len(next(iter(tensors.values()))) if tensors else 0)
+            result = await state.batcher.submit(tensors, timeout_s=_timeout_s(request, context), trace=trace)
+            if trace is not None:
+                trace.mark_encoding()
             return _response(request, result, outputs, p.outputs, p.name, p.version)
         except ProtocolError as exc:
             raise _Failure(exc.status, exc.message) from None

@@ -21,7 +21,8 @@ baggage by default). The packages are the `otel` extra (`pip install
 "infc[otel]"`; beside a bundle, `pip install opentelemetry-sdk
 opentelemetry-exporter-otlp`): configured without them, `serve` exits 2.
 
-Spans of one infer request (HTTP), all with the request span as parent:
+Spans of one infer request, all with the request span as parent (over gRPC, with `--grpc-port`, the request
+span is `inference.GRPCInferenceService/ModelInfer`, its parent from the call's `traceparent` metadata):
 
 | span                     | from                      | to                          |
 |--------------------------|---------------------------|-----------------------------|
@@ -56,6 +57,7 @@ from . import __version__
 
 __all__ = ["SERVICE_NAME", "BatchTrace", "RequestTrace", "Tracing", "TracingError", "configured", "from_environment"]
 
+GRPC_SERVICE = "inference.GRPCInferenceService"
 SERVICE_NAME = "infc"
 """`service.name` of the spans when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one."""
 PACKAGES = "opentelemetry-sdk opentelemetry-exporter-otlp"
@@ -145,21 +147,29 @@ class Tracing:
     def request(self, scope: Mapping[str, Any], model: str, version: str) -> RequestTrace | None:
         """The trace of the infer request `scope` (ASGI), started now, its parent from the `traceparent` header;
         None when the sampler drops it (then nothing more is done for it)."""
-        start = time.time_ns()
-        # a Getter by its methods: subclassing opentelemetry's would import it when tracing is off
-        parent = self.propagator.extract(scope["headers"], getter=_HEADERS)  # type: ignore[arg-type]
         client = scope.get("client")
-        attributes = {
-            "http.request.method": scope["method"],
-            "url.path": scope["path"],
-            "http.route": scope["path"],
-            "infc.model": model,
-            "infc.model_version": version,
-        }
+        attributes = {"http.request.method": scope["method"], "url.path": scope["path"], "http.route": scope["path"],
+                      "infc.model": model, "infc.model_version": version}
         if client:
             attributes["client.address"] = client[0]
-        span = self.tracer.start_span(f"{scope['method']} {scope['path']}", context=parent, kind=self._server,
-                                      attributes=attributes, start_time=start)
+        return self._start(f"{scope['method']} {scope['path']}", scope["headers"], _HEADERS, attributes)
+
+    def call(self, metadata: Iterable[tuple[str, str]], method: str, peer: str | None, model: str,
+             version: str) -> RequestTrace | None:
+        """The trace of a gRPC call of `method` with its invocation `metadata` (`traceparent` there), as `request`."""
+        attributes = {"rpc.system": "grpc", "rpc.service": GRPC_SERVICE, "rpc.method": method, "infc.model": model,
+                      "infc.model_version": version}
+        kind, _, address = (peer or "").partition(":")  # ipv4:127.0.0.1:5555, ipv6:[::1]:5555, unix:PATH
+        if address:
+            attributes["client.address"] = address.rsplit(":", 1)[0].strip("[]") if kind in ("ipv4", "ipv6") \
+                else address
+        return self._start(f"{GRPC_SERVICE}/{method}", metadata, _METADATA, attributes)
+
+    def _start(self, name: str, carrier: Any, getter: Any, attributes: dict[str, Any]) -> RequestTrace | None:
+        start = time.time_ns()
+        parent = self.propagator.extract(carrier, getter=getter)
+        span = self.tracer.start_span(name, context=parent, kind=self._server, attributes=attributes,
+                                      start_time=start)
         return RequestTrace(self, span, start) if span.is_recording() else None
 
     def batch(self) -> BatchTrace:
@@ -197,7 +207,8 @@ class RequestTrace:
         self.encoding = time.time_ns()
 
     def finish(self, status: int | None) -> None:
-        """End the request span with its HTTP status (None: the client left before its answer)."""
+        """End the request span with its HTTP status (a gRPC call's too: the status the server maps to its code;
+        None: the client left before its answer)."""
         end = time.time_ns()
         if self.decoded and not self.queue_end:  # never reached a batch (429, 504, ...): queued until the end
             self.child("queue", self.decoded, self.encoding or end)
@@ -256,7 +267,8 @@ class BatchTrace(dict[str, float]):
 
 
 class _HeaderGetter:
-    """Reads a propagator's headers (`traceparent`, `tracestate`, `baggage`) from ASGI's raw header list."""
+    """Reads a propagator's headers (`traceparent`, `tracestate`, `baggage`) from ASGI's raw header list
+    (a Getter by its methods: subclassing opentelemetry's would import it when tracing is off)."""
 
     def get(self, carrier: Iterable[tuple[bytes, bytes]], key: str) -> list[str] | None:
         name = key.lower().encode("latin-1")
@@ -267,4 +279,18 @@ class _HeaderGetter:
         return [k.decode("latin-1") for k, _ in carrier]
 
 
+class _MetadataGetter:
+    """The same from a gRPC call's invocation metadata ((key, value) pairs, keys in lower case; binary values,
+    `-bin` keys, are not a propagator's)."""
+
+    def get(self, carrier: Iterable[tuple[str, Any]], key: str) -> list[str] | None:
+        name = key.lower()
+        values = [v for k, v in carrier if k == name and isinstance(v, str)]
+        return values or None
+
+    def keys(self, carrier: Iterable[tuple[str, Any]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
 _HEADERS = _HeaderGetter()
+_METADATA = _MetadataGetter()

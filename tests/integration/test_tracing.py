@@ -12,15 +12,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.grpc as grpcclient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from runtime_bundle import make_request, write_bundle
-from servers import Server
+from servers import Server, free_port
 
 from infc_runtime.protocol import to_datatype
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
+GRPC_TRACE = "11112222333344445555666677778888"
+GRPC_SPAN = "1234123412341234"
+STAGES = {"decode", "queue", "pre", "infer", "post", "encode"}
 
 
 class Collector(ThreadingHTTPServer):
@@ -78,8 +82,9 @@ def test_spans_reach_an_otlp_collector_with_the_callers_trace(tmp_path: Path, co
     bundle = write_bundle(tmp_path / "bundle")
     env = otel_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                    OTEL_SERVICE_NAME="toy-server")
-    server = Server([sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}"],
-                    tmp_path / "server.log", env=env)
+    grpc_port = free_port()
+    server = Server([sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}",
+                     "--grpc-port", str(grpc_port)], tmp_path / "server.log", env=env)
     try:
         server.wait_ready()
         body = {"inputs": [{"name": k, "shape": list(v.shape), "datatype": to_datatype(v.dtype),
@@ -88,6 +93,13 @@ def test_spans_reach_an_otlp_collector_with_the_callers_trace(tmp_path: Path, co
             response = client.post("/v2/models/toy/infer", json=body,
                                    headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"})
             assert response.status_code == 200
+        triton = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            inputs = [grpcclient.InferInput(name, list(array.shape), to_datatype(array.dtype)).set_data_from_numpy(
+                array) for name, array in make_request(3).items()]
+            triton.infer("toy", inputs, headers={"traceparent": f"00-{GRPC_TRACE}-{GRPC_SPAN}-01"})
+        finally:
+            triton.close()
     finally:
         code = server.stop()  # the spans are flushed as the server stops
     log = (tmp_path / "server.log").read_text()
@@ -95,13 +107,16 @@ def test_spans_reach_an_otlp_collector_with_the_callers_trace(tmp_path: Path, co
     assert "tracing on" in log
     spans = [span for service, span in collector.spans if service == "toy-server"]
     assert len(spans) == len(collector.spans)
-    (request,) = [s for s in spans if s.kind == Span.SPAN_KIND_SERVER]
+    request, call = sorted((s for s in spans if s.kind == Span.SPAN_KIND_SERVER), key=lambda s: s.start_time_unix_nano)
     assert request.name == "POST /v2/models/toy/infer"
     assert request.trace_id.hex() == CALLER_TRACE and request.parent_span_id.hex() == CALLER_SPAN
-    stages = {s.name for s in spans if s.parent_span_id == request.span_id and s.trace_id == request.trace_id}
-    assert stages == {"decode", "queue", "pre", "infer", "post", "encode"}
-    (batch,) = [s for s in spans if s.name == "batch"]
-    assert [link.span_id for link in batch.links] == [request.span_id]
+    assert call.name == "inference.GRPCInferenceService/ModelInfer"
+    assert call.trace_id.hex() == GRPC_TRACE and call.parent_span_id.hex() == GRPC_SPAN
+    for served in (request, call):
+        stages = {s.name for s in spans if s.parent_span_id == served.span_id and s.trace_id == served.trace_id}
+        assert stages == STAGES
+    batches = [s for s in spans if s.name == "batch"]
+    assert sorted([link.span_id for link in b.links] for b in batches) == sorted([[request.span_id], [call.span_id]])
 
 
 def test_asked_for_traces_without_an_exporter_it_exits_2(tmp_path: Path) -> None:
