@@ -19,3 +19,10 @@ def digits_build(tmp_path_factory: pytest.TempPathFactory) -> BuildOutcome:
 def digits_bundle(digits_build: BuildOutcome) -> Path:
     assert digits_build.path is not None
     return digits_build.path
+
+
+@pytest.fixture(scope="session")
+def digits_wheelhouse_build(tmp_path_factory: pytest.TempPathFactory) -> BuildOutcome:
+    """The example built with its wheelhouse (x86_64 wheels for this Python) and its archive."""
+    return build(DIGITS_SPEC, tmp_path_factory.mktemp("wheelhouse"), iterations=50, latency_gate="off",
+                 lock="ignore", wheelhouse=True, archive=True)

@@ -1,0 +1,167 @@
+"""A bundle's wheelhouse: every run-time wheel, for the target's platform, so it installs offline.
+
+`fetch_wheelhouse(pins, target)` runs pip's cross-platform download
+(`sys.executable -m pip download --platform ... --python-version X.Y
+--implementation cp --only-binary=:all:`) against the pins of `infc.pins`: pip
+resolves the closure for the target (its dependencies may differ from the build
+host's), and `Wheelhouse.requirements` then lists exactly the wheels it fetched,
+each `name==version --hash=sha256:...`, so that `install.sh` installs them with
+`pip install --no-index --find-links wheels/ --require-hashes`.
+
+Platforms: `x86` and `cuda` are Linux x86_64, `arm` is Linux aarch64; the
+manylinux tags pip may take run from glibc 2.17 (manylinux2014) to 2.28, and the
+bundle states the newest glibc its wheels need (`Wheelhouse.glibc`). pip
+evaluates environment markers other than the Python version against the build
+host, not the target (a pip limitation): a dependency behind a
+`platform_machine` marker is not resolved for the target.
+
+A fetch that fails raises `WheelhouseError` (exit code 5): the index is
+unreachable, or a pinned distribution has no wheel for the platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from .errors import WheelhouseError
+
+__all__ = ["DOWNLOAD_TIMEOUT_S", "WHEELS", "Wheelhouse", "archive_platform", "fetch_wheelhouse", "platform_record",
+           "platform_tags", "python_version", "target_machine"]
+
+WHEELS = "wheels"
+"""The bundle folder that holds the wheels."""
+DOWNLOAD_TIMEOUT_S = 1800
+"""The whole download (the aarch64 closure is ~100 MB; cuda's onnxruntime-gpu ~300 MB); pip's own socket timeout
+is 30 s with 2 retries."""
+_MACHINES = {"x86": "x86_64", "cuda": "x86_64", "arm": "aarch64"}
+_GLIBC_MINORS = range(28, 16, -1)
+"""manylinux_2_28 down to manylinux_2_17 (= manylinux2014): pip does not expand a `--platform` to older tags."""
+_MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_\w+|manylinux(2014|2010|1)_\w+")
+_LEGACY_GLIBC = {"2014": (2, 17), "2010": (2, 12), "1": (2, 5)}
+
+
+def target_machine(target: str) -> str:
+    """The machine (`platform.machine()` on Linux) a target runs on: x86_64 or aarch64."""
+    return _MACHINES[target]
+
+
+def archive_platform(target: str) -> str:
+    """The PLATFORM part of an archive's name: `linux_x86_64`, `linux_aarch64`."""
+    return f"linux_{target_machine(target)}"
+
+
+def python_version() -> str:
+    """The build's Python, major.minor: the version the bundle's wheels and pins are for."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def platform_tags(target: str) -> list[str]:
+    """The platform tags pip downloads wheels for, newest first."""
+    machine = target_machine(target)
+    return [*(f"manylinux_2_{minor}_{machine}" for minor in _GLIBC_MINORS), f"manylinux2014_{machine}"]
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """Fetched wheels (bundle path `wheels/FILE` -> bytes) and the requirements.txt that pins them by hash."""
+
+    wheels: Mapping[str, bytes]
+    requirements: str
+    glibc: str | None = None
+    """The newest glibc (major.minor) one of the wheels needs; None when none is a manylinux wheel."""
+    pinned: Mapping[str, str] = field(default_factory=dict)
+    """Distribution (canonical name) -> version, as fetched."""
+
+    def size(self) -> int:
+        return sum(len(data) for data in self.wheels.values())
+
+
+def platform_record(target: str, wheelhouse: Wheelhouse | None) -> dict[str, Any]:
+    """The manifest's `platform`: the Python and platform the bundle's pins (and wheels) are for."""
+    return {"python": python_version(), "implementation": "cp", "system": "Linux", "machine": target_machine(target),
+            "tags": platform_tags(target), "glibc": wheelhouse.glibc if wheelhouse else None,
+            "wheelhouse": wheelhouse is not None}
+
+
+def fetch_wheelhouse(pins: str, target: str, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Wheelhouse:
+    """Download every wheel `pins` (requirements.txt text) needs on `target`'s platform; WheelhouseError when
+    the index cannot be reached or a wheel does not exist for the platform."""
+    where = f"{archive_platform(target)}, Python {python_version()}"
+    with tempfile.TemporaryDirectory(prefix="infc-wheels-") as tmp:
+        folder = Path(tmp) / "wheels"
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text(pins)
+        command = [sys.executable, "-m", "pip", "download", "--dest", str(folder), "--only-binary=:all:",
+                   "--implementation", "cp", "--python-version", python_version(),
+                   *(arg for tag in platform_tags(target) for arg in ("--platform", tag)),
+                   "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "--timeout", "30",
+                   "--retries", "2", "-r", str(requirements)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise WheelhouseError(f"wheelhouse ({where}): pip download did not finish in {timeout:g} s "
+                                  "(is the package index reachable?)") from None
+        if done.returncode != 0:
+            raise WheelhouseError(f"wheelhouse ({where}): {_pip_failure(done.stdout + done.stderr)}")
+        return _collect(folder, where)
+
+
+def _pip_failure(output: str) -> str:
+    """pip's reason, in one line: no wheel for the platform, an unreachable index, or pip's last error line."""
+    missing = re.search(r"No matching distribution found for (\S+)", output)
+    if missing:
+        return (f"no wheel of {missing[1]} for this platform on the package index (pip download "
+                "--only-binary=:all:); pin a version that has one, or build without --wheelhouse")
+    if re.search(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
+                 r"Network is unreachable|Max retries exceeded|ConnectTimeout|ReadTimeout", output):
+        return "the package index is unreachable (pip download failed to connect; see pip's configuration)"
+    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR")]
+    last = errors[-1] if errors else (output.strip().splitlines() or ["pip download failed"])[-1]
+    return f"pip download failed: {last[:300]}"
+
+
+def _collect(folder: Path, where: str) -> Wheelhouse:
+    wheels: dict[str, bytes] = {}
+    pinned: dict[str, str] = {}
+    lines = []
+    glibc: tuple[int, int] | None = None
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        try:
+            name, version, _, tags = parse_wheel_filename(path.name)
+        except InvalidWheelFilename:
+            raise WheelhouseError(f"wheelhouse ({where}): pip downloaded {path.name}, not a wheel") from None
+        data = path.read_bytes()
+        wheels[f"{WHEELS}/{path.name}"] = data
+        pinned[name] = str(version)
+        lines.append(f"{name}=={version} --hash=sha256:{hashlib.sha256(data).hexdigest()}")
+        needs = _glibc({t.platform for t in tags})
+        if needs is not None and (glibc is None or needs > glibc):
+            glibc = needs
+    if not wheels:
+        raise WheelhouseError(f"wheelhouse ({where}): pip downloaded no wheel")
+    header = ("# run-time requirements: exactly the wheels in wheels/, pinned by sha256\n"
+              "# (install.sh: pip install --no-index --find-links wheels/ --require-hashes -r requirements.txt)\n")
+    return Wheelhouse(wheels, header + "\n".join(sorted(lines)) + "\n",
+                      None if glibc is None else f"{glibc[0]}.{glibc[1]}", dict(sorted(pinned.items())))
+
+
+def _glibc(platforms: set[str]) -> tuple[int, int] | None:
+    """The oldest glibc a wheel's platform tags accept (None: not a manylinux wheel, e.g. `any`)."""
+    versions = []
+    for tag in platforms:
+        found = _MANYLINUX.fullmatch(tag)
+        if found and found[1]:
+            versions.append((int(found[1]), int(found[2])))
+        elif found:
+            versions.append(_LEGACY_GLIBC[found[3]])
+    return min(versions) if versions else None
