@@ -105,26 +105,40 @@ def fetch_wheelhouse(pins: str, target: str, *, timeout: float = DOWNLOAD_TIMEOU
                    "--implementation", "cp", "--python-version", python_version(),
                    *(arg for tag in platform_tags(target) for arg in ("--platform", tag)),
                    "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "--timeout", "30",
-                   "--retries", "2", "-r", str(requirements)]
+                   "--retries", "2", "--log", str(Path(tmp) / "pip.log"), "-r", str(requirements)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise WheelhouseError(f"wheelhouse ({where}): pip download did not finish in {timeout:g} s "
                                   "(is the package index reachable?)") from None
         if done.returncode != 0:
-            raise WheelhouseError(f"wheelhouse ({where}): {_pip_failure(done.stdout + done.stderr)}")
+            raise WheelhouseError(f"wheelhouse ({where}): {_pip_failure(done.stdout + done.stderr, Path(tmp))}")
         return _collect(folder, where)
 
 
-def _pip_failure(output: str) -> str:
-    """pip's reason, in one line: no wheel for the platform, an unreachable index, or pip's last error line."""
+def _unreachable(log: Path) -> str | None:
+    """The index URL pip could not connect to, from its debug log (it says so at debug level only)."""
+    try:
+        with log.open(errors="replace") as lines:
+            for line in lines:
+                found = re.search(r"Could not fetch URL (\S+): connection error", line)
+                if found:
+                    return found[1]
+    except OSError:
+        pass
+    return None
+
+
+def _pip_failure(output: str, tmp: Path) -> str:
+    """pip's reason, in one line: an unreachable index, no wheel for the platform, or pip's last error line."""
+    url = _unreachable(tmp / "pip.log")
+    if url is not None:
+        return (f"the package index is unreachable (pip could not connect to {url.rstrip(':')}; see pip's "
+                "configuration: PIP_INDEX_URL, pip.conf)")
     missing = re.search(r"No matching distribution found for (\S+)", output)
     if missing:
         return (f"no wheel of {missing[1]} for this platform on the package index (pip download "
                 "--only-binary=:all:); pin a version that has one, or build without --wheelhouse")
-    if re.search(r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
-                 r"Network is unreachable|Max retries exceeded|ConnectTimeout|ReadTimeout", output):
-        return "the package index is unreachable (pip download failed to connect; see pip's configuration)"
     errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR")]
     last = errors[-1] if errors else (output.strip().splitlines() or ["pip download failed"])[-1]
     return f"pip download failed: {last[:300]}"
