@@ -29,8 +29,10 @@ from infc_runtime.pipeline import Pipeline
 def _offline_env(tmp: Path) -> dict[str, str]:
     """No pip configuration (this machine's find-links and index) and an index that cannot answer: pip can use
     nothing but what install.sh gives it."""
+    links = tmp / "no-links"
+    links.mkdir(exist_ok=True)
     return {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-            "PIP_NO_CACHE_DIR": "1", "HOME": str(tmp)}
+            "PIP_FIND_LINKS": str(links), "PIP_NO_CACHE_DIR": "1", "HOME": str(tmp)}
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +251,16 @@ def test_an_arm_bundle_ships_aarch64_wheels_and_refuses_this_machine(tmp_path: P
                               text=True, timeout=120)
         assert done.returncode == 5, done.stdout + done.stderr
         assert "this bundle is for Linux aarch64; this Python runs on x86_64" in done.stderr
+
+
+def test_without_a_wheelhouse_install_sh_says_it_uses_the_index(digits_bundle: Path, tmp_path: Path) -> None:
+    """A plain build: install.sh (0755) installs from the index, saying so; an index that cannot answer is exit 7."""
+    assert (digits_bundle / "install.sh").stat().st_mode & 0o777 == 0o755
+    assert not (digits_bundle / "wheels").exists()
+    assert "--hash" not in (digits_bundle / "requirements.txt").read_text()
+    env = {**_offline_env(tmp_path), "PIP_RETRIES": "0"}
+    done = subprocess.run([str(digits_bundle / "install.sh"), str(tmp_path / "venv")], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert "no wheels/ in this bundle (built without --wheelhouse): installing from the package index" in done.stdout
+    assert "pip could not install requirements.txt from the package index" in done.stderr
