@@ -52,7 +52,8 @@ def _arm_spec(folder: Path) -> Path:
 def _build(spec: Path, out: Path) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "infc", "build", str(spec), "-o", str(out), "--wheelhouse", "--archive",
-                    "--no-lock", "--latency-gate", "off", "--iterations", "50", "-q"], check=True)
+                    "--no-lock", "--latency-gate", "off", "--iterations", "50", "-q"], check=True,
+                   stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
