@@ -264,3 +264,15 @@ def test_without_a_wheelhouse_install_sh_says_it_uses_the_index(digits_bundle: P
     assert done.returncode == 7, done.stdout + done.stderr
     assert "no wheels/ in this bundle (built without --wheelhouse): installing from the package index" in done.stdout
     assert "pip could not install requirements.txt from the package index" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["--wheelhouse", "deploy: {wheelhouse: true}"])
+def test_an_unreachable_index_fails_the_build_with_exit_5_before_the_work(how: str, tmp_path: Path) -> None:
+    spec = digits_copy(tmp_path / "spec", {"serving:": f"{how}\nserving:"} if how.startswith("deploy") else {})
+    flag = [how] if how.startswith("--") else []
+    done = subprocess.run([sys.executable, "-m", "infc", "build", str(spec), "-o", str(tmp_path / "out"), "--no-lock",
+                           *flag], capture_output=True, text=True, timeout=300, env=_offline_env(tmp_path))
+    assert done.returncode == 5, done.stderr
+    assert "downloading the run-time wheels for linux_x86_64" in done.stderr
+    assert "the package index is unreachable (pip could not connect to http://127.0.0.1:9/simple/" in done.stderr
+    assert "candidate" not in done.stderr and not list((tmp_path / "out").iterdir())
