@@ -57,7 +57,7 @@ from .report import build_report
 from .search import Bench, Validation, choices_of, evaluate_locked, locked_candidate, pipeline_for, search
 from .serving_tune import SIZES, BatchPoint, choose_serving
 from .spec import CheckedSpec, Spec, load_spec, prepare_spec
-from .wheelhouse import Wheelhouse, archive_platform, fetch_wheelhouse, platform_record, python_version
+from .wheelhouse import Wheelhouse, archive_platform, fetch_wheelhouse, platform_record, python_version, roots
 
 __all__ = ["BuildOutcome", "OutputError", "build"]
 
@@ -121,7 +121,8 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     wheels = None
     if spec.deploy.wheelhouse if wheelhouse is None else wheelhouse:
         say(f"downloading the run-time wheels for {archive_platform(plan.target)}, Python {python_version()}")
-        wheels = fetch_wheelhouse(pinned_requirements(plan.target, requires), plan.target)
+        wheels = fetch_wheelhouse(pinned_requirements(plan.target, requires), plan.target,
+                                  roots(plan.target, requires))
     with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp:
         work = Path(tmp)
         # the modules run from a kernels/ folder laid out as the bundle's (their assets beside them)

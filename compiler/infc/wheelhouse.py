@@ -1,10 +1,13 @@
 """A bundle's wheelhouse: every run-time wheel, for the target's platform, so it installs offline.
 
-`fetch_wheelhouse(pins, target)` runs pip's cross-platform download
+`fetch_wheelhouse(pins, target, roots)` runs pip's cross-platform download
 (`sys.executable -m pip download --platform ... --python-version X.Y
---implementation cp --only-binary=:all:`) against the pins of `infc.pins`: pip
-resolves the closure for the target (its dependencies may differ from the build
-host's), and `Wheelhouse.requirements` then lists exactly the wheels it fetched,
+--implementation cp --only-binary=:all:`) of the runtime's direct requirements
+(`roots`) with every pin of `infc.pins` as a constraint: pip resolves the
+closure for the target (its dependencies may differ from the build host's: a
+host-only dependency is not fetched, a target-only one is, at the index's newest
+version), at the versions the build measured with; `Wheelhouse.requirements`
+then lists exactly the wheels it fetched,
 each `name==version --hash=sha256:...`, so that `install.sh` installs them with
 `pip install --no-index --find-links wheels/ --require-hashes`.
 
@@ -26,17 +29,18 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from .errors import WheelhouseError
+from .pins import FAST_REQUIREMENTS, RUNTIME_REQUIREMENTS
 
 __all__ = ["DOWNLOAD_TIMEOUT_S", "WHEELS", "Wheelhouse", "archive_platform", "fetch_wheelhouse", "platform_record",
-           "platform_tags", "python_version", "target_machine"]
+           "platform_tags", "python_version", "roots", "target_machine"]
 
 WHEELS = "wheels"
 """The bundle folder that holds the wheels."""
@@ -93,19 +97,33 @@ def platform_record(target: str, wheelhouse: Wheelhouse | None) -> dict[str, Any
             "wheelhouse": wheelhouse is not None}
 
 
-def fetch_wheelhouse(pins: str, target: str, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Wheelhouse:
-    """Download every wheel `pins` (requirements.txt text) needs on `target`'s platform; WheelhouseError when
-    the index cannot be reached or a wheel does not exist for the platform."""
+def roots(target: str, extra: Sequence[str] = ()) -> list[str]:
+    """The distributions the runtime (and the bundle's steps, `extra`) import directly, as pinned for `target`."""
+    names = [*RUNTIME_REQUIREMENTS, *FAST_REQUIREMENTS, *extra]
+    return sorted({"onnxruntime-gpu" if n == "onnxruntime" and target == "cuda" else canonicalize_name(n)
+                   for n in names})
+
+
+def fetch_wheelhouse(pins: str, target: str, roots: Sequence[str] | None = None, *,
+                     timeout: float = DOWNLOAD_TIMEOUT_S) -> Wheelhouse:
+    """Download the wheels the pinned `roots` need on `target`'s platform, every pin in `pins` (requirements.txt
+    text) a constraint (None: every pin is a root); WheelhouseError when the index cannot be reached or a wheel
+    does not exist for the platform."""
     where = f"{archive_platform(target)}, Python {python_version()}"
     with tempfile.TemporaryDirectory(prefix="infc-wheels-") as tmp:
         folder = Path(tmp) / "wheels"
-        requirements = Path(tmp) / "requirements.txt"
-        requirements.write_text(pins)
+        requirements, constraints = Path(tmp) / "requirements.txt", Path(tmp) / "constraints.txt"
+        constraints.write_text(pins)
+        wanted = None if roots is None else {canonicalize_name(r) for r in roots}
+        requirements.write_text("".join(line + "\n" for line in pins.splitlines()
+                                        if line.strip() and not line.startswith("#")
+                                        and (wanted is None or _name(line) in wanted)))
         command = [sys.executable, "-m", "pip", "download", "--dest", str(folder), "--only-binary=:all:",
                    "--implementation", "cp", "--python-version", python_version(),
                    *(arg for tag in platform_tags(target) for arg in ("--platform", tag)),
                    "--disable-pip-version-check", "--no-input", "--progress-bar", "off", "--timeout", "30",
-                   "--retries", "2", "--log", str(Path(tmp) / "pip.log"), "-r", str(requirements)]
+                   "--retries", "2", "--log", str(Path(tmp) / "pip.log"),
+                   *(["-c", str(constraints)] if roots is not None else []), "-r", str(requirements)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -114,6 +132,11 @@ def fetch_wheelhouse(pins: str, target: str, *, timeout: float = DOWNLOAD_TIMEOU
         if done.returncode != 0:
             raise WheelhouseError(f"wheelhouse ({where}): {_pip_failure(done.stdout + done.stderr, Path(tmp))}")
         return _collect(folder, where)
+
+
+def _name(line: str) -> str:
+    """The canonical distribution name of a pin line (`name==version[; marker]`)."""
+    return canonicalize_name(re.split(r"[=<>!~;\s\[]", line.strip(), maxsplit=1)[0])
 
 
 def _unreachable(log: Path) -> str | None:
@@ -139,6 +162,11 @@ def _pip_failure(output: str, tmp: Path) -> str:
     if missing:
         return (f"no wheel of {missing[1]} for this platform on the package index (pip download "
                 "--only-binary=:all:); pin a version that has one, or build without --wheelhouse")
+    if "ResolutionImpossible" in output:  # with the pins as constraints, a missing wheel reads as a conflict
+        causes = re.search(r"The conflict is caused by:\n((?:[ \t]+\S.*\n?)+)", output)
+        why = "; ".join(line.strip() for line in causes[1].splitlines()) if causes else "no resolution"
+        return (f"no set of wheels for this platform at the pinned versions (pip: {why[:300]}); pin versions "
+                "that have wheels for it, or build without --wheelhouse")
     errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR")]
     last = errors[-1] if errors else (output.strip().splitlines() or ["pip download failed"])[-1]
     return f"pip download failed: {last[:300]}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from infc.errors import WheelhouseError
-from infc.wheelhouse import archive_platform, fetch_wheelhouse, platform_record, platform_tags
+from infc.wheelhouse import archive_platform, fetch_wheelhouse, platform_record, platform_tags, roots
 
 CP = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 
@@ -62,6 +62,22 @@ def test_the_targets_wheels_are_fetched_and_pinned_by_hash(index: Path, target: 
     assert record["tags"] == platform_tags(target) and f"manylinux2014_{machine}" in record["tags"]
 
 
+def test_the_roots_are_resolved_for_the_target_the_pins_constrain_them(index: Path) -> None:
+    """A pin of the build host's closure that the target does not need (here: one with no wheel at all) is not
+    fetched; the roots' dependencies are, at their pinned versions."""
+    house = fetch_wheelhouse("top==1.0\nnative==1.0\nhost-only==1.0; sys_platform != 'win32'\n", "arm", ["top"])
+    assert house.pinned == {"native": "1.0", "top": "1.0"}
+    with pytest.raises(WheelhouseError, match=r"at the pinned versions \(pip: top 1\.0 depends on native; The user "
+                                              r"requested \(constraint\) native==2\.0\)"):
+        fetch_wheelhouse("top==1.0\nnative==2.0\n", "arm", ["top"])
+
+
+def test_the_roots_are_the_runtimes_direct_requirements() -> None:
+    assert {"onnxruntime", "numpy", "numba", "uvicorn", "starlette"} <= set(roots("x86"))
+    assert "onnxruntime-gpu" in roots("cuda") and "onnxruntime" not in roots("cuda")
+    assert "tokenizers" in roots("arm", ["tokenizers"]) and "tokenizers" not in roots("arm")
+
+
 def test_cuda_is_x86_64() -> None:
     assert platform_tags("cuda") == platform_tags("x86") and archive_platform("cuda") == "linux_x86_64"
 
@@ -70,6 +86,11 @@ def test_a_distribution_without_a_wheel_for_the_platform_is_named(index: Path) -
     with pytest.raises(WheelhouseError, match=r"linux_aarch64, Python 3\.\d+\): no wheel of sdistonly==1\.0 for "
                                               r"this platform") as err:
         fetch_wheelhouse("sdistonly==1.0\n", "arm")
+    assert err.value.exit_code == 5
+    with pytest.raises(WheelhouseError, match=r"no set of wheels for this platform at the pinned versions \(pip: The "
+                                              r"user requested sdistonly==1\.0; The user requested \(constraint\) "
+                                              r"sdistonly==1\.0\)") as err:
+        fetch_wheelhouse("sdistonly==1.0\n", "arm", ["sdistonly"])
     assert err.value.exit_code == 5
 
 
