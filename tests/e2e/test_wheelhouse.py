@@ -61,6 +61,7 @@ def test_the_bundle_ships_its_wheels_pinned_by_hash(digits_wheelhouse_build: Bui
     pins = [line for line in bundle.files["requirements.txt"].decode().splitlines() if not line.startswith("#")]
     assert len(pins) == len(wheels) and {p.split("==")[0] for p in pins} >= {"onnxruntime", "numpy", "numba"}
     assert all(" --hash=sha256:" in p for p in pins)
+    assert {p.split(" ")[0] for p in pins} == {"{}=={}".format(*parse_wheel_filename(w)[:2]) for w in wheels}
     assert _platforms(wheels) == {"any", "x86_64"}, wheels
     manifest = bundle.manifest
     assert manifest.platform is not None and manifest.platform["python"] == f"{sys.version_info[0]}." \
