@@ -273,3 +273,41 @@ def test_swap_under_load_loses_no_request(tmp_path: Path) -> None:
     assert {r[2] for r in results if r[0] < swapped_at} == {"1"}
     assert results[-1][2] == "2"
     assert {(e["version"], e["state"]) for e in index} == {("1", "UNAVAILABLE"), ("2", "READY")}
+
+
+def index_of(http: httpx.Client) -> dict[str, dict[str, str]]:
+    return {e["version"]: e for e in http.post("/v2/repository/index").json()}
+
+
+def test_a_tampered_new_version_is_refused_and_unload_load_work(tmp_path: Path) -> None:
+    """policy.yaml names a version whose bundle was changed: the route stays, the index says why; then the
+    repository API unloads the model (503) and loads it again."""
+    repo = tmp_path / "repo"
+    write_bundle(repo / "toy" / "1", name="toy", version="1")
+    bad = write_bundle(repo / "toy" / "2", name="toy", version="2")
+    (bad / "kernels" / "pre.py").write_text("raise SystemExit('a tampered kernel ran')\n")
+    policy = repo / "toy" / "policy.yaml"
+    policy.write_text("current: 1\n")
+    server = serve([repo], tmp_path / "server.log")
+    try:
+        with httpx.Client(base_url=f"http://{server.url}") as http:
+            policy.write_text("current: 2\n")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and index_of(http)["2"]["reason"] == "not in the policy":
+                time.sleep(0.05)
+            entry = index_of(http)["2"]
+            assert entry["state"] == "UNAVAILABLE" and "kernels/pre.py" in entry["reason"], entry
+            assert http.post("/v2/models/toy/infer", json=body()).json()["model_version"] == "1"
+            loading = http.post("/v2/repository/models/toy/load")
+            assert loading.status_code == 400 and "kernels/pre.py" in loading.json()["error"]
+            policy.write_text("current: 1\n")
+            assert http.post("/v2/repository/models/toy/unload").status_code == 200
+            assert http.post("/v2/models/toy/infer", json=body()).status_code == 503
+            assert index_of(http)["1"]["state"] == "UNAVAILABLE"
+            assert http.post("/v2/repository/models/toy/load").status_code == 200
+            assert http.post("/v2/models/toy/infer", json=body()).json()["model_version"] == "1"
+            assert index_of(http)["1"]["state"] == "READY"
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert "a tampered kernel ran" not in server.log.read_text()
