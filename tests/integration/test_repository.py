@@ -301,10 +301,16 @@ def test_a_tampered_new_version_is_refused_and_unload_load_work(tmp_path: Path) 
             loading = http.post("/v2/repository/models/toy/load")
             assert loading.status_code == 400 and "kernels/pre.py" in loading.json()["error"]
             policy.write_text("current: 1\n")
-            assert http.post("/v2/repository/models/toy/unload").status_code == 200
-            assert http.post("/v2/models/toy/infer", json=body()).status_code == 503
-            assert index_of(http)["1"]["state"] == "UNAVAILABLE"
-            assert http.post("/v2/repository/models/toy/load").status_code == 200
+            triton = httpclient.InferenceServerClient(server.url)
+            try:
+                triton.unload_model("toy")
+                assert not triton.is_model_ready("toy")
+                assert http.post("/v2/models/toy/infer", json=body()).status_code == 503
+                assert index_of(http)["1"]["state"] == "UNAVAILABLE"
+                triton.load_model("toy")
+                assert triton.is_model_ready("toy")
+            finally:
+                triton.close()
             assert http.post("/v2/models/toy/infer", json=body()).json()["model_version"] == "1"
             assert index_of(http)["1"]["state"] == "READY"
     finally:
