@@ -4,7 +4,8 @@
       digits/                 a model: its name is the bundles' manifest name
         policy.yaml           optional: which version answers the unversioned URL (below)
         1.0.0/                a version: a bundle directory, named after its manifest version
-        1.1.0/
+        digits-1.1.0-linux_x86_64.tar.gz    or an archive, as `infc build --archive` names it
+        1.2.0.tar.gz                        (or VERSION.tar.gz), its bundle under one top folder
 
 `infc serve REPO_DIR` serves it; `infc serve BUNDLE BUNDLE...` serves the
 bundles named (`Repository.of_bundles`: every bundle loaded, the highest version
@@ -13,6 +14,11 @@ of each name current, no policy file). A version's bundle is verified
 its folders before any of its code is imported (`Repository.load`); one that
 fails is not served, and the repository index reports it UNAVAILABLE with the
 reason.
+
+An archive is unpacked into a private temporary folder when its version is
+loaded (plain files and folders only, `tarfile`'s "data" filter, at most
+`MAX_ARCHIVE_MEMBERS` entries and `MAX_ARCHIVE_BYTES` in all), then verified as
+a directory is; a folder of the same version wins over an archive.
 
 `policy.yaml` (a small YAML subset: `key: value` lines, one nested mapping as a
 block or `{key: value, ...}`, `#` comments; at most `MAX_POLICY_BYTES`):
@@ -27,8 +33,12 @@ names are loaded: a swap loads the new one, then unloads the old one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import shutil
+import tarfile
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +49,14 @@ from .verify import MANIFEST, MAX_MANIFEST_BYTES, BundleError, verify_bundle
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["MAX_POLICY_BYTES", "POLICY", "Policy", "PolicyError", "Repository", "parse_policy", "version_key"]
+__all__ = ["MAX_ARCHIVE_BYTES", "MAX_ARCHIVE_MEMBERS", "MAX_POLICY_BYTES", "POLICY", "Policy", "PolicyError",
+           "Repository", "parse_policy", "policy_from", "read_identity", "unpack", "version_key"]
 
 POLICY = "policy.yaml"
 MAX_POLICY_BYTES = 64 << 10
+MAX_ARCHIVE_MEMBERS = 100_000
+MAX_ARCHIVE_BYTES = 32 << 30
+_ARCHIVE = ".tar.gz"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """A model or version folder name (no path separators, no leading dot)."""
 
@@ -202,7 +216,17 @@ class Repository:
         folder = self.root / name
         if not _NAME.fullmatch(name) or not folder.is_dir():
             return {}
-        return {p.name: p for p in folder.iterdir() if p.is_dir() and _NAME.fullmatch(p.name)}
+        found: dict[str, Path] = {}
+        for p in folder.iterdir():
+            if p.is_dir() and _NAME.fullmatch(p.name):
+                found[p.name] = p
+            elif p.is_file() and p.name.endswith(_ARCHIVE):
+                stem = p.name[:-len(_ARCHIVE)]
+                if stem.startswith(f"{name}-") and "-" in stem[len(name) + 1:]:
+                    stem = stem[len(name) + 1:].rpartition("-")[0]  # NAME-VERSION-PLATFORM
+                if _NAME.fullmatch(stem):
+                    found.setdefault(stem, p)
+        return found
 
     def policy_path(self, name: str) -> Path | None:
         return None if self.root is None else self.root / name / POLICY
@@ -256,6 +280,8 @@ class Repository:
         path = self.versions(name).get(version)
         if path is None:
             raise BundleError(f"model {name!r} has no version {version!r}")
+        if path.is_file():
+            path = unpack(path, Path(tempfile.mkdtemp(prefix=f"infc-{name}-{version}-", dir=_scratch())))
         if self.verify:  # before the manifest is trusted and before any of the bundle's code is imported
             verify_bundle(path, public_key=self.public_key)
         found = read_identity(path)
@@ -282,3 +308,39 @@ def read_identity(path: Path) -> tuple[str, str]:
     if not isinstance(name, str) or not isinstance(version, str):
         raise BundleError(f"{manifest}: expected string `name` and `version`")
     return name, version
+
+
+_SCRATCH: list[Path] = []
+
+
+def _scratch() -> Path:
+    """A private folder for unpacked archives, removed when the process exits."""
+    if not _SCRATCH:
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="infc-repository-")))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Unpack the bundle archive `archive` into the empty folder `into`; the bundle's folder (the archive's one top
+    folder). Only plain files and folders, inside `into`, within the limits; `BundleError` otherwise."""
+    if not hasattr(tarfile, "data_filter"):
+        raise BundleError(f"{archive}: this Python cannot unpack archives safely (needs 3.11.4 or later): unpack it")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members, total = [], 0
+            for member in tar:
+                members.append(member)
+                total += member.size
+                if len(members) > MAX_ARCHIVE_MEMBERS or total > MAX_ARCHIVE_BYTES:
+                    raise BundleError(f"{archive}: more than {MAX_ARCHIVE_MEMBERS} entries or {MAX_ARCHIVE_BYTES} "
+                                      "bytes")
+                if not (member.isfile() or member.isdir()):
+                    raise BundleError(f"{archive}: {member.name[:200]!r} is not a plain file or folder")
+            tops = {m.name.split("/", 1)[0] for m in members}
+            if len(tops) != 1 or not _NAME.fullmatch(next(iter(tops))):
+                raise BundleError(f"{archive}: expected one top folder, found {len(tops)}")
+            tar.extractall(into, members=members, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"{archive}: cannot unpack: {exc}") from None
+    return into / tops.pop()

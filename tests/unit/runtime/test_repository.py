@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,33 @@ def test_bundles_named_one_by_one(tmp_path: Path) -> None:
     assert repo.wanted("m", repo.policy("m")) == ["1", "2"] and repo.policy("m").current == "2"
     with pytest.raises(BundleError, match="model 'm' version '1' is also in"):
         Repository.of_bundles([a, write_bundle(tmp_path / "c", name="m", version="1")])
+
+
+def _archive(bundle: Path, path: Path, top: str, extra: tarfile.TarInfo | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(bundle, arcname=top)
+        if extra is not None:
+            tar.addfile(extra)
+    return path
+
+
+def test_archives_are_versions_unpacked_and_verified(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "src" / "toy-2", name="toy", version="2")
+    (tmp_path / "repo" / "toy").mkdir(parents=True)
+    _archive(bundle, tmp_path / "repo" / "toy" / "toy-2-linux_x86_64.tar.gz", "toy-2")
+    _archive(bundle, tmp_path / "repo" / "toy" / "3.tar.gz", "toy-2")
+    repo = Repository(tmp_path / "repo")
+    assert sorted(repo.versions("toy")) == ["2", "3"]
+    assert repo.load("toy", "2").version == "2"
+    with pytest.raises(BundleError, match="manifest says model 'toy' version '2', its folders say 'toy' '3'"):
+        repo.load("toy", "3")
+
+
+def test_an_archive_with_a_link_is_refused(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "src", name="toy", version="1")
+    link = tarfile.TarInfo("toy-1/escape")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    (tmp_path / "repo" / "toy").mkdir(parents=True)
+    _archive(bundle, tmp_path / "repo" / "toy" / "1.tar.gz", "toy-1", link)
+    with pytest.raises(BundleError, match="'toy-1/escape' is not a plain file or folder"):
+        Repository(tmp_path / "repo").load("toy", "1")
