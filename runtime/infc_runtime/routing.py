@@ -44,6 +44,7 @@ A failed load leaves the route as it was. policy.yaml is polled every
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import random
@@ -217,8 +218,6 @@ class _Hub:
     def server(self, pipeline: Pipeline) -> _Server:
         """A version's server: its own batcher and metrics (labelled model and version)."""
         if self.limits:
-            import dataclasses
-
             pipeline.serving = dataclasses.replace(pipeline.serving, **self.limits)  # type: ignore[arg-type]
         server = _Server(pipeline, warmup=self.warmup, body_timeout_s=self.body_timeout_s)
         server.metrics.set_bundle_verified(self.verified)

@@ -57,6 +57,16 @@ is wholly within it), `fail` (wholly above) or `inconclusive` (at
 (whatever the verdict), 1 a request failed, 2 usage error or an unusable bundle
 or requests file (one line on stderr).
 
+Several bundles (`serve A B`), or one model repository (`serve REPO_DIR`:
+`REPO_DIR/NAME/VERSION/` bundles, `REPO_DIR/NAME/policy.yaml`; see
+`infc_runtime.repository`), are served by one server (`infc_runtime.routing`):
+each version with its own batcher and metrics, a canary split, swaps without
+downtime, Triton's repository API. Every bundle is verified before any of its
+code is imported. Bundles named one by one must all load (exit 2, or 3, as for
+one bundle); in a repository a version that does not verify or load is left
+out and reported UNAVAILABLE with its reason by `/v2/repository/index` (exit 2
+only when no model loads). `--grpc-port` serves one bundle only (exit 2).
+
 Entry points for other code:
 
 - `main(argv: list[str] | None = None) -> int`: this command line; `argv`
@@ -382,6 +392,9 @@ def _repository_app(args: argparse.Namespace, dirs: list[str], key: str | None,
             if not Path(dirs[0]).is_dir():
                 raise BundleError(f"{dirs[0]}: not a directory")
             repository = Repository(Path(dirs[0]), verify=verify, public_key=key, allow_cpu_fallback=fallback)
+            if not any(repository.versions(name) for name in repository.models()):
+                raise BundleError(f"{dirs[0]}: no manifest.json (is this an infc bundle?), and no model repository "
+                                  "folders NAME/VERSION/ either")
         else:
             repository = Repository.of_bundles([Path(d) for d in dirs], verify=verify, public_key=key,
                                                allow_cpu_fallback=fallback)
