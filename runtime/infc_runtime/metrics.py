@@ -109,7 +109,7 @@ class Metrics:
         self._label_names = ["model"] if version is None else ["model", "version"]
         self._label_values = [model] if version is None else [model, version]
         self._failed_seconds = 0.0
-        self._last_success = 0.0
+        self._last_batch = 0.0
         self._requests: dict[int, int] = {}
         self._duration = _Histogram(_DURATION_BUCKETS)
         self._stages = {stage: _Histogram(_DURATION_BUCKETS) for stage in STAGES}
@@ -138,9 +138,7 @@ class Metrics:
         """Count an answered infer request and record how long it took."""
         self._requests[status] = self._requests.get(status, 0) + 1
         self._duration.observe(seconds)
-        if status == 200:
-            self._last_success = time.time()
-        else:
+        if status != 200:
             self._failed_seconds += seconds
 
     def observe_stage(self, stage: str, seconds: float) -> None:
@@ -150,6 +148,7 @@ class Metrics:
     def observe_batch(self, rows: int) -> None:
         """Record the size of a batch run."""
         self._batch.observe(rows)
+        self._last_batch = time.time()
 
     def set_queue_depth(self, requests: int) -> None:
         """Set the number of requests waiting in the queue."""
@@ -204,7 +203,7 @@ class Metrics:
         return {
             "name": self.model,
             "version": self.version or "",
-            "last_inference": int(self._last_success * 1000),
+            "last_inference": int(self._last_batch * 1000),
             "inference_count": int(self._batch.sum),
             "execution_count": sum(self._batch.counts),
             "inference_stats": {
