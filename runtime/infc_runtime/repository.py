@@ -39,7 +39,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,8 +182,12 @@ class Repository:
     """Where each model's versions are and what their policy says; loads (verifies first) one version."""
 
     def __init__(self, root: Path | None, bundles: Mapping[str, Mapping[str, Path]] | None = None, *,
-                 verify: bool = True, public_key: str | None = None, allow_cpu_fallback: bool = False) -> None:
+                 verify: bool = True, public_key: str | None = None, allow_cpu_fallback: bool = False,
+                 loader: Callable[[Path, bool], Pipeline] | None = None) -> None:
+        """`loader(path, allow_cpu_fallback)`: loads a verified bundle (`serve.load_bundle`, which words every
+        failure as a `BundleError`); default: `Pipeline.load`."""
         self.root = root
+        self.loader = loader
         self._bundles = {name: dict(versions) for name, versions in (bundles or {}).items()}
         self.verify, self.public_key, self.allow_cpu_fallback = verify, public_key, allow_cpu_fallback
 
@@ -275,8 +279,6 @@ class Repository:
     def load(self, name: str, version: str) -> Pipeline:
         """Verify version `version` of model `name`, check its identity, then load it (blocking: call it off the
         event loop once serving); `BundleError` (or `ProviderError`) with the reason when it cannot be served."""
-        from .serve import load_bundle
-
         path = self.versions(name).get(version)
         if path is None:
             raise BundleError(f"model {name!r} has no version {version!r}")
@@ -288,7 +290,11 @@ class Repository:
         if found != (name, version):
             raise BundleError(f"{path}: its manifest says model {found[0]!r} version {found[1]!r}, its folders "
                               f"say {name!r} {version!r}")
-        return load_bundle(path, verify=False, allow_cpu_fallback=self.allow_cpu_fallback)
+        if self.loader is not None:
+            return self.loader(path, self.allow_cpu_fallback)
+        from .pipeline import Pipeline
+
+        return Pipeline.load(path, allow_cpu_fallback=self.allow_cpu_fallback)
 
 
 def read_identity(path: Path) -> tuple[str, str]:

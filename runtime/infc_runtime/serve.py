@@ -386,18 +386,22 @@ def _repository_app(args: argparse.Namespace, dirs: list[str], key: str | None,
         return EXIT_USAGE
     if args.no_verify:
         log.warning("--no-verify: the bundles' files are NOT checked against manifest.json (development only)")
+    def loader(path: Path, cpu_fallback: bool) -> Pipeline:
+        return load_bundle(path, verify=False, allow_cpu_fallback=cpu_fallback)  # the repository verified it
+
     verify = not args.no_verify
     try:
         if len(dirs) == 1:
             if not Path(dirs[0]).is_dir():
                 raise BundleError(f"{dirs[0]}: not a directory")
-            repository = Repository(Path(dirs[0]), verify=verify, public_key=key, allow_cpu_fallback=fallback)
+            repository = Repository(Path(dirs[0]), verify=verify, public_key=key, allow_cpu_fallback=fallback,
+                                    loader=loader)
             if not any(repository.versions(name) for name in repository.models()):
                 raise BundleError(f"{dirs[0]}: no manifest.json (is this an infc bundle?), and no model repository "
                                   "folders NAME/VERSION/ either")
         else:
             repository = Repository.of_bundles([Path(d) for d in dirs], verify=verify, public_key=key,
-                                               allow_cpu_fallback=fallback)
+                                               allow_cpu_fallback=fallback, loader=loader)
     except BundleError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE
