@@ -199,7 +199,9 @@ def test_several_bundles_in_one_server(tmp_path: Path) -> None:
     a = write_bundle(tmp_path / "a", name="alpha", version="1.0.0")
     b = write_bundle(tmp_path / "b", name="alpha", version="1.1.0")
     c = write_bundle(tmp_path / "c", name="beta", version="3")
-    server = serve([a, b, c], tmp_path / "server.log")
+    infc = Path(sys.executable).with_name("infc")  # the CLI: `infc serve A B C --port N`
+    server = Server([str(infc), "serve", str(a), str(b), str(c), "--port", "{port}"], tmp_path / "server.log")
+    server.wait_ready()
     try:
         with httpx.Client(base_url=f"http://{server.url}") as http:
             assert http.post("/v2/models/alpha/infer", json=body()).json()["model_version"] == "1.1.0"
