@@ -221,9 +221,10 @@ def test_several_bundles_refuse_a_tampered_one(tmp_path: Path) -> None:
     assert "model.onnx" in server.log.read_text()
 
 
-def test_swap_under_load_loses_no_request(tmp_path: Path) -> None:
-    """policy.yaml switches current 1 -> 2 while 4 clients send requests back to back: every one is answered 200,
-    the new version takes over, the old one is unloaded."""
+@pytest.mark.parametrize("how", ["policy_file", "repository_api"])
+def test_swap_under_load_loses_no_request(tmp_path: Path, how: str) -> None:
+    """policy.yaml (or the repository API) switches current 1 -> 2 while 4 clients send requests back to back:
+    every one is answered 200, the new version takes over, the old one is unloaded."""
     repo = tmp_path / "repo"
     write_bundle(repo / "toy" / "1", name="toy", version="1", serving={"max_queue_delay_ms": 1})
     write_bundle(repo / "toy" / "2", name="toy", version="2", serving={"max_queue_delay_ms": 1})
@@ -250,7 +251,12 @@ def test_swap_under_load_loses_no_request(tmp_path: Path) -> None:
             thread.start()
         time.sleep(1.0)
         swapped_at = time.perf_counter()
-        policy.write_text("current: 2\n")
+        if how == "policy_file":
+            policy.write_text("current: 2\n")
+        else:
+            with httpx.Client(base_url=f"http://{server.url}", timeout=60) as admin:
+                answer = admin.post("/v2/repository/models/toy/policy", json={"current": "2"})
+                assert answer.status_code == 200, answer.text
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(r[2] == "2" and r[0] > swapped_at + 1 for r in results[-50:]):
             time.sleep(0.05)
@@ -269,7 +275,7 @@ def test_swap_under_load_loses_no_request(tmp_path: Path) -> None:
     figures = {"sent": len(results), "failed": len(failed), "before": len(before), "after_switch": len(during),
                "p99_before_ms": round(1000 * before[int(0.99 * (len(before) - 1))], 2),
                "p99_during_ms": round(1000 * during[int(0.99 * (len(during) - 1))], 2)}
-    print("swap under load:", json.dumps(figures))
+    print(f"swap under load ({how}):", json.dumps(figures))
     assert failed == [], failed[:5]
     assert code == 0
     assert {r[2] for r in results if r[0] < swapped_at} == {"1"}
