@@ -388,7 +388,8 @@ class _Hub:
         except ClientDisconnect:
             return
         except ProtocolError as exc:
-            status, content, headers = _error_answer(exc.status, exc.message)
+            status, content, headers = _error_answer(exc.status, exc.message,
+                                                     ((b"connection", b"close"),) if exc.close else ())
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
             return

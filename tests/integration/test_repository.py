@@ -6,6 +6,7 @@ overload beside another, a tampered bundle refused, and tritonclient's repositor
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import threading
@@ -40,8 +41,9 @@ def make_repository(root: Path, *, slow_other: bool = True) -> Path:
     """REPO/toy/1, REPO/toy/2 (policy: 1 current, 2 canary), REPO/other/1 (slow: its pre sleeps 0.2 s, queue of
     2), REPO/bad/1 (a file changed after the build)."""
     repo = root / "repo"
-    write_bundle(repo / "toy" / "1", name="toy", version="1", serving={"max_queue_delay_ms": 1})
-    write_bundle(repo / "toy" / "2", name="toy", version="2", serving={"max_queue_delay_ms": 1})
+    for version in ("1", "2"):
+        write_bundle(repo / "toy" / version, name="toy", version=version,
+                     serving={"max_queue_delay_ms": 1, "max_body_bytes": 65536})
     other = write_bundle(repo / "other" / "1", name="other", version="1",
                          serving={"max_queue": 2, "max_batch_size": 1, "max_queue_delay_ms": 1})
     if slow_other:
@@ -137,6 +139,15 @@ def test_routing_sticks_to_the_key_header_and_the_request_id(served: Server) -> 
     for sticky in (chosen, by_id):
         assert all(len(versions) == 1 for versions in sticky.values()), sticky
         assert {v for versions in sticky.values() for v in versions} == {"1", "2"}  # both get some keys
+
+
+def test_routing_by_the_body_keeps_the_limits_and_takes_compressed_bodies(served: Server) -> None:
+    with httpx.Client(base_url=f"http://{served.url}") as http:
+        too_big = http.post("/v2/models/toy/infer", content=b" " * 70000, headers={"Content-Type": "application/json"})
+        assert too_big.status_code == 413 and "max_body_bytes" in too_big.json()["error"]
+        packed = gzip.compress(json.dumps(body(3, "zipped")).encode())
+        answer = http.post("/v2/models/toy/infer", content=packed, headers={"Content-Encoding": "gzip"})
+        assert answer.status_code == 200 and answer.json()["id"] == "zipped"
 
 
 def test_one_models_overload_never_blocks_another(served: Server) -> None:
