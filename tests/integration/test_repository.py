@@ -194,7 +194,7 @@ def test_stats_and_config_through_tritonclient(served: Server) -> None:
                                {"name": "offset", "data_type": "TYPE_FP32", "dims": [3]}]
 
 
-def test_rollback_through_the_admin_api_and_policy_file(served: Server) -> None:
+def test_rollback_through_the_admin_api(served: Server) -> None:
     """Last in this module: it changes the routes."""
     with httpx.Client(base_url=f"http://{served.url}") as http:
         rollback = http.post("/v2/repository/models/toy/policy", json={"current": "1",
