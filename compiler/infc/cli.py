@@ -309,13 +309,18 @@ def diff(old: Path, new: Path, cache_dir: Path | None, latency_gate: str, all_ro
               help="Also serve KServe V2 over gRPC on this port (same host).")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
 def serve(bundle: Path, host: str, port: int, grpc_port: int | None, options: tuple[str, ...]) -> None:
-    """Serve a built BUNDLE directory over the KServe V2 protocol (the bundle's serve.py options pass through:
-    --public-key PUB, --log-level, --no-verify, --allow-host, --max-body-bytes, ...; `python BUNDLE/serve.py
-    --help` lists them)."""
+    """Serve a built BUNDLE directory over the KServe V2 protocol; several (BUNDLE BUNDLE...), or a model
+    repository (REPO_DIR/NAME/VERSION/, with REPO_DIR/NAME/policy.yaml), in one server. The bundle's serve.py
+    options pass through: --public-key PUB, --log-level, --no-verify, --allow-host, --max-body-bytes, ...;
+    `python BUNDLE/serve.py --help` lists them."""
     from infc_runtime.serve import main as serve_main
 
+    more = []  # the bundles after the first come before the first option
+    while options and not options[0].startswith("-"):
+        more.append(options[0])
+        options = options[1:]
     grpc = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
-    sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *grpc, *options]))
+    sys.exit(serve_main(["serve", str(bundle), *more, "--host", host, "--port", str(port), *grpc, *options]))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
