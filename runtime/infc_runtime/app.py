@@ -250,7 +250,7 @@ class _Server:
                  tracing: Tracing | None = None) -> None:
         self.pipeline = pipeline
         self.body_timeout_s = body_timeout_s
-        self.metrics = Metrics(pipeline.name, max_batch_size=pipeline.serving.max_batch_size)
+        self.metrics = Metrics(pipeline.name, version=pipeline.version, max_batch_size=pipeline.serving.max_batch_size)
         self.metrics.set_providers(pipeline.providers, cpu_fallback=bool(pipeline.cpu_fallback))
         self.tracing = tracing  # None: off, and no per-request work for it
         self.batcher = Batcher(pipeline, self.metrics, tracing=tracing)
