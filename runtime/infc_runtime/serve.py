@@ -108,11 +108,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .abi import ManifestError
+from .auth import ADMIN_KEY_ENV, API_KEYS_ENV, Keys, KeysError, load_keys
 from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.types import ASGIApp
 
     from .pipeline import Pipeline
 
@@ -219,6 +221,23 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                         help="accept requests whose Host header names NAME (repeatable)")
     parser.add_argument("--access-log", action="store_true",
                         help="log one line per request (off by default: it costs the request path)")
+    security = parser.add_argument_group("security and logs")
+    security.add_argument("--api-keys-file", metavar="FILE", default=None,
+                          help=f"API keys, one id:key a line, besides ${API_KEYS_ENV} (id:key,id:key); with keys, "
+                               f"requests need 'Authorization: Bearer KEY'; admin key: ${ADMIN_KEY_ENV}")
+    security.add_argument("--no-open-health", dest="open_health", action="store_false",
+                          help="liveness and readiness need a key too (default: open, for probes)")
+    security.add_argument("--audit-log", metavar="FILE", default=None,
+                          help="append one JSON line per request (time, key id, client, model, version, status; "
+                               "admin actions) to FILE ('-': stderr)")
+    security.add_argument("--log-format", choices=["text", "json"], default="text",
+                          help="json: every log line is JSON, plus one line per request (request id, model, "
+                               "version, status, rows, batch, stage times; logger infc_runtime.requests)")
+    security.add_argument("--request-log-level", default="info", choices=["debug", "info", "warning"],
+                          help="the level of the per-request lines of --log-format json (default: %(default)s)")
+    security.add_argument("--ssl-certfile", metavar="PEM", default=None,
+                          help="serve HTTPS with this certificate (chain) file; needs --ssl-keyfile")
+    security.add_argument("--ssl-keyfile", metavar="PEM", default=None, help="the certificate's private key")
     for limit in LIMITS:
         parser.add_argument(f"--{limit.replace('_', '-')}", dest=limit, type=_positive, metavar="N",
                             help=f"override the manifest's serving.{limit}")
@@ -266,7 +285,9 @@ def allowed_hosts(host: str, allowed: Sequence[str]) -> list[str] | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    from .logs import configure
+
+    configure(args.log_level, args.log_format)
     collecting = gc.isenabled()
     # Loading makes ~10^5 objects that live as long as the process (modules, Numba's registries, the
     # session) and almost no garbage: collecting them over and over as they are made took a fifth of the
@@ -285,8 +306,29 @@ def _serve(args: argparse.Namespace) -> int:
         if collecting:
             gc.enable()
     app, on_shutdown = made
-    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                      on_shutdown=on_shutdown)
+    options = {} if args.ssl_certfile is None else {"ssl_certfile": args.ssl_certfile,
+                                                    "ssl_keyfile": args.ssl_keyfile}
+    if args.log_format == "json":
+        options["log_config"] = None  # uvicorn's loggers propagate to the JSON handler instead of their own
+    return run_server(_secured(app, args), host=args.host, port=args.port, log_level=args.log_level,
+                      access_log=args.access_log, on_shutdown=on_shutdown, **options)
+
+
+def _secured(app: Starlette, args: argparse.Namespace) -> ASGIApp:
+    """`app` behind the key check (when keys are configured), inside the request and audit logs (when asked
+    for: they record the requests the key check refuses too)."""
+    from .auth import OPEN_PATHS, Auth
+    from .logs import RequestLog
+
+    keys: Keys = args.keys
+    served: ASGIApp = app
+    if keys.enabled:
+        log.info("%s; liveness and readiness %s", keys.describe(), "open" if args.open_health else "need a key")
+        served = Auth(served, keys, open_paths=OPEN_PATHS if args.open_health else ())
+    if args.log_format == "json" or args.audit is not None:
+        served = RequestLog(served, log=args.log_format == "json", level=logging.getLevelName(
+            args.request_log_level.upper()), audit=args.audit)
+    return served
 
 
 def public_key(option: str | None) -> str | None:
@@ -304,6 +346,38 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     """The app serving the bundle `args` names (warm-up not run yet) and what to call when its shutdown begins
     (the gRPC endpoint's stop), or the exit code when it cannot."""
     verified = getattr(args, "verified", None)
+    try:
+        args.keys = load_keys(keys_file=args.api_keys_file)
+    except KeysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.keys.enabled and args.grpc_port is not None:
+        print("error: --grpc-port cannot be used with API keys yet (the gRPC endpoint checks no key)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    args.audit = None
+    if args.audit_log is not None:
+        from .audit import AuditLog
+
+        try:
+            args.audit = AuditLog(args.audit_log)
+        except OSError as exc:
+            print(f"error: --audit-log {args.audit_log}: cannot open it for appending ({exc.strerror})",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        log.info("audit log: %s", "stderr" if args.audit_log == "-" else args.audit_log)
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.ssl_certfile is not None:
+        import ssl
+
+        try:  # as uvicorn will, so that a bad file ends here with one line, not a traceback after the load
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: --ssl-certfile {args.ssl_certfile} / --ssl-keyfile {args.ssl_keyfile}: cannot load the "
+                  f"certificate and key ({exc})", file=sys.stderr)
+            return EXIT_USAGE
     key = public_key(args.public_key)
     if key is not None and args.no_verify:
         print(f"error: --no-verify cannot be used with a public key (--public-key or {PUBLIC_KEY_ENV}): signatures "
