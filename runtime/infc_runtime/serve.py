@@ -3,6 +3,8 @@
     python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--grpc-port PORT] [--log-level info]
         [--no-warmup] [--no-verify | --public-key PUB] [--allow-cpu-fallback] [--allow-host NAME]... [--access-log]
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
+        [--api-keys-file FILE] [--no-open-health] [--audit-log FILE] [--log-format text|json]
+        [--request-log-level LEVEL] [--ssl-certfile PEM --ssl-keyfile PEM]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
         [--no-gc-freeze] [--no-single] [--no-verify | --public-key PUB] [--allow-cpu-fallback]
@@ -44,6 +46,15 @@ loopback address (`--host 127.0.0.1`, the default), the names `localhost`,
 `127.0.0.1`, `::1` and the bound address are accepted, plus each `--allow-host
 NAME`; bound elsewhere, any Host is accepted unless `--allow-host` is given,
 then only those.
+
+Security and logs (wrapped around the app as ASGI middleware, outermost
+first: `logs.RequestLog`, then `auth.Auth`; neither is there unless asked
+for): API keys from $INFC_API_KEYS and `--api-keys-file`, the admin key from
+$INFC_ADMIN_KEY (`infc_runtime.auth`: 401/403; liveness and readiness open
+unless `--no-open-health`); `--audit-log FILE` (`infc_runtime.audit`);
+`--log-format json` (`infc_runtime.logs`: JSON log lines, one per request with
+its id, echoed in `X-Request-ID`); `--ssl-certfile`/`--ssl-keyfile`: HTTPS
+(checked before the bundle loads). Keys are never logged.
 
 `measure` times the bundle where it runs (see `infc_runtime.measure_cli`): it
 loads the bundle as `serve` does, warms it up, freezes the heap as the server
@@ -88,8 +99,8 @@ on shutdown it stops after HTTP has drained (calls in progress are answered)
 and before the batcher drains.
 
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
-the port is in use); 2 usage error, or the bundle does not verify or load (one
-line on stderr); 3 the bundle needs an execution provider this host cannot
+the port is in use); 2 usage error, unusable keys, audit log or certificate, or
+the bundle does not verify or load (one line on stderr); 3 the bundle needs an execution provider this host cannot
 give it (CUDA) and CPU fallback was not allowed (one line on stderr).
 """
 
