@@ -42,6 +42,8 @@ LOG_SCOPE = "infc.log"
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER = REQUEST_ID_HEADER.lower().encode()
 _ID = re.compile(r"[\x21-\x7e]{1,128}")
+MAX_PATH = 1024
+"""Characters of a request's path kept in its lines (the rest is cut)."""
 _MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?")
 
 requests_log = logging.getLogger("infc_runtime.requests")
@@ -51,7 +53,7 @@ def request_id(given: str | bytes | None) -> str | None:
     """`given` if it may serve as a request id (1-128 visible ASCII characters), else None."""
     if isinstance(given, bytes):
         given = given.decode("latin-1")
-    return given if given is not None and _ID.fullmatch(given) else None
+    return given if isinstance(given, str) and _ID.fullmatch(given) else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -145,7 +147,7 @@ class RequestLog:
         return f"{self._prefix}{next(self._made) & 0xFFFFFFFF:08x}"
 
     def _record(self, scope: Scope, info: dict[str, Any], answer: dict[str, Any], seconds: float) -> None:
-        path = scope["path"]
+        path = scope["path"][:MAX_PATH]
         client = scope.get("client")
         status = answer["status"] or None  # None: no answer was sent (the client left)
         model, version = info.get("model"), info.get("version")

@@ -336,6 +336,9 @@ def _secured(app: Starlette, args: argparse.Namespace) -> ASGIApp:
     if keys.enabled:
         log.info("%s; liveness and readiness %s", keys.describe(), "open" if args.open_health else "need a key")
         served = Auth(served, keys, open_paths=OPEN_PATHS if args.open_health else ())
+    elif allowed_hosts(args.host, ()) is None:  # bound beyond loopback
+        log.warning("serving on %s without API keys: anyone who can reach it may call every endpoint (set %s "
+                    "or --api-keys-file, and %s)", args.host, API_KEYS_ENV, ADMIN_KEY_ENV)
     if args.log_format == "json" or args.audit is not None:
         served = RequestLog(served, log=args.log_format == "json", level=logging.getLevelName(
             args.request_log_level.upper()), audit=args.audit)
