@@ -20,8 +20,8 @@ nor an admin key, nothing is checked (a trusted network: the default bind is
 open. Every key is compared with `hmac.compare_digest` against every
 configured key, whichever matches, so the time taken does not tell which.
 
-gRPC (`--grpc-port`) carries no key check yet: `serve` refuses it together
-with keys (exit 2) rather than serve an open door beside a locked one.
+gRPC (`--grpc-port`) checks the same API keys in the `authorization` metadata
+(`grpc_server`); it has no admin calls.
 """
 
 from __future__ import annotations
@@ -154,13 +154,15 @@ class Auth:
         if keys.admin is not None:
             self.keys.append((ADMIN_KEY_ID, keys.admin.encode()))
         self.has_admin = keys.admin is not None
+        self.checks_all = bool(keys.api)
+        """Whether every endpoint but the open paths needs a key (else only the admin paths do)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         admin_path = is_admin_path(scope["path"])
-        if not self.keys or (not admin_path and len(self.keys) == 1 and self.has_admin):
+        if not admin_path and not self.checks_all:
             await self.app(scope, receive, send)  # only an admin key: it guards the admin paths alone
             return
         token = None

@@ -54,7 +54,8 @@ $INFC_ADMIN_KEY (`infc_runtime.auth`: 401/403; liveness and readiness open
 unless `--no-open-health`); `--audit-log FILE` (`infc_runtime.audit`);
 `--log-format json` (`infc_runtime.logs`: JSON log lines, one per request with
 its id, echoed in `X-Request-ID`); `--ssl-certfile`/`--ssl-keyfile`: HTTPS
-(checked before the bundle loads). Keys are never logged.
+(checked before the bundle loads; not with `--grpc-port` yet). The gRPC
+endpoint checks the same keys (`grpc_server`). Keys are never logged.
 
 `measure` times the bundle where it runs (see `infc_runtime.measure_cli`): it
 loads the bundle as `serve` does, warms it up, freezes the heap as the server
@@ -119,13 +120,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .abi import ManifestError
-from .auth import ADMIN_KEY_ENV, API_KEYS_ENV, Keys, KeysError, load_keys
+from .auth import ADMIN_KEY_ENV, API_KEYS_ENV, OPEN_PATHS, Auth, Keys, KeysError, load_keys
 from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
-    from starlette.types import ASGIApp
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from .pipeline import Pipeline
 
@@ -325,10 +326,18 @@ def _serve(args: argparse.Namespace) -> int:
                       access_log=args.access_log, on_shutdown=on_shutdown, **options)
 
 
+def _auth(args: argparse.Namespace) -> Auth | None:
+    """The key check `args` asks for (None: no keys configured), for the gRPC endpoint."""
+    return Auth(_no_app, args.keys, open_paths=OPEN_PATHS if args.open_health else ()) if args.keys.enabled else None
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("the gRPC key check wraps no ASGI app")
+
+
 def _secured(app: Starlette, args: argparse.Namespace) -> ASGIApp:
     """`app` behind the key check (when keys are configured), inside the request and audit logs (when asked
     for: they record the requests the key check refuses too)."""
-    from .auth import OPEN_PATHS, Auth
     from .logs import RequestLog
 
     keys: Keys = args.keys
@@ -365,8 +374,8 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     except KeysError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.keys.enabled and args.grpc_port is not None:
-        print("error: --grpc-port cannot be used with API keys yet (the gRPC endpoint checks no key)",
+    if args.ssl_certfile is not None and args.grpc_port is not None:
+        print("error: --grpc-port cannot be used with --ssl-certfile yet (gRPC would be plaintext beside HTTPS)",
               file=sys.stderr)
         return EXIT_USAGE
     args.audit = None
@@ -438,7 +447,7 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
         except Exception as exc:  # not installed, or older than the generated code needs
             print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
             return EXIT_USAGE
-        on_shutdown = attach(app, host=args.host, port=args.grpc_port)
+        on_shutdown = attach(app, host=args.host, port=args.grpc_port, auth=_auth(args))
     return app, on_shutdown
 
 

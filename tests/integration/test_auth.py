@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from runtime_bundle import make_request, write_bundle
-from servers import Server
+from servers import Server, free_port
 from tritonclient.utils import InferenceServerException
 
 from infc_runtime.pipeline import Pipeline
@@ -133,5 +134,33 @@ def test_keys_file_errors_name_the_line(bundle: Path, tmp_path: Path) -> None:
     assert missing.returncode == 2 and "nope.txt: cannot read the API keys file" in missing.stderr
     same = serve_exit(bundle, env={"INFC_API_KEYS": f"alice:{ALICE}", "INFC_ADMIN_KEY": ALICE})
     assert same.returncode == 2 and "the admin key is also an API key" in same.stderr
-    grpc = serve_exit(bundle, "--grpc-port", "1", env={"INFC_API_KEYS": f"alice:{ALICE}"})
-    assert grpc.returncode == 2 and "--grpc-port cannot be used with API keys" in grpc.stderr
+
+
+def test_grpc_checks_the_same_keys(bundle: Path, tmp_path: Path) -> None:
+    grpc_port = free_port()
+    server = Server([sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}",
+                     "--grpc-port", str(grpc_port)], tmp_path / "server.log",
+                    env={**os.environ, "INFC_API_KEYS": f"alice:{ALICE}", "INFC_ADMIN_KEY": ADMIN})
+    request = make_request(2, seed=5)
+    inputs = [grpcclient.InferInput(name, list(a.shape), to_datatype(a.dtype)).set_data_from_numpy(a)
+              for name, a in request.items()]
+    try:
+        server.wait_ready()
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            assert client.is_server_live() and client.is_server_ready()  # open, as over HTTP
+            for key in (ALICE, ADMIN):
+                result = client.infer("toy", inputs, headers={"authorization": f"Bearer {key}"})
+                np.testing.assert_array_equal(result.as_numpy("class_id"),
+                                              Pipeline.load(bundle).run(request)["class_id"])
+            with pytest.raises(InferenceServerException, match="UNAUTHENTICATED.*Bearer KEY"):
+                client.infer("toy", inputs)
+            with pytest.raises(InferenceServerException, match="PERMISSION_DENIED.*not valid"):
+                client.infer("toy", inputs, headers={"authorization": f"Bearer {BOB}"})
+            with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+                client.get_model_metadata("toy")
+        finally:
+            client.close()
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    assert ALICE not in server.log.read_text() and BOB not in server.log.read_text()

@@ -95,3 +95,5 @@ def test_unusable_certificate_files_exit_2(tmp_path: Path) -> None:
     assert len(mismatched.stderr.strip().splitlines()) == 1
     missing = serve("--ssl-certfile", str(tmp_path / "nope.pem"), "--ssl-keyfile", str(key))
     assert missing.returncode == 2 and "nope.pem" in missing.stderr
+    grpc = serve("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--grpc-port", "1")
+    assert grpc.returncode == 2 and "--grpc-port cannot be used with --ssl-certfile" in grpc.stderr
