@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -125,12 +126,15 @@ def run_isa(isa: str, work: Path, ready_timeout: float, images: np.ndarray, x86_
             ) -> dict[str, Any]:
     spec = arm_spec(isa, work / f"spec-{isa}")
     t = time.perf_counter()
-    outcome = build(spec, work / f"build-{isa}", latency_gate="off", lock="ignore")
+    outcome = build(spec, work / f"build-{isa}", latency_gate="off", lock="ignore", wheelhouse=True, archive=True)
     built = time.perf_counter() - t
-    assert outcome.path is not None
-    bundle = outcome.path
+    assert outcome.path is not None and outcome.archive is not None
+    # what ships: the archive unpacked on the "device", its aarch64 wheelhouse installed with no index
+    with tarfile.open(outcome.archive) as archive:
+        archive.extractall(work / f"device-{isa}", filter="data")
+    bundle = work / f"device-{isa}" / outcome.path.name
     t = time.perf_counter()
-    site = target_site((bundle / "requirements.txt").read_text())
+    site = target_site((bundle / "requirements.txt").read_text(), wheels=bundle / "wheels")
     site_s = time.perf_counter() - t
     emulator = arm64(CPU_MODELS[isa], site)
     ready, emulated = serve(emulator.command(bundle / "serve.py", ["--port", "{port}"]), emulator.environ(),

@@ -21,11 +21,16 @@ from infc.emulate import EMULATOR_DIR_ENV, emulator_dir  # noqa: E402 - after th
 os.environ.setdefault("INFC_TESTS_EMULATOR_DIR", str(emulator_dir()))
 os.environ[EMULATOR_DIR_ENV] = str(Path(tempfile.gettempdir()) / "infc-tests-no-emulator")
 
+OPT_IN = {
+    "qemu": "opt-in: `pytest -m qemu` runs it (after `python -m infc.emulate setup`)",
+    "arm_wheels": "opt-in: `pytest -m arm_wheels` runs it (downloads ~120 MB of aarch64 wheels)",
+}
+"""Markers (registered in pyproject.toml) of slow tests that run only when `-m` names them, with the reason shown."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "qemu" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="opt-in: `pytest -m qemu` runs it (after `python -m infc.emulate setup`)")
+    selected = config.getoption("markexpr") or ""
     for item in items:
-        if "qemu" in item.keywords:
-            item.add_marker(skip)
+        for marker, reason in OPT_IN.items():
+            if marker in item.keywords and marker not in selected:
+                item.add_marker(pytest.mark.skip(reason=reason))

@@ -25,6 +25,7 @@ from infc_runtime.pipeline import load_kernel_module
 from infc_runtime.types import ServingConfig, Tensors, TensorSpec
 
 from . import __version__
+from .archive import archive_name, write_archive
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
 from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
@@ -59,6 +60,7 @@ from .search import Bench, Validation, choices_of, evaluate_locked, locked_candi
 from .serving_tune import SIZES, BatchPoint, choose_serving
 from .spec import CheckedSpec, Spec, load_spec, prepare_spec
 from .target_numerics import EmulatedRunner, TargetNumerics, target_numerics
+from .wheelhouse import Wheelhouse, archive_platform, fetch_wheelhouse, platform_record, python_version, roots
 
 __all__ = ["BuildOutcome", "OutputError", "build"]
 
@@ -85,10 +87,13 @@ def check_writable(folder: Path, what: str) -> None:
 
 def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: int = 300,
           latency_gate: str = "lenient", lock: str = "auto", report_path: str | Path | None = None,
-          write: bool = True, progress: Progress | None = None) -> BuildOutcome:
+          write: bool = True, progress: Progress | None = None, wheelhouse: bool | None = None,
+          archive: bool = False) -> BuildOutcome:
     """Build the bundle a spec describes; raises BudgetError (carrying the result, after writing the
     report) on a miss. `latency_gate`: strict | lenient | off (see infc.latency_gate); `lock`: auto |
-    relock | locked | ignore (see infc.lock). The outcome's bundle, report and `--json` are views of it."""
+    relock | locked | ignore (see infc.lock). The outcome's bundle, report and `--json` are views of it.
+    `wheelhouse`: ship the run-time wheels for the target (None: the spec's `deploy.wheelhouse`; see
+    infc.wheelhouse); `archive`: also write NAME-VERSION-PLATFORM.tar.gz beside the bundle (infc.archive)."""
     say = progress or (lambda message: None)
     if latency_gate not in GATE_MODES or lock not in LOCK_MODES:
         raise ValueError(f"latency_gate {latency_gate!r} / lock {lock!r}")
@@ -115,7 +120,13 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
                for stage, flow in (("pre", pre_flow), ("post", post_flow))}
     requires = sorted({r for flow in (pre_flow, post_flow) for step in flow.steps
                        for r in registry.get(step.name).requires})  # e.g. tokenizers
-    # 3a. numerics: a host that is not the target measures accuracy under an emulator of it, where one is set up
+    # 3a. wheelhouse: every run-time wheel for the target's platform, fetched before the long part
+    wheels = None
+    if spec.deploy.wheelhouse if wheelhouse is None else wheelhouse:
+        say(f"downloading the run-time wheels for {archive_platform(plan.target)}, Python {python_version()}")
+        wheels = fetch_wheelhouse(pinned_requirements(plan.target, requires), plan.target,
+                                  roots(plan.target, requires))
+    # 3b. numerics: a host that is not the target measures accuracy under an emulator of it, where one is set up
     numerics = target_numerics(plan, lambda: _site(plan, requires, say))
     with tempfile.TemporaryDirectory(prefix="infc-build-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -143,7 +154,7 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         chosen = choice.chosen
         # 7. the bundle about to ship, staged and measured in a fresh process (its own runtime)
         first = with_limits(spec, _initial_serving(spec, locked if candidate is not None else None))
-        files = _files(spec, plan, chosen.model, modules, requires)
+        files = _files(spec, plan, chosen.model, modules, requires, wheels)
         tune = candidate is None and plan.host_matches_target and not _pinned(spec)
         limit = _limit(spec)
         outputs = list(post_flow.end)
@@ -173,14 +184,19 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
     outcome = BuildOutcome(spec=spec, plan=plan, choice=choice, pre=pre_flow, post=post_flow, latency=latency,
                            lock=status, serving=serving, serving_why=serving_why, batches=tuple(batches),
                            kernel_cache=cache, host={**_host(plan), "platform": platform.platform()},
-                           content=_compute(spec, plan, chosen, files, serving, prepared, outputs,
-                                            _provenance(spec, plan, inputs, used)))
+                           content=_compute(spec, plan, chosen, {**files, **(wheels.wheels if wheels else {})},
+                                            serving, prepared, outputs, _provenance(spec, plan, inputs, used),
+                                            wheels))
     outcome = replace(outcome, report=build_report(outcome))
     if report_path:
         Path(report_path).write_text(outcome.report)
     if write and passed:
         say(f"writing {Path(outdir) / outcome.bundle.dirname}")
         outcome = replace(outcome, path=write_bundle(outcome.bundle, Path(outdir)))
+        if archive:
+            say(f"writing {Path(outdir) / archive_name(outcome.bundle, archive_platform(plan.target))}")
+            outcome = replace(outcome, archive=write_archive(outcome.bundle, Path(outdir),
+                                                             archive_platform(plan.target)))
     if not passed:
         raise BudgetError(_miss_message(outcome), outcome)
     return outcome
@@ -355,8 +371,11 @@ def _feeds(pre: KernelInfo, calibration: Tensors) -> Callable[[], Iterator[dict[
 
 
 def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, GeneratedModule],
-           requires: list[str]) -> dict[str, bytes]:
+           requires: list[str], wheels: Wheelhouse | None) -> dict[str, bytes]:
+    """The bundle's files, but the wheels (added after the bundle was staged and measured: they are not read
+    when serving) and the measured ones."""
     common = {"name": spec.name, "version": spec.version, "target": plan.target}
+    stated = platform_record(plan.target, wheels)
     kernels = {f"kernels/{rel}": data.encode() if isinstance(data, str) else data
                for module in modules.values() for rel, data in module.files().items()}
     runtime = runtime_files()
@@ -366,7 +385,9 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, Ge
         "model.onnx": model.SerializeToString(),
         **kernels,  # pre.py, post.py and the assets they read (kernels/assets/)
         "serve.py": render("serve.py.j2", verify_sha256=verifier, **common).encode(),
-        "requirements.txt": pinned_requirements(plan.target, requires).encode(),
+        "requirements.txt": (wheels.requirements if wheels else pinned_requirements(plan.target, requires)).encode(),
+        "install.sh": render("install.sh.j2", python=stated["python"], machine=stated["machine"],
+                             glibc=stated["glibc"], **common).encode(),
         # Dockerfile, k8s/ (Deployment + Service, HPA, PDB, KServe InferenceService): a pod asks for the threads
         **deploy_files(spec, plan.target, plan.session["intra_op_num_threads"] or 2),
         **runtime,
@@ -374,7 +395,8 @@ def _files(spec: Spec, plan: Plan, model: onnx.ModelProto, modules: dict[str, Ge
 
 
 def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes], serving: ServingConfig,
-             prepared: list[dict[str, Any]], outputs: list[TensorSpec], provenance: dict[str, Any]) -> Bundle:
+             prepared: list[dict[str, Any]], outputs: list[TensorSpec], provenance: dict[str, Any],
+             wheels: Wheelhouse | None = None) -> Bundle:
     """The bundle's files and the content part of its manifest (measurements are added after)."""
     base, exclude = choices_of(chosen)
     manifest = Manifest(
@@ -393,6 +415,8 @@ def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes]
         prepared=tuple(prepared),
         versions=versions(),
         provenance=provenance,
+        platform=platform_record(plan.target, wheels),
+        wheels={path: len(data) for path, data in wheels.wheels.items()} if wheels else {},
     )
     # the bundle's spec.yaml shows what the server uses: the chosen batching, the prepared parameters
     shipped = {**spec.data, "serving": serving.to_dict()}

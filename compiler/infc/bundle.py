@@ -37,10 +37,12 @@ from . import __version__
 from .templating import environment
 
 __all__ = ["Bundle", "compute_bundle", "content_hash", "is_measured", "write_bundle", "stage_bundle",
-           "runtime_files", "render"]
+           "runtime_files", "render", "file_mode", "EXECUTABLE"]
 
 _MEASURED_PREFIXES = ("kernels/__pycache__/", "infc_runtime/ops/__pycache__/")
 _MEASURED_FILES = ("report.md",)
+EXECUTABLE = ("install.sh",)
+"""The files written (and archived) with mode 0755; every other file gets 0644."""
 
 
 def render(template: str, **values: Any) -> str:
@@ -62,6 +64,11 @@ def runtime_files() -> dict[str, bytes]:
 def is_measured(path: str) -> bool:
     """Whether a bundle file holds measurements or build-machine code (kept out of the content hash)."""
     return path in _MEASURED_FILES or path.startswith(_MEASURED_PREFIXES)
+
+
+def file_mode(path: str) -> int:
+    """A bundle file's mode: 0755 for `EXECUTABLE`, else 0644 (whatever the umask)."""
+    return 0o755 if path in EXECUTABLE else 0o644
 
 
 def _sha256(data: bytes) -> str:
@@ -136,13 +143,14 @@ def _epoch() -> float | None:
 
 
 def _write_tree(bundle: Bundle, root: Path) -> None:
-    """Every file under `root`, files 0644 and folders 0755 whatever the umask, times from SOURCE_DATE_EPOCH."""
+    """Every file under `root`, files `file_mode` and folders 0755 whatever the umask, times from
+    SOURCE_DATE_EPOCH."""
     epoch = _epoch()
     for rel, data in bundle.all_files().items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        os.chmod(path, 0o644)
+        os.chmod(path, file_mode(rel))
     for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
         os.chmod(folder, 0o755)
     if epoch is not None:

@@ -68,10 +68,17 @@ def cli() -> None:
 @click.option("--locked", is_flag=True, help="Fail (exit 2) instead of searching when the lock is missing or "
                                              "out of date (CI).")
 @click.option("--no-lock", is_flag=True, help="Neither read nor write a lock (search every time).")
+@click.option("--wheelhouse", is_flag=True,
+              help="Put every run-time wheel for the target's platform into the bundle's wheels/ (install.sh "
+                   "then installs with no network); also the spec's deploy.wheelhouse. Exit 5 when a wheel "
+                   "cannot be fetched.")
+@click.option("--archive", is_flag=True, help="Also write NAME-VERSION-PLATFORM.tar.gz beside the bundle folder "
+                                               "(reproducible).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @_JSON
 def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, latency_gate: str, no_gate: bool,
-          relock: bool, locked: bool, no_lock: bool, quiet: bool, as_json: bool) -> None:
+          relock: bool, locked: bool, no_lock: bool, wheelhouse: bool, archive: bool, quiet: bool,
+          as_json: bool) -> None:
     """Validate SPEC, optimize its model, check its budgets and write the bundle."""
     from .build import build as run_build
     from .progress import Progress
@@ -84,7 +91,8 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
 
     def run() -> BuildOutcome:
         return run_build(spec, outdir, iterations=iterations, report_path=report_path, progress=progress,
-                         latency_gate="off" if no_gate else latency_gate, lock=lock)
+                         latency_gate="off" if no_gate else latency_gate, lock=lock, wheelhouse=wheelhouse or None,
+                         archive=archive)
 
     if as_json:  # every outcome is a document (internal errors: exit 1)
         outcome, error = None, None
@@ -103,6 +111,11 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
     written = Path(outdir) / result.bundle.dirname
     lat = result.latency
     click.echo(f"built {written}  ({result.bundle.size() / 1e6:.2f} MB, content {result.bundle.content_hash[:16]})")
+    wheels = sum(len(d) for p, d in result.bundle.files.items() if p.startswith("wheels/"))
+    if wheels:
+        click.echo(f"  wheels    {wheels / 1e6:.2f} MB in wheels/ (install offline: ./install.sh)")
+    if result.archive is not None:
+        click.echo(f"  archive   {result.archive} ({result.archive.stat().st_size / 1e6:.2f} MB)")
     for a in result.accuracy:
         budget = f" (budget {a.op} {a.bound:g})" if a.bound is not None else ""
         click.echo(f"  accuracy  {a.name} = {a.value:.4f}{budget}")
@@ -296,13 +309,18 @@ def diff(old: Path, new: Path, cache_dir: Path | None, latency_gate: str, all_ro
               help="Also serve KServe V2 over gRPC on this port (same host).")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
 def serve(bundle: Path, host: str, port: int, grpc_port: int | None, options: tuple[str, ...]) -> None:
-    """Serve a built BUNDLE directory over the KServe V2 protocol (the bundle's serve.py options pass through:
-    --public-key PUB, --log-level, --no-verify, --allow-host, --max-body-bytes, ...; `python BUNDLE/serve.py
-    --help` lists them)."""
+    """Serve a built BUNDLE directory over the KServe V2 protocol; several (BUNDLE BUNDLE...), or a model
+    repository (REPO_DIR/NAME/VERSION/, with REPO_DIR/NAME/policy.yaml), in one server. The bundle's serve.py
+    options pass through: --public-key PUB, --log-level, --no-verify, --allow-host, --max-body-bytes, ...;
+    `python BUNDLE/serve.py --help` lists them."""
     from infc_runtime.serve import main as serve_main
 
+    more = []  # the bundles after the first come before the first option
+    while options and not options[0].startswith("-"):
+        more.append(options[0])
+        options = options[1:]
     grpc = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
-    sys.exit(serve_main(["serve", str(bundle), "--host", host, "--port", str(port), *grpc, *options]))
+    sys.exit(serve_main(["serve", str(bundle), *more, "--host", host, "--port", str(port), *grpc, *options]))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

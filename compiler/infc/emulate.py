@@ -137,9 +137,11 @@ def download_wheels(requirements: Path, platforms: Sequence[str], dest: Path) ->
         raise EmulationError(f"pip download for {', '.join(platforms)} failed: {done.stderr[-2000:].strip()}")
 
 
-def target_site(requirements: str, platforms: Sequence[str] = ARM64_PLATFORMS, root: Path | None = None) -> Path:
+def target_site(requirements: str, platforms: Sequence[str] = ARM64_PLATFORMS, root: Path | None = None,
+                wheels: Path | None = None) -> Path:
     """A site folder holding `requirements` (pinned requirements.txt text) installed for `platforms`: made once
-    per requirements text and platform (cached in the emulator folder under `sites/`), then reused."""
+    per requirements text and platform (cached in the emulator folder under `sites/`), then reused. `wheels`: a
+    bundle's wheelhouse (its requirements pin every wheel by hash), installed from with no download."""
     root = root or emulator_dir()
     key = hashlib.sha256("\n".join([*platforms, requirements]).encode()).hexdigest()[:16]
     site = root / "sites" / f"{platforms[0]}-{key}"
@@ -150,8 +152,9 @@ def target_site(requirements: str, platforms: Sequence[str] = ARM64_PLATFORMS, r
     work.mkdir(parents=True)
     req = work / "requirements.txt"
     req.write_text(requirements)
-    wheels = root / "wheels" / platforms[0]
-    download_wheels(req, platforms, wheels)
+    if wheels is None:
+        wheels = root / "wheels" / platforms[0]
+        download_wheels(req, platforms, wheels)
     cmd = [*_pip(), "install", "--no-compile", "--no-index", "--find-links", str(wheels), *_platform_args(platforms),
            "--target", str(work / "site"), "-r", str(req)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)

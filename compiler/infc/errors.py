@@ -6,6 +6,8 @@ Exit codes of `infc` (documented in README.md):
   2  the spec (or a file it names) is wrong, or the command line is
   3  a compiler pass failed on this model
   4  the build missed a budget (accuracy or latency)
+  5  the wheelhouse could not be fetched (package index unreachable, or no
+     wheel of a pinned distribution for the target's platform)
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["InfcError", "SpecError", "SpecErrors", "PassError", "BudgetError", "format_path"]
+__all__ = ["InfcError", "SpecError", "SpecErrors", "PassError", "BudgetError", "WheelhouseError", "format_path"]
 
 PathPart = str | int
 
@@ -81,3 +83,9 @@ class BudgetError(InfcError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class WheelhouseError(InfcError):
+    """`--wheelhouse`: pip could not fetch a run-time wheel for the target (`infc.wheelhouse`)."""
+
+    exit_code = 5

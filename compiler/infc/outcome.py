@@ -55,6 +55,8 @@ class BuildOutcome:
     """report.md (`report.build_report(outcome)`)."""
     path: Path | None = None
     """Where the bundle was written (None: not written)."""
+    archive: Path | None = None
+    """Where its archive was written (`--archive`; None: not written)."""
 
     @property
     def chosen(self) -> Evaluation:

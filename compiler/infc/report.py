@@ -68,10 +68,14 @@ def build_report(outcome: BuildOutcome) -> str:
                    "throughput": f"{e.latency.throughput_rps:.0f}" if e.latency else "-",
                    "size": _size(e.model.ByteSize()) if e.model is not None else "-"} for e in outcome.evaluations]
     served = next((b for b in latency.batches if b.batch == serving.max_batch_size), None)
+    wheels = sum(len(data) for path, data in bundle.files.items() if path.startswith("wheels/"))
+    stated = bundle.manifest.platform or {}
+    bundle_size = _size(bundle.size()) + (f" ({_size(wheels)} of it wheels/, for Linux {stated.get('machine')}, "
+                                          f"Python {stated.get('python')})" if wheels else "")
     return render("report.md.j2", name=spec.name, version=spec.version,
                   verdict=headline(chosen.accurate, latency, plan),
                   plan=plan, chosen=chosen.candidate.name, model_size=_size(len(bundle.files["model.onnx"])),
-                  source_size=_size(spec.model.stat().st_size), bundle_size=_size(bundle.size()),
+                  source_size=_size(spec.model.stat().st_size), bundle_size=bundle_size,
                   file_count=len(bundle.all_files()) + 1, versions=versions(), accuracy=accuracy,
                   samples=results[0].samples, metric_names=", ".join(a.name for a in results),
                   details={k: v for k, v in results[0].details.items() if k not in shown}, latency=latency,

@@ -83,7 +83,10 @@ def build_document(spec: Path, result: BuildOutcome | None, exc: BaseException |
         "headline": headline(result.chosen.accurate, result.latency, result.plan),
         "warnings": result.warnings,
         "bundle": {"path": str(result.path) if result.path else None, "content_hash": b.content_hash,
-                   "size_bytes": b.size(), "model_bytes": len(b.files["model.onnx"]), "files": len(b.all_files())},
+                   "size_bytes": b.size(), "model_bytes": len(b.files["model.onnx"]), "files": len(b.all_files()),
+                   "wheels_bytes": sum(len(d) for p, d in b.files.items() if p.startswith("wheels/")),
+                   "archive": str(result.archive) if result.archive else None,
+                   "archive_bytes": result.archive.stat().st_size if result.archive else None},
         "plan": {"target": result.plan.target, "isa": result.plan.isa, "provider": result.plan.provider,
                  "host_matches_target": result.plan.host_matches_target, "chosen": result.chosen.candidate.name,
                  "candidates": [{"name": e.candidate.name, "verdict": result.choice.verdict(e)}

@@ -115,11 +115,13 @@ def kernel_module(module: ModuleType) -> KernelInfo:
 
 # -- the manifest ----------------------------------------------------------------
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """MAJOR.MINOR of `manifest.json`. A reader refuses another major; a newer minor only adds keys,
 which an older reader ignores. 1.0: the manifests of `"format": 1` written before the version
 was (they have no `schema_version`); 1.1: `schema_version` added; 1.2: `provenance` added, and the
-bundle's verifier accepts `manifest.sig` (so `infc sign` signs only bundles of 1.2 or later)."""
+bundle's verifier accepts `manifest.sig` (so `infc sign` signs only bundles of 1.2 or later); 1.3: `platform`
+(the Python and platform the pins are for) and `wheels` (the wheelhouse's sizes) added, and the verifier accepts
+the bundle's `.venv/` (`install.sh`'s default)."""
 SIGNED_SINCE = (1, 2)
 """The first schema version whose bundles' own verifier accepts a `manifest.sig` beside the manifest."""
 SCHEMA_MAJOR = verify.SCHEMA_MAJOR
@@ -165,7 +167,13 @@ class Manifest:
     `measurements` (measured figures, measured files' hashes) is outside the
     content hash. `provenance` (1.2): what the bundle was built from and by,
     `{spec_sha256, model_sha256, lock_sha256 (null without a lock), infc_version,
-    build_host: {system, machine, isa}}`; None in older manifests.
+    build_host: {system, machine, isa}}`; None in older manifests. `platform` (1.3):
+    what requirements.txt (and `wheels/`) is for, `{python: "3.11", implementation: "cp",
+    system: "Linux", machine: "x86_64" | "aarch64", tags: [pip's platform tags],
+    glibc: the newest glibc a wheel needs (null without wheels), wheelhouse: bool}`
+    (install.sh checks it); None in older manifests. `wheels` (1.3): `wheels/FILE`
+    -> size in bytes, for the wheelhouse's files (also among `files`, with their
+    sha256: the serve-time check reads their size only, see `verify`).
     """
 
     name: str
@@ -186,6 +194,8 @@ class Manifest:
     measurements: Mapping[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
     provenance: Mapping[str, Any] | None = None
+    platform: Mapping[str, Any] | None = None
+    wheels: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
@@ -212,6 +222,8 @@ class Manifest:
                 content_hash=str(d.get("content_hash", "")), measurements=dict(d.get("measurements", {})),
                 schema_version=schema,
                 provenance=None if d.get("provenance") is None else dict(d["provenance"]),
+                platform=None if d.get("platform") is None else dict(d["platform"]),
+                wheels={_text(p, "wheels"): int(n) for p, n in dict(d.get("wheels") or {}).items()},
             )
         except KeyError as exc:
             raise ManifestError(f"missing key {exc}") from None
@@ -239,6 +251,10 @@ class Manifest:
             d["plan"] = dict(self.plan)
         if self.provenance is not None:
             d["provenance"] = dict(self.provenance)
+        if self.platform is not None:
+            d["platform"] = dict(self.platform)
+        if self.wheels:
+            d["wheels"] = dict(self.wheels)
         if self.choice is not None:
             d["choice"] = {"candidate": self.choice.candidate, "base": self.choice.base,
                            "exclude": list(self.choice.exclude)}

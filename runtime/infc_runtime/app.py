@@ -247,7 +247,7 @@ class _Server:
     def __init__(self, pipeline: Pipeline, *, warmup: bool, body_timeout_s: float) -> None:
         self.pipeline = pipeline
         self.body_timeout_s = body_timeout_s
-        self.metrics = Metrics(pipeline.name, max_batch_size=pipeline.serving.max_batch_size)
+        self.metrics = Metrics(pipeline.name, version=pipeline.version, max_batch_size=pipeline.serving.max_batch_size)
         self.metrics.set_providers(pipeline.providers, cpu_fallback=bool(pipeline.cpu_fallback))
         self.batcher = Batcher(pipeline, self.metrics)
         self.warmup = warmup

@@ -1,6 +1,10 @@
 """Prometheus metrics of one served model, in a registry of their own.
 
-Served as text at `GET /metrics`. Durations are in seconds.
+Served as text at `GET /metrics`. Durations are in seconds. Every metric also
+carries a `version` label (the bundle's version), so that two versions of one
+model served at once (a canary beside the current version) can be compared;
+a server of several models renders the metrics of all of them together
+(`render_all`), one family per name.
 
 | name                              | type      | labels        | what                                            |
 |-----------------------------------|-----------|---------------|-------------------------------------------------|
@@ -32,16 +36,17 @@ request, measured). The registry reads them through a collector when scraped.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
 
-__all__ = ["STAGES", "Metrics", "batch_buckets", "content_type"]
+__all__ = ["STAGES", "Metrics", "batch_buckets", "content_type", "render_all"]
 
 STAGES = ("queue", "pre", "infer", "post")
 """The values of the `stage` label."""
@@ -96,8 +101,15 @@ class Metrics:
     A collector of prometheus_client's (it has `collect`), registered in a registry of its own.
     """
 
-    def __init__(self, model: str, *, max_batch_size: int, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, model: str, *, version: str | None = None, max_batch_size: int,
+                 registry: CollectorRegistry | None = None) -> None:
         self.model = model
+        self.version = version
+        # the servers always give a version; metrics made without one (tests, tools) have no `version` label
+        self._label_names = ["model"] if version is None else ["model", "version"]
+        self._label_values = [model] if version is None else [model, version]
+        self._failed_seconds = 0.0
+        self._last_batch = 0.0
         self._requests: dict[int, int] = {}
         self._duration = _Histogram(_DURATION_BUCKETS)
         self._stages = {stage: _Histogram(_DURATION_BUCKETS) for stage in STAGES}
@@ -126,6 +138,8 @@ class Metrics:
         """Count an answered infer request and record how long it took."""
         self._requests[status] = self._requests.get(status, 0) + 1
         self._duration.observe(seconds)
+        if status != 200:
+            self._failed_seconds += seconds
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         """Record time spent in one stage (one of `STAGES`)."""
@@ -134,6 +148,7 @@ class Metrics:
     def observe_batch(self, rows: int) -> None:
         """Record the size of a batch run."""
         self._batch.observe(rows)
+        self._last_batch = time.time()
 
     def set_queue_depth(self, requests: int) -> None:
         """Set the number of requests waiting in the queue."""
@@ -172,27 +187,60 @@ class Metrics:
 
         return generate_latest(self.registry)
 
+    def stats(self) -> dict[str, Any]:
+        """This model version's inference statistics in Triton's shape (`/v2/models/NAME/stats`, read by
+        tritonclient's `get_inference_statistics`): counts and total nanoseconds per stage."""
+        succeeded = self._requests.get(200, 0)
+        failed = sum(count for status, count in self._requests.items() if status != 200)
+
+        def duration(count: int, seconds: float) -> dict[str, int]:
+            return {"count": count, "ns": int(seconds * 1e9)}
+
+        def stage(name: str) -> dict[str, int]:
+            histogram = self._stages[name]
+            return duration(sum(histogram.counts), histogram.sum)
+
+        return {
+            "name": self.model,
+            "version": self.version or "",
+            "last_inference": int(self._last_batch * 1000),
+            "inference_count": int(self._batch.sum),
+            "execution_count": sum(self._batch.counts),
+            "inference_stats": {
+                "success": duration(succeeded, self._duration.sum - self._failed_seconds),
+                "fail": duration(failed, self._failed_seconds),
+                "queue": stage("queue"),
+                "compute_input": stage("pre"),
+                "compute_infer": stage("infer"),
+                "compute_output": stage("post"),
+                "cache_hit": duration(0, 0.0),
+                "cache_miss": duration(0, 0.0),
+            },
+            "batch_stats": [],
+        }
+
     def collect(self) -> Iterator[Metric]:
         """The metric families, as the registry reads them."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-        model = [self.model]
+        model, names = self._label_values, self._label_names
         requests = CounterMetricFamily("infc_requests_total", "Infer requests answered, by HTTP status.",
-                                       labels=["model", "status"])
+                                       labels=[*names, "status"])
         for status, count in sorted(self._requests.items()):
-            requests.add_metric([self.model, str(status)], count)
+            requests.add_metric([*model, str(status)], count)
         yield requests
         duration = HistogramMetricFamily("infc_request_duration_seconds",
-                                         "Infer request duration, body received to response ready.", labels=["model"])
+                                         "Infer request duration, body received to response ready.",
+                                         labels=names)
         duration.add_metric(model, self._duration.buckets(), self._duration.sum)
         yield duration
         stages = HistogramMetricFamily("infc_stage_duration_seconds",
                                        "Time spent per stage: queue (per request), pre, infer, post (per batch).",
-                                       labels=["model", "stage"])
+                                       labels=[*names, "stage"])
         for stage, histogram in self._stages.items():
-            stages.add_metric([self.model, stage], histogram.buckets(), histogram.sum)
+            stages.add_metric([*model, stage], histogram.buckets(), histogram.sum)
         yield stages
-        batch = HistogramMetricFamily("infc_batch_size", "Rows per batch run.", labels=["model"])
+        batch = HistogramMetricFamily("infc_batch_size", "Rows per batch run.", labels=names)
         batch.add_metric(model, self._batch.buckets(), self._batch.sum)
         yield batch
         yield _gauge("infc_queue_depth", "Requests waiting in the batcher's queue.", model, self._queue)
@@ -200,7 +248,7 @@ class Metrics:
         disconnects = CounterMetricFamily(
             "infc_client_disconnects_total",
             "Infer requests whose client disconnected before the answer (not in infc_requests_total).",
-            labels=["model"])
+            labels=names)
         disconnects.add_metric(model, self._disconnects)
         yield disconnects
         yield _gauge("infc_bundle_verified",
@@ -211,15 +259,42 @@ class Metrics:
                      model, self._cpu_fallback)
         providers = GaugeMetricFamily("infc_execution_provider",
                                       "1 for each ONNX Runtime execution provider the model's session uses.",
-                                      labels=["model", "provider"])
+                                      labels=[*names, "provider"])
         for provider in self._providers:
-            providers.add_metric([self.model, provider], 1)
+            providers.add_metric([*model, provider], 1)
         yield providers
+
+
+def render_all(models: Iterable[Metrics]) -> bytes:
+    """The metrics of several models (or versions) in the Prometheus text format, one family per name (a name
+    may appear once only in an exposition)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    families: dict[str, Metric] = {}
+    for one in models:
+        for family in one.collect():
+            if family.name in families:
+                families[family.name].samples.extend(family.samples)
+            else:
+                families[family.name] = family
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(cast("Collector", _Families(list(families.values()))))
+    return generate_latest(registry)
+
+
+class _Families:
+    """A collector of metric families already made (`render_all`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
 
 
 def _gauge(name: str, documentation: str, labels: list[str], value: float) -> GaugeMetricFamily:
     from prometheus_client.core import GaugeMetricFamily
 
-    family = GaugeMetricFamily(name, documentation, labels=["model"])
+    family = GaugeMetricFamily(name, documentation, labels=["model", "version"][:len(labels)])
     family.add_metric(labels, value)
     return family

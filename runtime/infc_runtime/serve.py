@@ -1,6 +1,7 @@
 """The command line that serves a bundle: `python -m infc_runtime serve BUNDLE_DIR`.
 
-    python -m infc_runtime serve BUNDLE_DIR [--host 127.0.0.1] [--port 8000] [--grpc-port PORT] [--log-level info]
+    python -m infc_runtime serve BUNDLE_DIR [BUNDLE_DIR...] | REPO_DIR [--host 127.0.0.1] [--port 8000]
+        [--grpc-port PORT] [--log-level info]
         [--no-warmup] [--no-verify | --public-key PUB] [--allow-cpu-fallback] [--allow-host NAME]... [--access-log]
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
         [--api-keys-file FILE] [--no-open-health] [--audit-log FILE] [--log-format text|json]
@@ -67,6 +68,16 @@ is wholly within it), `fail` (wholly above) or `inconclusive` (at
 `latency.Measurement.to_dict()` plus `"format": 1`. Exit codes: 0 measured
 (whatever the verdict), 1 a request failed, 2 usage error or an unusable bundle
 or requests file (one line on stderr).
+
+Several bundles (`serve A B`), or one model repository (`serve REPO_DIR`:
+`REPO_DIR/NAME/VERSION/` bundles, `REPO_DIR/NAME/policy.yaml`; see
+`infc_runtime.repository`), are served by one server (`infc_runtime.routing`):
+each version with its own batcher and metrics, a canary split, swaps without
+downtime, Triton's repository API. Every bundle is verified before any of its
+code is imported. Bundles named one by one must all load (exit 2, or 3, as for
+one bundle); in a repository a version that does not verify or load is left
+out and reported UNAVAILABLE with its reason by `/v2/repository/index` (exit 2
+only when no model loads). `--grpc-port` serves one bundle only (exit 2).
 
 Entry points for other code:
 
@@ -191,7 +202,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infc_runtime", description="Serve or measure an infc bundle.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a bundle over HTTP (KServe V2)")
-    serve.add_argument("bundle_dir", metavar="BUNDLE_DIR", help="the bundle directory (holds manifest.json)")
+    serve.add_argument("bundle_dir", metavar="BUNDLE_DIR", nargs="+",
+                       help="the bundle directory (holds manifest.json); several bundles, or one model repository "
+                            "(REPO_DIR/NAME/VERSION/), are served together (infc_runtime.routing)")
     _add_options(serve)
     measure = commands.add_parser("measure", help="measure a bundle's latency here; one JSON document on stdout")
     measure_cli.add_options(measure)
@@ -416,6 +429,10 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    dirs = [args.bundle_dir] if isinstance(args.bundle_dir, str) else list(args.bundle_dir)
+    if len(dirs) > 1 or not (Path(dirs[0]) / MANIFEST).exists():
+        return _repository_app(args, dirs, key, fallback)
+    args.bundle_dir = dirs[0]
     if args.no_verify:
         log.warning("--no-verify: the bundle's files are NOT checked against manifest.json (development only)")
     elif verified is not None:
@@ -449,6 +466,76 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
             return EXIT_USAGE
         on_shutdown = attach(app, host=args.host, port=args.grpc_port, auth=_auth(args))
     return app, on_shutdown
+
+
+def _repository_app(args: argparse.Namespace, dirs: list[str], key: str | None,
+                    fallback: bool) -> tuple[Starlette, None] | int:
+    """The app serving several bundles, or the model repository in `dirs[0]`, or the exit code when it cannot.
+
+    Every version is verified before any of its code is imported. Bundles named one by one must all load (exit 2
+    naming the first that does not, 3 for a missing execution provider); in a repository, a version that does not
+    verify or load is not served, and the repository index reports it UNAVAILABLE with the reason.
+    """
+    from .repository import PolicyError, Repository
+
+    if args.grpc_port is not None:
+        print("error: --grpc-port serves one bundle; it cannot be used with several models", file=sys.stderr)
+        return EXIT_USAGE
+    if args.no_verify:
+        log.warning("--no-verify: the bundles' files are NOT checked against manifest.json (development only)")
+    def loader(path: Path, cpu_fallback: bool) -> Pipeline:
+        return load_bundle(path, verify=False, allow_cpu_fallback=cpu_fallback)  # the repository verified it
+
+    verify = not args.no_verify
+    try:
+        if len(dirs) == 1:
+            if not Path(dirs[0]).is_dir():
+                raise BundleError(f"{dirs[0]}: not a directory")
+            repository = Repository(Path(dirs[0]), verify=verify, public_key=key, allow_cpu_fallback=fallback,
+                                    loader=loader)
+            if not any(repository.versions(name) for name in repository.models()):
+                raise BundleError(f"{dirs[0]}: no manifest.json (is this an infc bundle?), and no model repository "
+                                  "folders NAME/VERSION/ either")
+        else:
+            repository = Repository.of_bundles([Path(d) for d in dirs], verify=verify, public_key=key,
+                                               allow_cpu_fallback=fallback, loader=loader)
+    except BundleError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return EXIT_USAGE
+    loaded: dict[str, dict[str, Pipeline]] = {}
+    failed: dict[str, dict[str, str]] = {}
+    for name in repository.models():
+        try:
+            wanted = repository.wanted(name, repository.policy(name))
+        except PolicyError as exc:
+            log.error("model %r not served: %s", name, exc)
+            failed.setdefault(name, {})["*"] = str(exc)
+            continue
+        for version in wanted:
+            try:
+                pipeline = repository.load(name, version)
+            except (BundleError, ProviderError) as exc:
+                message = " ".join(str(exc).split())
+                if repository.fixed:
+                    print(f"error: {message}", file=sys.stderr)
+                    return EXIT_NO_PROVIDER if isinstance(exc, ProviderError) else EXIT_USAGE
+                log.error("model %r version %r not served: %s", name, version, message)
+                failed.setdefault(name, {})[version] = message
+                continue
+            _log_providers(pipeline)
+            loaded.setdefault(name, {})[version] = pipeline
+    if not loaded:
+        print(f"error: {dirs[0]}: no model could be loaded"
+              + "".join(f"; {n} {v}: {why}" for n, versions in failed.items() for v, why in versions.items()),
+              file=sys.stderr)
+        return EXIT_USAGE
+    from .routing import create_repository_app
+
+    overrides = {limit: getattr(args, limit) for limit in LIMITS if getattr(args, limit) is not None}
+    app = create_repository_app(repository, loaded, failed, warmup=not args.no_warmup,
+                                allowed_hosts=allowed_hosts(args.host, args.allow_host),
+                                verified=not args.no_verify, limits=overrides)
+    return app, None
 
 
 def _log_providers(pipeline: Pipeline) -> None:

@@ -32,6 +32,21 @@ naming the file and what is wrong) at the first problem:
    (a read-only bundle) cannot hold caches written since the build, so a cache
    that cannot be removed fails the check.
 
+4a. The wheelhouse (`wheels/`, `infc build --wheelhouse`): its wheels are
+   among `files` with their sha256, and the manifest's `wheels` gives each one's
+   size. By default (`full=False`, what `serve.py` runs at every start) a wheel
+   is checked for presence, being a regular file inside the bundle, and its
+   size, not hashed: ~100 MB of sha256 at every start would cost more than the
+   rest of a cold start, and the server never imports from `wheels/` (pip
+   installs them, with `--require-hashes` against requirements.txt, which this
+   check hashes). `full=True` (`serve.py --verify-only`, which `install.sh`
+   runs before it installs anything) hashes them too.
+4b. `.venv/` at the bundle's top level (a real folder, not a symlink) is not
+   walked: it is the environment `install.sh` makes by default, the one the
+   server runs in, as trusted as any site-packages the interpreter reads (a
+   bundle cannot vouch for the interpreter that checks it). Only that folder:
+   a `.venv` elsewhere, or a file or symlink of that name, is an extra file.
+
 5. With a public key (`public_key=`, a PEM file; `serve --public-key PUB` or
    `INFC_PUBLIC_KEY`), first of all: `manifest.sig` beside the manifest is an
    Ed25519 signature (base64) over the exact bytes of `manifest.json` by the
@@ -70,7 +85,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 __all__ = ["MANIFEST", "MAX_MANIFEST_BYTES", "SCHEMA_MAJOR", "SIGNATURE", "BundleError", "Verified", "content_hash",
-           "fingerprint", "load_public_key", "schema_version", "verify_bundle"]
+           "fingerprint", "load_public_key", "schema_version", "verify_bundle", "VENV"]
 
 MAX_MANIFEST_BYTES = 32 << 20
 """A larger manifest.json is refused before it is parsed."""
@@ -88,6 +103,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NUMBA_CACHE = re.compile(r"(kernels|infc_runtime/ops)/__pycache__/[^/]+\.nb[ic]")
 """Numba's cache: of the generated kernels, and of the runtime's ops library they call."""
 _REPORT = "report.md"
+VENV = ".venv"
+"""The one unlisted folder a bundle may hold: `install.sh`'s default virtual environment (4b.)."""
+_WHEELS = "wheels/"
 
 
 class BundleError(Exception):
@@ -121,11 +139,11 @@ def content_hash(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def verify_bundle(root: str | Path, *, public_key: str | Path | None = None) -> Verified:
+def verify_bundle(root: str | Path, *, public_key: str | Path | None = None, full: bool = False) -> Verified:
     """Check the bundle in `root` against its manifest (module docstring); remove untrusted caches.
 
     `public_key`: a PEM file; the manifest's bytes must then carry a good signature by its private key,
-    checked before they are parsed."""
+    checked before they are parsed. `full`: hash the wheelhouse's wheels too (else their sizes, 4a.)."""
     base = Path(os.path.realpath(root))
     if not base.is_dir():
         raise BundleError(f"{root}: not a directory")
@@ -156,10 +174,14 @@ def verify_bundle(root: str | Path, *, public_key: str | Path | None = None) -> 
         _check_shape(path, where, key)
         if path not in files:
             raise BundleError(f"{where}: {key}: {path!r} is not among the manifest's files (not verified)")
+    sizes = _wheel_sizes(manifest.get("wheels", {}), files, where)
     total, mismatched = 0, []
     for path, digest in {**files, **measured}.items():
         cache = _NUMBA_CACHE.fullmatch(path) is not None
-        size = _check_file(base, root, path, digest, optional=cache)
+        if path in sizes and not full:
+            size: int | None = _check_size(base, root, path, sizes[path])
+        else:
+            size = _check_file(base, root, path, digest, optional=cache)
         if size is None:
             mismatched.append(path)
         else:
@@ -296,6 +318,35 @@ def _listing(value: Any, where: str, key: str) -> dict[str, str]:
     return value
 
 
+def _wheel_sizes(value: Any, files: dict[str, str], where: str) -> dict[str, int]:
+    """The manifest's `wheels`: `wheels/FILE` (among `files`) -> size in bytes."""
+    if not isinstance(value, dict):
+        raise BundleError(f"{where}: wheels: expected an object of path -> size")
+    for path, size in value.items():
+        if not isinstance(path, str) or not path.startswith(_WHEELS) or path not in files:
+            raise BundleError(f"{where}: wheels: {path!r} is not a wheel among the manifest's files")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BundleError(f"{where}: wheels: {path!r}: expected a size in bytes")
+    return value
+
+
+def _check_size(base: Path, root: str | Path, rel: str, expected: int) -> int:
+    """A wheel's size, when it is a regular file inside the bundle of the listed size (not hashed: 4a.)."""
+    path = base / rel
+    if not path.exists() and not path.is_symlink():
+        raise BundleError(f"{root}/{rel}: missing (listed in {MANIFEST})")
+    real = _inside(base, root, rel)
+    try:
+        info = os.stat(real)
+    except OSError as exc:
+        raise BundleError(f"{root}/{rel}: cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{root}/{rel}: not a regular file")
+    if info.st_size != expected:
+        raise BundleError(f"{root}/{rel}: changed (size {info.st_size} bytes, the manifest lists {expected})")
+    return expected
+
+
 def _named_paths(manifest: dict[str, Any], where: str) -> Iterator[tuple[str, Any]]:
     """The paths the runtime opens: the model and the two kernel modules."""
     model, kernels = manifest.get("model"), manifest.get("kernels")
@@ -359,6 +410,8 @@ def _unlisted(base: Path, root: str | Path, listed: set[str]) -> list[str]:
     caches = []
     for folder, dirs, names in os.walk(base):
         here = Path(folder)
+        if here == base and VENV in dirs and not (here / VENV).is_symlink():
+            dirs.remove(VENV)  # install.sh's environment (4b.): not walked
         # a symlinked folder is not walked into: it is an entry of its own, never a listed file
         for name in [*names, *(d for d in dirs if (here / d).is_symlink())]:
             rel = (here / name).relative_to(base).as_posix()

@@ -30,3 +30,10 @@ def cuda_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = build(spec, folder / "out", iterations=20, latency_gate="off", lock="ignore")
     assert result.path is not None
     return result.path
+
+
+@pytest.fixture(scope="session")
+def digits_wheelhouse_build(tmp_path_factory: pytest.TempPathFactory) -> BuildOutcome:
+    """The example built with its wheelhouse (x86_64 wheels for this Python) and its archive."""
+    return build(DIGITS_SPEC, tmp_path_factory.mktemp("wheelhouse"), iterations=50, latency_gate="off",
+                 lock="ignore", wheelhouse=True, archive=True)

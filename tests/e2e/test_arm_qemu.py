@@ -10,6 +10,7 @@ x86-64 (qemu-x86_64 -cpu Haswell) runs the build's own interpreter for an avx2 t
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,22 @@ def test_arm_bundle_serves_under_qemu_like_on_x86(tmp_path: Path, isa: str, rule
                                                   x86_fp32: dict[str, Any]) -> None:
     spec = digits_copy(tmp_path / "spec", {"target: {hardware: x86, isa: native}":
                                            f"target: {{hardware: arm, isa: {isa}}}"})
-    outcome = build(spec, tmp_path / "out", iterations=20, latency_gate="off", lock="ignore")
-    assert outcome.path is not None
+    outcome = build(spec, tmp_path / "out", iterations=20, latency_gate="off", lock="ignore", wheelhouse=True,
+                    archive=True)
+    assert outcome.path is not None and outcome.archive is not None
     cpu = CPU_MODELS[isa]
     assert any(f"under `qemu-aarch64 -cpu {cpu}`" in note for note in outcome.plan.notes)
     # digits is an MLP: the rule ships dynamic int8 on arm64_dotprod (accurate on its numerics), fp32 on arm64
     assert outcome.chosen.candidate.name == rule_choice and outcome.chosen.accurate
     assert "rule, not a measurement" in outcome.choice.verdict(outcome.chosen)
 
-    emulator = arm64(cpu, target_site((outcome.path / "requirements.txt").read_text()))
+    # what ships: the archive, unpacked on the "device", its aarch64 wheelhouse installed with no index
+    with tarfile.open(outcome.archive) as archive:
+        archive.extractall(tmp_path / "device", filter="data")
+    bundle = tmp_path / "device" / outcome.path.name
+    emulator = arm64(cpu, target_site((bundle / "requirements.txt").read_text(), wheels=bundle / "wheels"))
     images = np.load(DIGITS_DIR / "val.npz")["image"]
-    server = Server(emulator.command(outcome.path / "serve.py", ["--port", "{port}"]), tmp_path / "qemu.log",
+    server = Server(emulator.command(bundle / "serve.py", ["--port", "{port}"]), tmp_path / "qemu.log",
                     env=emulator.environ())
     try:
         server.wait_ready(timeout=900)  # Numba compiles the kernels under emulation: tens of seconds

@@ -150,8 +150,9 @@ def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
     # byte for byte outside the measurements: the report, Numba's machine code, manifest.measurements
     assert {n for n in differ if not bundle_is_measured(n)} <= {"manifest.json"}, differ
     assert _without_measurements(files_a["manifest.json"]) == _without_measurements(files_b["manifest.json"])
-    modes = {oct(p.stat().st_mode & 0o777) for p in a.rglob("*") if p.is_file()}
-    assert modes == {"0o644"}, modes
+    modes = {str(p.relative_to(a)): oct(p.stat().st_mode & 0o777) for p in a.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {"0o644", "0o755"} and {n for n, m in modes.items() if m == "0o755"} == \
+        {"install.sh"}, modes
 
 
 def test_a_changed_input_invalidates_the_lock(tmp_path: Path) -> None:

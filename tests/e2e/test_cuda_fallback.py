@@ -77,8 +77,8 @@ def test_with_allow_cpu_fallback_it_serves_on_cpu_and_says_so(cuda_bundle: Path,
     expected = Pipeline.load(cuda_bundle, allow_cpu_fallback=True).run({"image": images})["labels"]
     assert labels == [x.decode() if isinstance(x, bytes) else str(x) for x in expected.ravel()]
     assert metadata["parameters"] == {"execution_providers": [CPU], "cpu_fallback": True}
-    assert 'infc_cpu_fallback{model="digits"} 1.0' in metrics
-    assert f'infc_execution_provider{{model="digits",provider="{CPU}"}} 1.0' in metrics
+    assert 'infc_cpu_fallback{model="digits",version="1.0.0"} 1.0' in metrics
+    assert f'infc_execution_provider{{model="digits",provider="{CPU}",version="1.0.0"}} 1.0' in metrics
     log = server.log.read_text()
     assert f"WARNING:     infc_runtime: CPU FALLBACK: model 'digits' was built for {CUDA}" in log
     assert f"runs on execution providers {CPU} (built for {CUDA}, {CPU})" in log

@@ -58,16 +58,17 @@ def test_metadata_describes_the_pipeline(server: Server) -> None:
 
 
 def test_metrics_count_requests(server: Server) -> None:
-    before = _samples(server, "infc_requests_total", {"model": "digits", "status": "200"})
-    batches = _samples(server, "infc_batch_size_count", {"model": "digits"})
+    before = _samples(server, "infc_requests_total", {"model": "digits", "version": "1.0.0", "status": "200"})
+    batches = _samples(server, "infc_batch_size_count", {"model": "digits", "version": "1.0.0"})
     client = httpclient.InferenceServerClient(server.url)
     for i in range(3):
         inp = httpclient.InferInput("image", [1, 8, 8], "UINT8")
         inp.set_data_from_numpy(_images(1, start=i))
         client.infer("digits", [inp])
-    assert _samples(server, "infc_requests_total", {"model": "digits", "status": "200"}) == before + 3
-    assert _samples(server, "infc_batch_size_count", {"model": "digits"}) >= batches + 1
-    assert _samples(server, "infc_request_duration_seconds_count", {"model": "digits"}) >= 3
+    assert _samples(server, "infc_requests_total",
+                    {"model": "digits", "version": "1.0.0", "status": "200"}) == before + 3
+    assert _samples(server, "infc_batch_size_count", {"model": "digits", "version": "1.0.0"}) >= batches + 1
+    assert _samples(server, "infc_request_duration_seconds_count", {"model": "digits", "version": "1.0.0"}) >= 3
 
 
 BAD = [

@@ -201,4 +201,4 @@ def test_no_verify_serves_a_changed_bundle_with_a_warning(bundle: Path, cwd: Pat
         assert server.stop() == 0
     log = server.log.read_text()
     assert "WARNING" in log and "--no-verify" in log
-    assert 'infc_bundle_verified{model="digits"} 0.0' in metrics
+    assert 'infc_bundle_verified{model="digits",version="1.0.0"} 0.0' in metrics

@@ -487,18 +487,18 @@ def metric(s: Served, sample: str) -> float:
 
 def test_clients_that_disconnect_mid_body_are_counted_apart(served: dict[str, Served]) -> None:
     s = served["toy"]
-    before = metric(s, 'infc_client_disconnects_total{model="toy"}')
-    errors = metric(s, 'infc_requests_total{model="toy",status="500"}')
+    before = metric(s, 'infc_client_disconnects_total{model="toy",version="1"}')
+    errors = metric(s, 'infc_requests_total{model="toy",status="500",version="1"}')
     with Watch(s) as watch:
         for _ in range(100):
             with socket.create_connection(("127.0.0.1", s.server.port), timeout=5) as sock:
                 sock.sendall(b"POST /v2/models/toy/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n"
                              b'{"inputs')
         deadline = time.monotonic() + 10
-        while metric(s, 'infc_client_disconnects_total{model="toy"}') < before + 100:
+        while metric(s, 'infc_client_disconnects_total{model="toy",version="1"}') < before + 100:
             assert time.monotonic() < deadline, "disconnects not counted"
             time.sleep(0.05)
-    assert metric(s, 'infc_requests_total{model="toy",status="500"}') == errors
+    assert metric(s, 'infc_requests_total{model="toy",status="500",version="1"}') == errors
     watch.check(bound_mb=30)
 
 

@@ -42,6 +42,18 @@ def test_a_manifest_survives_its_json_form() -> None:
     assert Manifest.from_dict(d).to_dict() == d
 
 
+def test_the_platform_and_the_wheels_survive_the_json_form_and_older_manifests_have_none() -> None:
+    platform = {"python": "3.11", "implementation": "cp", "system": "Linux", "machine": "aarch64",
+                "tags": ["manylinux_2_28_aarch64"], "glibc": "2.28", "wheelhouse": True}
+    manifest = Manifest(**{**_manifest().__dict__, "platform": platform, "wheels": {"wheels/a-1-py3-none-any.whl": 9}})
+    d = json.loads(json.dumps(manifest.to_dict()))
+    assert d["platform"] == platform and d["wheels"] == {"wheels/a-1-py3-none-any.whl": 9}
+    assert Manifest.from_dict(d) == manifest
+    older = {k: v for k, v in d.items() if k not in ("platform", "wheels")} | {"schema_version": "1.2"}
+    assert Manifest.from_dict(older).platform is None and Manifest.from_dict(older).wheels == {}
+    assert "platform" not in _manifest().to_dict() and "wheels" not in _manifest().to_dict()
+
+
 def test_a_manifest_written_before_the_schema_version_reads_as_1_0(bundle: Path) -> None:
     manifest = Manifest.from_dict(json.loads((bundle / "manifest.json").read_text()))
     assert manifest.schema_version == "1.0" and manifest.kernels.pre == "kernels/pre.py"

@@ -185,7 +185,7 @@ def test_request_error_from_the_kernel_is_400_and_counted(pipeline: Pipeline) ->
             response = await client.post("/v2/models/toy/infer", content=json.dumps(json_request(bad)))
             assert response.status_code == 400 and "offset must be finite" in response.json()["error"]
             metrics = (await client.get("/metrics")).text
-            assert 'infc_requests_total{model="toy",status="400"} 1.0' in metrics
+            assert 'infc_requests_total{model="toy",status="400",version="1"} 1.0' in metrics
 
     run(body)
 
@@ -298,7 +298,7 @@ def test_shutdown_drains_queued_requests(bundle: Path) -> None:
                     )
                     for i in range(3)
                 ]
-                while 'infc_queue_depth{model="toy"} 3.0' not in (await client.get("/metrics")).text:
+                while 'infc_queue_depth{model="toy",version="1"} 3.0' not in (await client.get("/metrics")).text:
                     await asyncio.sleep(0.01)
             # the lifespan has ended: every queued request was answered, long before the 10 s delay
             assert [p.done() for p in pending] == [True] * 3

@@ -178,7 +178,7 @@ def test_limits_answer_413_naming_their_spec_key(bundle: Path) -> None:
             response = await client.post(INFER, content=json.dumps(doc(make_request(6))))  # 6 x (4 + 3) = 42
             assert response.status_code == 413 and "(serving.max_elements)" in response.json()["error"]
             assert (await client.post(INFER, content=json.dumps(doc(make_request(5))))).status_code == 200
-            assert await metric(client, 'infc_requests_total{model="toy",status="413"}') == 4
+            assert await metric(client, 'infc_requests_total{model="toy",status="413",version="1"}') == 4
 
     run(body)
 
@@ -264,16 +264,16 @@ def test_clients_that_leave_are_counted_apart_and_logged_quietly(
             left = asyncio.Event()
             queued = json.dumps(doc(make_request(2, seed=9))).encode()
             waiting = asyncio.ensure_future(call(app, [{"type": "http.request", "body": queued}], {}, left.wait))
-            while await metric(client, 'infc_queue_depth{model="toy"}') < 1:
+            while await metric(client, 'infc_queue_depth{model="toy",version="1"}') < 1:
                 await asyncio.sleep(0.005)
             left.set()
             await waiting
             gate.set()
             assert (await busy).status_code == 200
             assert calls == [1], "the request whose client left never reached the model"
-            assert await metric(client, 'infc_client_disconnects_total{model="toy"}') == 2
-            assert await metric(client, 'infc_requests_total{model="toy",status="500"}') == 0
-            assert await metric(client, 'infc_requests_total{model="toy",status="200"}') == 1
+            assert await metric(client, 'infc_client_disconnects_total{model="toy",version="1"}') == 2
+            assert await metric(client, 'infc_requests_total{model="toy",status="500",version="1"}') == 0
+            assert await metric(client, 'infc_requests_total{model="toy",status="200",version="1"}') == 1
 
     run(body)
     quiet = [r for r in caplog.records if "disconnected before the answer" in r.getMessage()]
@@ -339,8 +339,8 @@ def test_the_app_exposes_its_metrics_for_the_serve_command(bundle: Path) -> None
         async with serving(toy(bundle)) as client:
             metrics = client.app.state.metrics  # type: ignore[attr-defined]
             assert isinstance(metrics, Metrics)
-            assert await metric(client, 'infc_bundle_verified{model="toy"}') == 0
+            assert await metric(client, 'infc_bundle_verified{model="toy",version="1"}') == 0
             metrics.set_bundle_verified(True)
-            assert await metric(client, 'infc_bundle_verified{model="toy"}') == 1
+            assert await metric(client, 'infc_bundle_verified{model="toy",version="1"}') == 1
 
     run(body)

@@ -6,7 +6,7 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infc_runtime.metrics import Metrics, batch_buckets
+from infc_runtime.metrics import Metrics, batch_buckets, render_all
 
 
 @pytest.mark.parametrize(
@@ -84,3 +84,24 @@ def test_execution_providers_and_cpu_fallback() -> None:
                                        {"model": "digits", "provider": "CPUExecutionProvider"}) == 1
     assert m.registry.get_sample_value("infc_execution_provider",
                                        {"model": "digits", "provider": "CUDAExecutionProvider"}) is None
+
+
+def test_version_label_stats_and_several_models_in_one_exposition() -> None:
+    one, two = Metrics("m", version="1", max_batch_size=4), Metrics("m", version="2", max_batch_size=4)
+    one.observe_request(200, 0.5)
+    one.observe_request(429, 0.25)
+    one.observe_stage("infer", 0.125)
+    one.observe_batch(3)
+    two.observe_request(200, 1.0)
+    stats = one.stats()
+    assert (stats["name"], stats["version"], stats["inference_count"], stats["execution_count"]) == ("m", "1", 3, 1)
+    assert stats["inference_stats"]["success"] == {"count": 1, "ns": 500_000_000}
+    assert stats["inference_stats"]["fail"] == {"count": 1, "ns": 250_000_000}
+    assert stats["inference_stats"]["compute_infer"] == {"count": 1, "ns": 125_000_000}
+    assert stats["last_inference"] > 0
+    text = render_all([one, two]).decode()
+    assert text.count("# TYPE infc_requests_total counter") == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = {(s.labels["version"], s.labels["status"]): s.value for s in families["infc_requests"].samples
+                if s.name == "infc_requests_total"}
+    assert requests == {("1", "200"): 1, ("1", "429"): 1, ("2", "200"): 1}

@@ -215,3 +215,55 @@ def test_load_bundle_verifies_before_importing_a_kernel(bundle: Path, tmp_path: 
     assert not (tmp_path / "PWNED").exists()
     load_bundle(bundle, verify=False)  # the control: without the check, the appended line runs
     assert (tmp_path / "PWNED").exists()
+
+
+@pytest.fixture
+def with_wheel(bundle: Path) -> Path:
+    """The toy bundle with one wheel in wheels/, listed (sha256 among `files`, size among `wheels`)."""
+    (bundle / "wheels").mkdir()
+    (bundle / "wheels" / "toy-1.0-py3-none-any.whl").write_bytes(b"not really a zip, never imported" * 100)
+    seal(bundle)
+    edit_manifest(bundle, lambda m: m.update(wheels={"wheels/toy-1.0-py3-none-any.whl": 3200}))
+    return bundle
+
+
+def test_a_wheel_is_checked_for_its_size_when_serving_and_hashed_in_full(with_wheel: Path) -> None:
+    wheel = with_wheel / "wheels" / "toy-1.0-py3-none-any.whl"
+    assert verify_bundle(with_wheel).bytes == verify_bundle(with_wheel, full=True).bytes
+    wheel.write_bytes(wheel.read_bytes().replace(b"never", b"NEVER"))  # same size
+    assert verify_bundle(with_wheel).content_hash  # not hashed at serve time (the server never imports it)
+    with pytest.raises(BundleError, match=r"toy-1.0-py3-none-any.whl: changed \(sha256"):
+        verify_bundle(with_wheel, full=True)
+    wheel.write_bytes(wheel.read_bytes()[:-1])
+    assert refused(with_wheel) == f"{with_wheel}/wheels/toy-1.0-py3-none-any.whl: changed (size 3199 bytes, the " \
+                                  "manifest lists 3200)"
+    wheel.unlink()
+    assert refused(with_wheel) == f"{with_wheel}/wheels/toy-1.0-py3-none-any.whl: missing (listed in manifest.json)"
+
+
+@pytest.mark.parametrize("wheels, message", [
+    ({"model.onnx": 10}, "'model.onnx' is not a wheel among the manifest's files"),
+    ({"wheels/other.whl": 10}, "'wheels/other.whl' is not a wheel among the manifest's files"),
+    ({"wheels/toy-1.0-py3-none-any.whl": -1}, "expected a size in bytes"),
+    ([], "wheels: expected an object"),
+])
+def test_a_bad_wheels_listing_is_refused(with_wheel: Path, wheels: Any, message: str) -> None:
+    edit_manifest(with_wheel, lambda m: m.update(wheels=wheels))
+    assert message in refused(with_wheel)
+
+
+def test_the_bundles_venv_is_allowed_and_only_it(bundle: Path, tmp_path: Path) -> None:
+    venv = bundle / ".venv" / "lib" / "site-packages"
+    venv.mkdir(parents=True)
+    (venv / "anything.py").write_text("x = 1\n")
+    assert verify_bundle(bundle).removed == ()  # install.sh's environment: not walked
+    (bundle / "kernels" / ".venv").mkdir()
+    (bundle / "kernels" / ".venv" / "x.py").write_text("")
+    assert refused(bundle) == f"{bundle}/kernels/.venv/x.py: extra file (not in manifest.json)"
+    shutil.rmtree(bundle / "kernels" / ".venv")
+    shutil.rmtree(bundle / ".venv")
+    (bundle / ".venv").symlink_to(tmp_path)
+    assert refused(bundle) == f"{bundle}/.venv: extra file (not in manifest.json)"
+    (bundle / ".venv").unlink()
+    (bundle / ".venv").write_text("")
+    assert refused(bundle) == f"{bundle}/.venv: extra file (not in manifest.json)"
