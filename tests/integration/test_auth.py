@@ -3,6 +3,7 @@ INFC_ADMIN_KEY) with real clients (httpx, tritonclient.http). Every server is st
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +165,35 @@ def test_grpc_checks_the_same_keys(bundle: Path, tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0, server.log.read_text()
     assert ALICE not in server.log.read_text() and BOB not in server.log.read_text()
+
+
+def test_a_repository_needs_the_admin_key_to_change_traffic(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for version in ("1", "2"):
+        write_bundle(repo / "toy" / version, name="toy", version=version)
+    (repo / "toy" / "policy.yaml").write_text("current: 1\n")
+    audit = tmp_path / "audit.jsonl"
+    server = Server([sys.executable, "-m", "infc_runtime", "serve", str(repo), "--port", "{port}",
+                     "--audit-log", str(audit)], tmp_path / "server.log",
+                    env={**os.environ, "INFC_API_KEYS": f"alice:{ALICE}", "INFC_ADMIN_KEY": ADMIN})
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=f"http://{server.url}") as client:
+            assert client.post("/v2/repository/index", headers=bearer(ALICE)).status_code == 200  # reading: any key
+            switch = {"current": "2"}
+            assert client.post("/v2/repository/models/toy/policy", json=switch).status_code == 401
+            assert client.post("/v2/repository/models/toy/policy", json=switch, headers=bearer(ALICE)
+                               ).status_code == 403
+            assert client.post("/v2/repository/models/toy/policy", json=switch, headers=bearer(ADMIN)
+                               ).status_code == 200
+            answer = client.post("/v2/models/toy/infer", headers=bearer(ALICE), json={"inputs": [
+                {"name": "pixels", "datatype": "UINT8", "shape": [1, 4], "data": [1, 2, 3, 4]},
+                {"name": "offset", "datatype": "FP32", "shape": [1, 3], "data": [0, 0, 0]}]})
+            assert answer.status_code == 200 and answer.json()["model_version"] == "2"
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    changes = [(r["action"], r["key_id"], r["status"]) for r in records if r["path"].endswith("/policy")]
+    assert changes == [("denied", None, 401), ("denied", "alice", 403), ("admin", "admin", 200)]
+    infer = [r for r in records if r["path"] == "/v2/models/toy/infer"]
+    assert [(r["key_id"], r["model"], r["version"], r["status"]) for r in infer] == [("alice", "toy", "2", 200)]
