@@ -2,7 +2,7 @@
 
     python bench/peers.py [--seconds 10] [--concurrency 1,16,64] [--formats json,binary]
         [--servers infc,fastapi,bare] [--runtime-from REV] [--hide httptools,uvloop,orjson] [--label TEXT]
-        [--peer-python triton=PATH,mlserver=PATH,bentoml=PATH]
+        [--peer-python triton=PATH,mlserver=PATH,bentoml=PATH] [--serve-args ARGS] [--header 'NAME: VALUE']...
 
 The model is an MLP 256->1024->1024->10 (float32, random weights from a fixed
 seed) made here with onnx.helper. Servers, each started on a free loopback port
@@ -16,6 +16,10 @@ and pinned to core 0:
   `--hide MODULES` makes those modules unimportable in the infc server: with
   both, the "before" of a before/after comparison as a bundle of that revision
   would run (its requirements did not hold httptools, uvloop or orjson).
+  `--serve-args` adds options to its command line and each `--header` a
+  header to its requests: with INFC_API_KEYS in the environment, the cost of
+  API keys (`--header 'Authorization: Bearer KEY'`), of `--log-format json`
+  and of `--audit-log FILE` against a run without them.
 - `fastapi`: by hand, FastAPI + one onnxruntime session (one thread), no
   batching, uvicorn's defaults at log level warning.
 - `bare`: an ASGI responder answering `{}` under uvicorn (httptools, uvloop, no
@@ -54,6 +58,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -263,11 +268,11 @@ class Served:
 # -- requests and the load generator -------------------------------------------------
 
 
-def request_bytes(path: str, fmt: str) -> bytes:
-    """One HTTP/1.1 request of one row, built once."""
+def request_bytes(path: str, fmt: str, extra_headers: tuple[str, ...] = ()) -> bytes:
+    """One HTTP/1.1 request of one row, built once (with `extra_headers`, `Name: value` each)."""
     row = np.random.default_rng(1).standard_normal(DIMS[0]).astype(np.float32)
     tensor: dict[str, Any] = {"name": "x", "datatype": "FP32", "shape": [1, DIMS[0]]}
-    headers = ["Host: localhost"]
+    headers = ["Host: localhost", *extra_headers]
     if fmt == "json":
         tensor["data"] = row.tolist()
         body = json.dumps({"inputs": [tensor]}).encode()
@@ -382,12 +387,13 @@ async def _drive(port: int, request: bytes, connections: int, seconds: float) ->
     return {"rps": len(lat) / seconds, **pct, "errors": run.errors, "answers": len(lat), "total": run.total}
 
 
-def load(port: int, path: str, fmt: str, connections: int, seconds: float, server: int | None = None
-         ) -> dict[str, Any]:
+def load(port: int, path: str, fmt: str, connections: int, seconds: float, server: int | None = None,
+         headers: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the closed loop in a process pinned to `LOAD_CORE`; its results. With `server` (the process group
     of the server), also `cpu_us`: the server's CPU time per answer, warm-up included."""
     before = group_cpu_seconds(server) if server is not None else 0.0
-    out = subprocess.run([sys.executable, __file__, "_load", str(port), path, fmt, str(connections), str(seconds)],
+    out = subprocess.run([sys.executable, __file__, "_load", str(port), path, fmt, str(connections), str(seconds),
+                          json.dumps(headers)],
                          capture_output=True, text=True, check=True, timeout=seconds + 120,
                          preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CORE}))
     result: dict[str, Any] = json.loads(out.stdout)
@@ -411,13 +417,14 @@ def group_cpu_seconds(group: int) -> float:
 
 def _load_main(argv: list[str]) -> None:
     port, path, fmt, connections, seconds = int(argv[0]), argv[1], argv[2], int(argv[3]), float(argv[4])
+    headers = tuple(json.loads(argv[5])) if len(argv) > 5 else ()
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(_drive(port, request_bytes(path, fmt), connections, seconds))))
+    print(json.dumps(asyncio.run(_drive(port, request_bytes(path, fmt, headers), connections, seconds))))
 
 
 # -- the table -----------------------------------------------------------------------
@@ -471,6 +478,10 @@ def main() -> None:
     parser.add_argument("--runtime-from", metavar="REV", help="serve the bundle with the runtime of git revision REV")
     parser.add_argument("--hide", default="", metavar="MODULES", help="modules the infc server cannot import")
     parser.add_argument("--label", default="", help="a name for this run in the table (default: the server's)")
+    parser.add_argument("--serve-args", default="", metavar="ARGS",
+                        help="more options of the infc server (shell words: '--log-format json --audit-log F')")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="a header every request of the infc server carries (repeatable; e.g. Authorization)")
     parser.add_argument("--peer-python", default="", metavar="NAME=PATH,...",
                         help=f"the interpreter of each peer's own environment, NAME one of {', '.join(PEERS)}")
     args = parser.parse_args()
@@ -494,7 +505,8 @@ def main() -> None:
             env["PYTHONPATH"] = os.pathsep.join([str(hiding_path(work, hidden)), env.get("PYTHONPATH", "")])
         for server in servers:
             if server == "infc":
-                command = [sys.executable, str(bundle / "serve.py"), "--log-level", "warning", *extra]
+                command = [sys.executable, str(bundle / "serve.py"), "--log-level", "warning", *extra,
+                           *shlex.split(args.serve_args)]
                 served = Served(command, "/v2/health/ready", env)
                 path = infer_path
             elif server == "fastapi":
@@ -516,16 +528,17 @@ def main() -> None:
             else:
                 sys.exit(f"unknown server {server!r}")
             name = args.label or server if server == "infc" else server
+            headers = tuple(args.header) if server == "infc" else ()
             with served:
                 for fmt in formats:
                     why = peer.not_applicable.get(fmt) if server in PEERS else None
-                    why = why or probe(served.port, request_bytes(path, fmt))
+                    why = why or probe(served.port, request_bytes(path, fmt, headers))
                     if why:
                         rows += [(name, fmt, level, why) for level in levels]
                         print(f"# {name} {fmt}: {why}", file=sys.stderr)
                         continue
                     for level in levels:
-                        result = load(served.port, path, fmt, level, args.seconds, served.proc.pid)
+                        result = load(served.port, path, fmt, level, args.seconds, served.proc.pid, headers)
                         rows.append((name, fmt, level, result))
                         print(f"# {name} {fmt} c={level}: {result['rps']:.0f} req/s", file=sys.stderr)
         ceiling = ort_ceiling(model, min(args.seconds, 5.0))

@@ -69,6 +69,7 @@ from ._body import decompress, read_body
 from .abi import RequestError, RequestTooLarge
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from .latency import settle_heap
+from .logs import LOG_SCOPE
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request, encode_response, tensor_metadata
@@ -395,18 +396,26 @@ class _Server:
                 encoding = value.decode("latin-1")
             elif key == _HEADER_LENGTH_KEY:
                 header_length = value.decode("latin-1")
+        info = scope.get(LOG_SCOPE)  # a request log's record (`logs.RequestLog`), when one is kept
         try:
             _check_content_type(content_type)
             body = await read_body(receive, content_length, max_bytes=p.serving.max_body_bytes,
                                    timeout_s=self.body_timeout_s)
+            decoding = time.perf_counter()
             req = await self._decode(body, encoding, header_length)
             if trace is not None:
                 trace.mark_decoded(req.rows)
-            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s, trace=trace),
-                                        receive)
+            if info is not None:
+                info.update(id=req.id, model=p.name, version=p.version, rows=req.rows)
+                info.setdefault("stages", {})["decode"] = time.perf_counter() - decoding
+            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s, info=info,
+                                                             trace=trace), receive)
             if trace is not None:
                 trace.mark_encoding()
+            encoding_at = time.perf_counter()
             encoded = await self._encode(req, result)
+            if info is not None:
+                info["stages"]["encode"] = time.perf_counter() - encoding_at
         except ProtocolError as exc:
             if exc.status >= 500:
                 log.warning("model %r: %s", p.name, exc.message)

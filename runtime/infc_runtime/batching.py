@@ -76,6 +76,7 @@ class _Item:
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     looked: bool = False  # the loop had its turns to bring company before this request ran alone
     trace: RequestTrace | None = None
+    info: dict[str, Any] | None = None  # the request log's record of it (`logs.RequestLog`), when one is kept
 
 
 class Batcher:
@@ -102,6 +103,7 @@ class Batcher:
                            for i in range(len(pipeline.sessions))]
         self._free = list(reversed(range(len(self._executors))))
         self._running: set[asyncio.Task[None]] = set()
+        self._batches = 0  # batches run so far: the id of the next one
 
     def start(self) -> None:
         """Start collecting batches (call from the running event loop)."""
@@ -132,11 +134,14 @@ class Batcher:
         return await self.enqueue(tensors, timeout_s=timeout_s, trace=trace)
 
     def enqueue(self, tensors: Tensors, *, timeout_s: float | None = None,
+                info: dict[str, Any] | None = None,
                 trace: RequestTrace | None = None) -> asyncio.Future[Tensors]:
         """Queue one request; the future of its result (what `submit` awaits), without a task of its own.
 
         Raises `QueueFull` or `BatcherClosed` at once. Cancelling the future
         withdraws the request: still queued, it never reaches the model.
+        `info` (a request log record) receives `batch_id`, `batch_size` (rows)
+        and the seconds of its stages in `info["stages"]` (queue, pre, infer, post).
         """
         if self._closing:
             raise BatcherClosed("the server is shutting down")
@@ -146,7 +151,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         rows = len(next(iter(tensors.values()))) if tensors else 0
         future: asyncio.Future[Tensors] = loop.create_future()
-        item = _Item(tensors, rows, future, time.monotonic(), self.pipeline.length_bucket(tensors), trace=trace)
+        item = _Item(tensors, rows, future, time.monotonic(), self.pipeline.length_bucket(tensors), info=info,
+                     trace=trace)
         timeout = self.config.timeout_ms / 1000 if timeout_s is None else timeout_s
         item.timer = loop.call_later(timeout, self._expire, item, timeout)
         self._queue.append(item)
@@ -266,6 +272,8 @@ class Batcher:
             self.queue_waits.append(now - item.enqueued)
             if self.metrics is not None:
                 self.metrics.observe_stage("queue", now - item.enqueued)
+            if item.info is not None:
+                item.info.setdefault("stages", {})["queue"] = now - item.enqueued
         self._queue = kept
         self._queue_changed()
         return batch
@@ -302,6 +310,7 @@ class Batcher:
         except Exception as exc:  # the batch as a whole failed: only its requests fail
             results = [exc] * len(batch)
         self._last_requests, self._last_end = len(batch), time.monotonic()
+        self._batches += 1
         if self.metrics is not None:
             self.metrics.observe_batch(sum(item.rows for item in batch))
             for stage, seconds in timings.items():
@@ -309,6 +318,9 @@ class Batcher:
         if traced is not None:
             traced.finish([item.trace for item in batch], sum(item.rows for item in batch), instance)
         for item, result in zip(batch, results, strict=True):
+            if item.info is not None:
+                item.info.update(batch_id=self._batches, batch_size=sum(i.rows for i in batch))
+                item.info.setdefault("stages", {}).update(timings)
             if item.future.done():
                 continue
             if isinstance(result, BaseException):

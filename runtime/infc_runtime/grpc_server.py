@@ -56,6 +56,7 @@ from . import grpc_predict_v2_pb2_grpc as pb_grpc
 from ._tensors import ProtocolError, bytes_from_binary, bytes_to_binary, numpy_for_datatype, to_datatype
 from .abi import RequestError, RequestTooLarge
 from .app import EXTENSIONS, INLINE_BYTES, SERVER_NAME
+from .auth import Auth
 from .batching import BatcherClosed, DeadlineExceeded, QueueFull
 from .http_server import SHUTDOWN_TIMEOUT_S
 from .tracing import RequestTrace
@@ -95,14 +96,17 @@ _HEAP_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 log = logging.getLogger("infc_runtime")
 
 
-def attach(app: Any, *, host: str, port: int) -> Callable[[], None]:
+def attach(app: Any, *, host: str, port: int, auth: Auth | None = None) -> Callable[[], None]:
     """Serve `app`'s model over gRPC on `host:port` for as long as the app runs (wraps its lifespan).
 
     The gRPC server starts once the app has started (batcher running, warm-up
     under way) and is stopped before the app drains its batcher. Returns
     `begin_stop`: called when the HTTP server's shutdown begins (SIGTERM), the
     gRPC server stops taking calls at the same moment, answering those in
-    progress, instead of taking new ones until HTTP has drained.
+    progress, instead of taking new ones until HTTP has drained. With `auth`
+    (the HTTP app's key check), every call but ServerLive and ServerReady (when
+    HTTP leaves liveness and readiness open) needs `authorization: Bearer KEY`
+    metadata: UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong key.
     """
     inner = app.router.lifespan_context
     endpoint = _Endpoint()
@@ -110,7 +114,7 @@ def attach(app: Any, *, host: str, port: int) -> Callable[[], None]:
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
         async with inner(app_) as state:
-            endpoint.server = await start(app.state.server, host=host, port=port)
+            endpoint.server = await start(app.state.server, host=host, port=port, auth=auth)
             try:
                 yield state
             finally:
@@ -139,13 +143,13 @@ class _Endpoint:
             await self.stopping
 
 
-async def start(state: Any, *, host: str, port: int) -> grpc.aio.Server:
+async def start(state: Any, *, host: str, port: int, auth: Auth | None = None) -> grpc.aio.Server:
     """A started gRPC server on `host:port` for the app's state (`app.state.server`); OSError if it cannot bind."""
     options = [
         ("grpc.max_receive_message_length", state.pipeline.serving.max_body_bytes),
         ("grpc.so_reuseport", 0),  # a port in use is an error, as for HTTP, not silently shared
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=[] if auth is None else [_KeyCheck(auth)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)  # type: ignore[no-untyped-call]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -160,6 +164,33 @@ async def start(state: Any, *, host: str, port: int) -> grpc.aio.Server:
     await server.start()
     log.info("gRPC (KServe V2) serving on %s", address)
     return server
+
+
+class _KeyCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The API key check of `auth.Auth`, for gRPC calls (the key in the `authorization` metadata)."""
+
+    def __init__(self, auth: Auth) -> None:
+        self.auth = auth
+        health = {"/v2/health/live": "ServerLive", "/v2/health/ready": "ServerReady"}
+        self.open = frozenset(f"/inference.GRPCInferenceService/{health[p]}" for p in auth.open_paths if p in health)
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        if details.method in self.open or not self.auth.checks_all:
+            return await continuation(details)
+        token = next((v for k, v in details.invocation_metadata or () if k == "authorization"), None)
+        scheme, _, key = (token or "").partition(" ")
+        if not key or scheme.lower() != "bearer":
+            return _refusal(grpc.StatusCode.UNAUTHENTICATED, "authorization metadata: expected 'Bearer KEY'")
+        if self.auth.match(key.strip().encode()) is None:
+            return _refusal(grpc.StatusCode.PERMISSION_DENIED, "authorization metadata: the key is not valid")
+        return await continuation(details)
+
+
+def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: Any) -> None:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 class _Failure(Exception):

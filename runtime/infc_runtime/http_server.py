@@ -293,24 +293,27 @@ def _accept_pending(listener: Any) -> list[socket.socket]:
 
 
 def config(app: Any, *, host: str, port: int, log_level: str, access_log: bool = False,
-           fast: bool = True) -> uvicorn.Config:
+           fast: bool = True, **options: Any) -> uvicorn.Config:
     """The uvicorn settings: the connections above (httptools and uvloop if `fast` and installed, else h11 and
-    asyncio), no websockets, the timeouts above, an access-log line per request only with `access_log`."""
+    asyncio), no websockets, the timeouts above, an access-log line per request only with `access_log`;
+    `options`: more of `uvicorn.Config`'s (`ssl_certfile`, `ssl_keyfile`, `log_config`)."""
     http = FastConnection if fast and HttpToolsProtocol is not None else _h11_connection()
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on", http=http,
                           loop="uvloop" if fast and FAST_LOOP else "asyncio", ws="none", access_log=access_log,
                           timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEAD_BYTES,
-                          timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)
+                          timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S, **options)
 
 
 def run_server(app: Any, *, host: str, port: int, log_level: str, access_log: bool = False,
-               on_shutdown: Callable[[], None] | None = None) -> int:
+               on_shutdown: Callable[[], None] | None = None, **options: Any) -> int:
     """Serve `app` until SIGTERM or SIGINT; the exit code (0 stopped cleanly, 1 could not start).
 
     With `access_log`, uvicorn logs one line per request (logger `uvicorn.access`, INFO).
-    `on_shutdown` is called (on the event loop) when the graceful shutdown begins.
+    `on_shutdown` is called (on the event loop) when the graceful shutdown begins; `options` go to `config`
+    (TLS: `ssl_certfile`, `ssl_keyfile`).
     """
-    server = Server(config(app, host=host, port=port, log_level=log_level, access_log=access_log), on_shutdown)
+    server = Server(config(app, host=host, port=port, log_level=log_level, access_log=access_log, **options),
+                    on_shutdown)
     log.info("HTTP: %s parser, %s loop, access log %s", "httptools" if FAST_HTTP else "h11",
              "uvloop" if FAST_LOOP else "asyncio", "on" if access_log else "off")
 

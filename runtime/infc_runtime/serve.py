@@ -4,6 +4,8 @@
         [--grpc-port PORT] [--log-level info]
         [--no-warmup] [--no-verify | --public-key PUB] [--allow-cpu-fallback] [--allow-host NAME]... [--access-log]
         [--max-body-bytes N] [--max-decompressed-bytes N] [--max-rows N] [--max-elements N] [--max-pixels N]
+        [--api-keys-file FILE] [--no-open-health] [--audit-log FILE] [--log-format text|json]
+        [--request-log-level LEVEL] [--ssl-certfile PEM --ssl-keyfile PEM]
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
         [--no-gc-freeze] [--no-single] [--no-verify | --public-key PUB] [--allow-cpu-fallback]
@@ -45,6 +47,16 @@ loopback address (`--host 127.0.0.1`, the default), the names `localhost`,
 `127.0.0.1`, `::1` and the bound address are accepted, plus each `--allow-host
 NAME`; bound elsewhere, any Host is accepted unless `--allow-host` is given,
 then only those.
+
+Security and logs (wrapped around the app as ASGI middleware, outermost
+first: `logs.RequestLog`, then `auth.Auth`; neither is there unless asked
+for): API keys from $INFC_API_KEYS and `--api-keys-file`, the admin key from
+$INFC_ADMIN_KEY (`infc_runtime.auth`: 401/403; liveness and readiness open
+unless `--no-open-health`); `--audit-log FILE` (`infc_runtime.audit`);
+`--log-format json` (`infc_runtime.logs`: JSON log lines, one per request with
+its id, echoed in `X-Request-ID`); `--ssl-certfile`/`--ssl-keyfile`: HTTPS
+(checked before the bundle loads; not with `--grpc-port` yet). The gRPC
+endpoint checks the same keys (`grpc_server`). Keys are never logged.
 
 `measure` times the bundle where it runs (see `infc_runtime.measure_cli`): it
 loads the bundle as `serve` does, warms it up, freezes the heap as the server
@@ -104,10 +116,11 @@ unless the standard `OTEL_*` variables turn them on (`OTEL_TRACES_EXPORTER`,
 `opentelemetry-exporter-otlp` packages (exit 2 without them).
 
 Exit codes of `serve`: 0 stopped cleanly; 1 the server could not start (e.g.
-the port is in use); 2 usage error, or the bundle does not verify or load, or
-OTEL_* variables ask for traces that cannot be made (one line on stderr); 3
-the bundle needs an execution provider this host cannot give it (CUDA) and
-CPU fallback was not allowed (one line on stderr).
+the port is in use); 2 usage error, unusable keys, audit log or certificate, or
+the bundle does not verify or load, or OTEL_* variables ask for traces that
+cannot be made (one line on stderr); 3 the bundle needs an execution provider
+this host cannot give it (CUDA) and CPU fallback was not allowed (one line on
+stderr).
 """
 
 from __future__ import annotations
@@ -125,12 +138,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .abi import ManifestError
+from .auth import ADMIN_KEY_ENV, API_KEYS_ENV, OPEN_PATHS, Auth, Keys, KeysError, load_keys
 from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .tracing import Tracing, TracingError, from_environment
 from .verify import MANIFEST, BundleError, verify_bundle
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from .pipeline import Pipeline
 
@@ -239,6 +254,23 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                         help="accept requests whose Host header names NAME (repeatable)")
     parser.add_argument("--access-log", action="store_true",
                         help="log one line per request (off by default: it costs the request path)")
+    security = parser.add_argument_group("security and logs")
+    security.add_argument("--api-keys-file", metavar="FILE", default=None,
+                          help=f"API keys, one id:key a line, besides ${API_KEYS_ENV} (id:key,id:key); with keys, "
+                               f"requests need 'Authorization: Bearer KEY'; admin key: ${ADMIN_KEY_ENV}")
+    security.add_argument("--no-open-health", dest="open_health", action="store_false",
+                          help="liveness and readiness need a key too (default: open, for probes)")
+    security.add_argument("--audit-log", metavar="FILE", default=None,
+                          help="append one JSON line per request (time, key id, client, model, version, status; "
+                               "admin actions) to FILE ('-': stderr)")
+    security.add_argument("--log-format", choices=["text", "json"], default="text",
+                          help="json: every log line is JSON, plus one line per request (request id, model, "
+                               "version, status, rows, batch, stage times; logger infc_runtime.requests)")
+    security.add_argument("--request-log-level", default="info", choices=["debug", "info", "warning"],
+                          help="the level of the per-request lines of --log-format json (default: %(default)s)")
+    security.add_argument("--ssl-certfile", metavar="PEM", default=None,
+                          help="serve HTTPS with this certificate (chain) file; needs --ssl-keyfile")
+    security.add_argument("--ssl-keyfile", metavar="PEM", default=None, help="the certificate's private key")
     for limit in LIMITS:
         parser.add_argument(f"--{limit.replace('_', '-')}", dest=limit, type=_positive, metavar="N",
                             help=f"override the manifest's serving.{limit}")
@@ -286,7 +318,9 @@ def allowed_hosts(host: str, allowed: Sequence[str]) -> list[str] | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    from .logs import configure
+
+    configure(args.log_level, args.log_format)
     collecting = gc.isenabled()
     # Loading makes ~10^5 objects that live as long as the process (modules, Numba's registries, the
     # session) and almost no garbage: collecting them over and over as they are made took a fifth of the
@@ -305,8 +339,40 @@ def _serve(args: argparse.Namespace) -> int:
         if collecting:
             gc.enable()
     app, on_shutdown = made
-    return run_server(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                      on_shutdown=on_shutdown)
+    options = {} if args.ssl_certfile is None else {"ssl_certfile": args.ssl_certfile,
+                                                    "ssl_keyfile": args.ssl_keyfile}
+    if args.log_format == "json":
+        options["log_config"] = None  # uvicorn's loggers propagate to the JSON handler instead of their own
+    return run_server(_secured(app, args), host=args.host, port=args.port, log_level=args.log_level,
+                      access_log=args.access_log, on_shutdown=on_shutdown, **options)
+
+
+def _auth(args: argparse.Namespace) -> Auth | None:
+    """The key check `args` asks for (None: no keys configured), for the gRPC endpoint."""
+    return Auth(_no_app, args.keys, open_paths=OPEN_PATHS if args.open_health else ()) if args.keys.enabled else None
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("the gRPC key check wraps no ASGI app")
+
+
+def _secured(app: Starlette, args: argparse.Namespace) -> ASGIApp:
+    """`app` behind the key check (when keys are configured), inside the request and audit logs (when asked
+    for: they record the requests the key check refuses too)."""
+    from .logs import RequestLog
+
+    keys: Keys = args.keys
+    served: ASGIApp = app
+    if keys.enabled:
+        log.info("%s; liveness and readiness %s", keys.describe(), "open" if args.open_health else "need a key")
+        served = Auth(served, keys, open_paths=OPEN_PATHS if args.open_health else ())
+    elif allowed_hosts(args.host, ()) is None:  # bound beyond loopback
+        log.warning("serving on %s without API keys: anyone who can reach it may call every endpoint (set %s "
+                    "or --api-keys-file, and %s)", args.host, API_KEYS_ENV, ADMIN_KEY_ENV)
+    if args.log_format == "json" or args.audit is not None:
+        served = RequestLog(served, log=args.log_format == "json", level=logging.getLevelName(
+            args.request_log_level.upper()), audit=args.audit)
+    return served
 
 
 def public_key(option: str | None) -> str | None:
@@ -324,6 +390,38 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
     """The app serving the bundle `args` names (warm-up not run yet) and what to call when its shutdown begins
     (the gRPC endpoint's stop), or the exit code when it cannot."""
     verified = getattr(args, "verified", None)
+    try:
+        args.keys = load_keys(keys_file=args.api_keys_file)
+    except KeysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.ssl_certfile is not None and args.grpc_port is not None:
+        print("error: --grpc-port cannot be used with --ssl-certfile yet (gRPC would be plaintext beside HTTPS)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    args.audit = None
+    if args.audit_log is not None:
+        from .audit import AuditLog
+
+        try:
+            args.audit = AuditLog(args.audit_log)
+        except OSError as exc:
+            print(f"error: --audit-log {args.audit_log}: cannot open it for appending ({exc.strerror})",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        log.info("audit log: %s", "stderr" if args.audit_log == "-" else args.audit_log)
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return EXIT_USAGE
+    if args.ssl_certfile is not None:
+        import ssl
+
+        try:  # as uvicorn will, so that a bad file ends here with one line, not a traceback after the load
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: --ssl-certfile {args.ssl_certfile} / --ssl-keyfile {args.ssl_keyfile}: cannot load the "
+                  f"certificate and key ({exc})", file=sys.stderr)
+            return EXIT_USAGE
     key = public_key(args.public_key)
     if key is not None and args.no_verify:
         print(f"error: --no-verify cannot be used with a public key (--public-key or {PUBLIC_KEY_ENV}): signatures "
@@ -383,7 +481,7 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
         except Exception as exc:  # not installed, or older than the generated code needs
             print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
             return EXIT_USAGE
-        on_shutdown = attach(app, host=args.host, port=args.grpc_port)
+        on_shutdown = attach(app, host=args.host, port=args.grpc_port, auth=_auth(args))
     return app, on_shutdown
 
 
