@@ -301,12 +301,14 @@ class Batcher:
 
     async def _run(self, batch: list[_Item], instance: int) -> None:
         """Run one batch on the worker thread of `instance`; resolve each request with its own result."""
-        traced = None if self.tracing is None else self.tracing.batch()  # a timings dict that also makes spans
-        timings: dict[str, float] = {} if traced is None else traced
+        traced = None if self.tracing is None else self.tracing.batch()  # the batch's span, once it has run
+        intervals = None if traced is None else traced.intervals
+        timings: dict[str, float] = {}
         requests = [item.tensors for item in batch]
         try:
             results: list[Any] = await self.run_in_worker(
-                lambda: self.pipeline.run_batch(requests, timings=timings, instance=instance), instance)
+                lambda: self.pipeline.run_batch(requests, timings=timings, instance=instance, intervals=intervals),
+                instance)
         except Exception as exc:  # the batch as a whole failed: only its requests fail
             results = [exc] * len(batch)
         self._last_requests, self._last_end = len(batch), time.monotonic()

@@ -232,7 +232,8 @@ class Pipeline:
         return self.postprocess(self.infer(model_inputs), model_inputs)
 
     def run_batch(
-        self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None, instance: int = 0
+        self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None, instance: int = 0,
+        intervals: list[tuple[str, int, int]] | None = None,
     ) -> list[Tensors | Exception]:
         """Run many requests as one batch; a request whose data is bad fails alone.
 
@@ -242,10 +243,12 @@ class Pipeline:
         whose model inputs cannot be concatenated (different trailing shapes)
         run as separate sub-batches, so one odd shape never fails the others.
         When `timings` is given, the seconds spent in each stage are added to
-        its `pre`, `infer` and `post` keys. The model runs on the session of
-        `instance`; batches on different instances may run at once.
+        its `pre`, `infer` and `post` keys; when `intervals` is given, each
+        stage's run is appended to it as (stage, start, end) in wall-clock ns
+        (for trace spans). The model runs on the session of `instance`; batches
+        on different instances may run at once.
         """
-        clock = _StageClock(timings)
+        clock = _StageClock(timings, intervals)
         results: list[Tensors | Exception] = [RuntimeError("not run")] * len(requests)
         groups: dict[tuple[Any, ...], list[tuple[int, Tensors]]] = {}
         with clock("pre"):
@@ -374,12 +377,15 @@ def _pad_to(array: npt.NDArray[Any], width: int, value: int) -> npt.NDArray[Any]
 
 
 class _StageClock:
-    """Adds the seconds spent inside `with clock(stage):` to a timings dict."""
+    """Adds the seconds spent inside `with clock(stage):` to a timings dict, and, when given an intervals list,
+    appends (stage, start, end) in wall-clock ns to it."""
 
-    def __init__(self, timings: dict[str, float] | None) -> None:
+    def __init__(self, timings: dict[str, float] | None, intervals: list[tuple[str, int, int]] | None = None) -> None:
         self._timings = timings
+        self._intervals = intervals
         self._stage = ""
         self._start = 0.0
+        self._start_ns = 0
 
     def __call__(self, stage: str) -> _StageClock:
         self._stage = stage
@@ -387,8 +393,12 @@ class _StageClock:
 
     def __enter__(self) -> None:
         self._start = time.perf_counter()
+        if self._intervals is not None:
+            self._start_ns = time.time_ns()
 
     def __exit__(self, *exc: object) -> None:
+        if self._intervals is not None:
+            self._intervals.append((self._stage, self._start_ns, time.time_ns()))
         if self._timings is not None:
             elapsed = time.perf_counter() - self._start
             self._timings[self._stage] = self._timings.get(self._stage, 0.0) + elapsed

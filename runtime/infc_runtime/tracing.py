@@ -228,15 +228,11 @@ class RequestTrace:
         span.end(end_time=end)
 
 
-class BatchTrace(dict[str, float]):
-    """One batch's trace: `Pipeline.run_batch`'s timings (seconds per stage), which also keep when each stage ran.
-
-    The pipeline adds a stage's seconds when the stage ends, so its interval is
-    (end - those seconds, end), end the time of that addition (wall-clock ns).
-    """
+class BatchTrace:
+    """One batch's trace: when it started, and `intervals`, which `Pipeline.run_batch` fills with each stage's
+    run as (stage, start, end) in wall-clock ns."""
 
     def __init__(self, tracing: Tracing) -> None:
-        super().__init__()
         self.tracing = tracing
         self.start = time.time_ns()
         self.intervals: list[tuple[str, int, int]] = []
@@ -259,11 +255,6 @@ class BatchTrace(dict[str, float]):
             t.batch_size = rows
             for stage, began, ended in self.intervals:
                 t.child(stage, began, ended, links=back)
-
-    def __setitem__(self, stage: str, seconds: float) -> None:
-        end = time.time_ns()
-        self.intervals.append((stage, end - int((seconds - self.get(stage, 0.0)) * 1e9), end))
-        super().__setitem__(stage, seconds)
 
 
 class _HeaderGetter:
