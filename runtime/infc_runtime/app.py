@@ -97,6 +97,22 @@ _HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _CLOSE = ((b"connection", b"close"),)
 
 
+MODEL_PATH = "/v2/models/{name}"
+VERSIONED_PATH = "/v2/models/{name}/versions/{version}"
+
+
+def v2_routes(server: Any) -> list[Route]:
+    """The KServe V2 health and metadata routes, answered by `server`'s `live`, `ready`, `server_metadata`,
+    `model_metadata` and `model_ready` (one model's `_Server`, or the repository's hub)."""
+    return [
+        Route("/v2/health/live", server.live),
+        Route("/v2/health/ready", server.ready),
+        Route("/v2", server.server_metadata),
+        *(Route(path, server.model_metadata) for path in (MODEL_PATH, VERSIONED_PATH)),
+        *(Route(path + "/ready", server.model_ready) for path in (MODEL_PATH, VERSIONED_PATH)),
+    ]
+
+
 def create_app(
     pipeline: Pipeline,
     *,
@@ -118,18 +134,10 @@ def create_app(
     `set_bundle_verified` there).
     """
     server = _Server(pipeline, warmup=warmup, body_timeout_s=body_timeout_s, tracing=tracing)
-    model = "/v2/models/{name}"
-    versioned = "/v2/models/{name}/versions/{version}"
     routes = [
-        Route("/v2/health/live", server.live),
-        Route("/v2/health/ready", server.ready),
-        Route("/v2", server.server_metadata),
-        Route(model, server.model_metadata),
-        Route(versioned, server.model_metadata),
-        Route(model + "/ready", server.model_ready),
-        Route(versioned + "/ready", server.model_ready),
-        Route(model + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
-        Route(versioned + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
+        *v2_routes(server),
+        Route(MODEL_PATH + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
+        Route(VERSIONED_PATH + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
         Route("/metrics", server.prometheus),
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}

@@ -68,7 +68,9 @@ from .app import (
     BODY_TIMEOUT_S,
     EXTENSIONS,
     INLINE_BYTES,
+    MODEL_PATH,
     SERVER_NAME,
+    VERSIONED_PATH,
     HostCheck,
     _error,
     _error_answer,
@@ -77,6 +79,7 @@ from .app import (
     _http_error,
     _internal_error,
     _Server,
+    v2_routes,
 )
 from .latency import settle_heap
 from .pipeline import Pipeline
@@ -163,16 +166,10 @@ def create_repository_app(repository: Repository, loaded: dict[str, dict[str, Pi
                                               f"{model.unavailable.get(missing[0], 'not loaded')}")
             continue
         hub.route(model, policy)
-    model_path, versioned = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+    model_path, versioned = MODEL_PATH, VERSIONED_PATH
     routes = [
-        Route("/v2/health/live", hub.live),
-        Route("/v2/health/ready", hub.ready),
-        Route("/v2", hub.server_metadata),
-        Route("/v2/models/stats", hub.stats),
-        Route(model_path, hub.model_metadata),
-        Route(versioned, hub.model_metadata),
-        Route(model_path + "/ready", hub.model_ready),
-        Route(versioned + "/ready", hub.model_ready),
+        Route("/v2/models/stats", hub.stats),  # before the model routes: "stats" is no model's name here
+        *v2_routes(hub),
         Route(model_path + "/config", hub.config),
         Route(versioned + "/config", hub.config),
         Route(model_path + "/stats", hub.stats),
