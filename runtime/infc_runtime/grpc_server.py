@@ -39,8 +39,10 @@ answered (they wait only on the batcher), within at most `SHUTDOWN_TIMEOUT_S`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -56,9 +58,11 @@ from . import grpc_predict_v2_pb2_grpc as pb_grpc
 from ._tensors import ProtocolError, bytes_from_binary, bytes_to_binary, numpy_for_datatype, to_datatype
 from .abi import RequestError, RequestTooLarge
 from .app import EXTENSIONS, INLINE_BYTES, SERVER_NAME
+from .audit import AuditLog, utc_now
 from .auth import Auth
 from .batching import BatcherClosed, DeadlineExceeded, QueueFull
 from .http_server import SHUTDOWN_TIMEOUT_S
+from .logs import request_id, requests_log
 from .tracing import RequestTrace
 from .types import ServingConfig, Tensors, TensorSpec
 
@@ -96,7 +100,8 @@ _HEAP_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>")
 log = logging.getLogger("infc_runtime")
 
 
-def attach(app: Any, *, host: str, port: int, auth: Auth | None = None) -> Callable[[], None]:
+def attach(app: Any, *, host: str, port: int, auth: Auth | None = None, audit: AuditLog | None = None,
+           log_level: int | None = None) -> Callable[[], None]:
     """Serve `app`'s model over gRPC on `host:port` for as long as the app runs (wraps its lifespan).
 
     The gRPC server starts once the app has started (batcher running, warm-up
@@ -107,6 +112,11 @@ def attach(app: Any, *, host: str, port: int, auth: Auth | None = None) -> Calla
     (the HTTP app's key check), every call but ServerLive and ServerReady (when
     HTTP leaves liveness and readiness open) needs `authorization: Bearer KEY`
     metadata: UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong key.
+    With `audit`, every call is a line of the audit log, as an HTTP request is
+    (`method` "gRPC", `path` the call's full method name, `status` its gRPC code);
+    with `log_level`, each call is a line of the JSON request log at that level
+    (`logs.requests_log`; the request id from `x-request-id` metadata, else
+    made; no rows, batch or stage times, which HTTP's lines carry).
     """
     inner = app.router.lifespan_context
     endpoint = _Endpoint()
@@ -114,7 +124,8 @@ def attach(app: Any, *, host: str, port: int, auth: Auth | None = None) -> Calla
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
         async with inner(app_) as state:
-            endpoint.server = await start(app.state.server, host=host, port=port, auth=auth)
+            endpoint.server = await start(app.state.server, host=host, port=port, auth=auth, audit=audit,
+                                          log_level=log_level)
             try:
                 yield state
             finally:
@@ -143,13 +154,15 @@ class _Endpoint:
             await self.stopping
 
 
-async def start(state: Any, *, host: str, port: int, auth: Auth | None = None) -> grpc.aio.Server:
+async def start(state: Any, *, host: str, port: int, auth: Auth | None = None, audit: AuditLog | None = None,
+                log_level: int | None = None) -> grpc.aio.Server:
     """A started gRPC server on `host:port` for the app's state (`app.state.server`); OSError if it cannot bind."""
     options = [
         ("grpc.max_receive_message_length", state.pipeline.serving.max_body_bytes),
         ("grpc.so_reuseport", 0),  # a port in use is an error, as for HTTP, not silently shared
     ]
-    server = grpc.aio.server(options=options, interceptors=[] if auth is None else [_KeyCheck(auth)])
+    guard = [] if auth is None and audit is None and log_level is None else [_Guard(auth, audit, log_level)]
+    server = grpc.aio.server(options=options, interceptors=guard)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)  # type: ignore[no-untyped-call]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -166,24 +179,81 @@ async def start(state: Any, *, host: str, port: int, auth: Auth | None = None) -
     return server
 
 
-class _KeyCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """The API key check of `auth.Auth`, for gRPC calls (the key in the `authorization` metadata)."""
+class _Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """For gRPC calls: the API key check of `auth.Auth` (the key in the `authorization` metadata), when keys are
+    configured, and a line of the audit log and of the JSON request log per call, when they are kept."""
 
-    def __init__(self, auth: Auth) -> None:
-        self.auth = auth
+    def __init__(self, auth: Auth | None, audit: AuditLog | None, log_level: int | None = None) -> None:
+        self.auth, self.audit, self.log_level = auth, audit, log_level
+        self._made = itertools.count()
         health = {"/v2/health/live": "ServerLive", "/v2/health/ready": "ServerReady"}
-        self.open = frozenset(f"/inference.GRPCInferenceService/{health[p]}" for p in auth.open_paths if p in health)
+        self.open = frozenset(f"/inference.GRPCInferenceService/{health[p]}"
+                              for p in (auth.open_paths if auth is not None else ()) if p in health)
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        if details.method in self.open or not self.auth.checks_all:
-            return await continuation(details)
+        key_id, refused = self._check(details)
+        handler = refused[0] if refused is not None else await continuation(details)
+        if (self.audit is None and self.log_level is None) or handler is None or handler.unary_unary is None:
+            return handler
+        given = next((v for k, v in details.invocation_metadata or () if k == "x-request-id"), None)
+        rid = request_id(given) or f"grpc-{os.getpid():x}-{next(self._made):08x}"
+        return self._recorded(handler, details.method, key_id, None if refused is None else refused[1], rid)
+
+    def _check(self, details: Any) -> tuple[str | None, tuple[grpc.RpcMethodHandler, grpc.StatusCode] | None]:
+        """The caller's key id, and the refusal (handler, code) when the call may not go on."""
+        if self.auth is None or details.method in self.open or not self.auth.checks_all:
+            return None, None
         token = next((v for k, v in details.invocation_metadata or () if k == "authorization"), None)
         scheme, _, key = (token or "").partition(" ")
         if not key or scheme.lower() != "bearer":
-            return _refusal(grpc.StatusCode.UNAUTHENTICATED, "authorization metadata: expected 'Bearer KEY'")
-        if self.auth.match(key.strip().encode()) is None:
-            return _refusal(grpc.StatusCode.PERMISSION_DENIED, "authorization metadata: the key is not valid")
-        return await continuation(details)
+            code = grpc.StatusCode.UNAUTHENTICATED
+            return None, (_refusal(code, "authorization metadata: expected 'Bearer KEY'"), code)
+        key_id = self.auth.match(key.strip().encode())
+        if key_id is None:
+            code = grpc.StatusCode.PERMISSION_DENIED
+            return None, (_refusal(code, "authorization metadata: the key is not valid"), code)
+        return key_id, None
+
+    def _recorded(self, handler: grpc.RpcMethodHandler, method: str, key_id: str | None,
+                  refused: grpc.StatusCode | None, rid: str) -> grpc.RpcMethodHandler:
+        audit, level, inner = self.audit, self.log_level, handler.unary_unary
+
+        async def call(request: Any, context: Any) -> Any:
+            response, failed, started = None, False, time.perf_counter()
+            try:
+                response = await inner(request, context)
+                return response
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                code = refused or _code(context.code(), failed)
+                peer = context.peer() or ""
+                record = {"key_id": key_id, "client": peer.partition(":")[2].rsplit(":", 1)[0] or None,
+                          "method": "gRPC", "path": method, "model": getattr(request, "model_name", None) or None,
+                          "version": getattr(response, "model_version", None)
+                          or getattr(request, "model_version", None) or None, "status": code.name}
+                if audit is not None:
+                    audit.write({"time": utc_now(), "action": "denied" if refused is not None else "request",
+                                 **record})
+                if level is not None:
+                    requests_log.log(level, "request", extra={"fields": {
+                        "request_id": rid, **record, "duration_ms": round((time.perf_counter() - started) * 1e3, 3)}})
+
+        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _code(code: Any, failed: bool) -> grpc.StatusCode:
+    """A call's gRPC status code from its context (grpc.aio gives the enum or its number; None when not set)."""
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int) and code in _CODES:
+        return _CODES[code]
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
 def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:

@@ -481,7 +481,9 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
         except Exception as exc:  # not installed, or older than the generated code needs
             print(f"error: --grpc-port needs grpcio and protobuf ({type(exc).__name__}: {exc})", file=sys.stderr)
             return EXIT_USAGE
-        on_shutdown = attach(app, host=args.host, port=args.grpc_port, auth=_auth(args))
+        on_shutdown = attach(app, host=args.host, port=args.grpc_port, auth=_auth(args), audit=args.audit,
+                             log_level=logging.getLevelName(args.request_log_level.upper())
+                             if args.log_format == "json" else None)
     return app, on_shutdown
 
 

@@ -137,10 +137,12 @@ def test_keys_file_errors_name_the_line(bundle: Path, tmp_path: Path) -> None:
     assert same.returncode == 2 and "the admin key is also an API key" in same.stderr
 
 
-def test_grpc_checks_the_same_keys(bundle: Path, tmp_path: Path) -> None:
+def test_grpc_checks_the_same_keys_and_audits_and_logs_every_call(bundle: Path, tmp_path: Path) -> None:
     grpc_port = free_port()
+    audit = tmp_path / "audit.jsonl"
     server = Server([sys.executable, "-m", "infc_runtime", "serve", str(bundle), "--port", "{port}",
-                     "--grpc-port", str(grpc_port)], tmp_path / "server.log",
+                     "--grpc-port", str(grpc_port), "--audit-log", str(audit), "--log-format", "json"],
+                    tmp_path / "server.log",
                     env={**os.environ, "INFC_API_KEYS": f"alice:{ALICE}", "INFC_ADMIN_KEY": ADMIN})
     request = make_request(2, seed=5)
     inputs = [grpcclient.InferInput(name, list(a.shape), to_datatype(a.dtype)).set_data_from_numpy(a)
@@ -151,7 +153,8 @@ def test_grpc_checks_the_same_keys(bundle: Path, tmp_path: Path) -> None:
         try:
             assert client.is_server_live() and client.is_server_ready()  # open, as over HTTP
             for key in (ALICE, ADMIN):
-                result = client.infer("toy", inputs, headers={"authorization": f"Bearer {key}"})
+                result = client.infer("toy", inputs, headers={"authorization": f"Bearer {key}",
+                                                              "x-request-id": f"grpc-call-{key == ADMIN}"})
                 np.testing.assert_array_equal(result.as_numpy("class_id"),
                                               Pipeline.load(bundle).run(request)["class_id"])
             with pytest.raises(InferenceServerException, match="UNAUTHENTICATED.*Bearer KEY"):
@@ -165,6 +168,19 @@ def test_grpc_checks_the_same_keys(bundle: Path, tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0, server.log.read_text()
     assert ALICE not in server.log.read_text() and BOB not in server.log.read_text()
+    calls = [r for r in map(json.loads, audit.read_text().splitlines()) if r["method"] == "gRPC"]
+    infers = [(r["action"], r["key_id"], r["status"], r["model"], r["version"]) for r in calls
+              if r["path"].endswith("/ModelInfer")]
+    assert infers == [("request", "alice", "OK", "toy", "1"), ("request", "admin", "OK", "toy", "1"),
+                      ("denied", None, "UNAUTHENTICATED", None, None),  # a refused call's body is never read
+                      ("denied", None, "PERMISSION_DENIED", None, None)]
+    assert all(r["client"] == "127.0.0.1" for r in calls)
+    assert not any(key in audit.read_text() for key in (ALICE, BOB, ADMIN))
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    logged = [(r["request_id"], r["key_id"], r["status"]) for r in lines
+              if r.get("method") == "gRPC" and r["path"].endswith("/ModelInfer")]
+    assert logged[:2] == [("grpc-call-False", "alice", "OK"), ("grpc-call-True", "admin", "OK")]
+    assert [status for _, _, status in logged[2:]] == ["UNAUTHENTICATED", "PERMISSION_DENIED"]
 
 
 def test_a_repository_needs_the_admin_key_to_change_traffic(tmp_path: Path) -> None:
