@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from servers import Server
 
 from infc_runtime.protocol import to_datatype
 
+T = TypeVar("T")
 KEY = "logs-test-key-0123456789"
 ADMIN = "logs-admin-key-9876543210"
 
@@ -49,6 +51,17 @@ def requests_logged(server: Server) -> list[dict[str, Any]]:
     return [r for r in lines(server.log) if r["logger"] == "infc_runtime.requests"]
 
 
+def until(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """`read()` once `done` holds for it (within `timeout`), else its last value: a request's log and audit lines
+    are written after its response is sent, so a client can read the files before they are (a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
+
+
 def test_request_lines_carry_the_request_id(served: tuple[Server, Path]) -> None:
     server, _ = served
     auth = {"Authorization": f"Bearer {KEY}"}
@@ -74,7 +87,8 @@ def test_request_lines_carry_the_request_id(served: tuple[Server, Path]) -> None
                                             "data": a.ravel().tolist()} for n, a in request.items()]}
         answered = client.post("/v2/models/toy/infer", json=body, headers=auth)
         assert answered.status_code == 200 and answered.headers["x-request-id"] == "json-9"
-    logged = {r["request_id"]: r for r in requests_logged(server)}
+    expected = {"v2-id-7", "hdr-8", "json-9", "meta-1", made, "no-key-1"}
+    logged = until(lambda: {r["request_id"]: r for r in requests_logged(server)}, lambda d: expected <= d.keys())
     for rid in ("v2-id-7", "hdr-8", "json-9"):
         line = logged[rid]
         assert line["level"] == "INFO" and line["status"] == 200 and line["key_id"] == "ops"
@@ -103,7 +117,7 @@ def test_audit_lines(served: tuple[Server, Path]) -> None:
         client.post("/v2/repository/models/toy/unload", headers={"Authorization": f"Bearer {KEY}"})  # 403
         client.post("/v2/repository/models/toy/unload", headers={"Authorization": f"Bearer {ADMIN}"})
         client.get("/metrics", headers={"Authorization": "Bearer wrong-key-for-this-server"})
-    records = lines(audit)
+    records = until(lambda: lines(audit), lambda rs: any(r["path"] == "/metrics" for r in rs))  # the last one sent
     assert all(set(r) == {"time", "action", "key_id", "client", "method", "path", "model", "version", "status"}
                for r in records)
     assert {"time": records[0]["time"]} and records[0]["time"].endswith("Z")
