@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InfcError
+from .wheelhouse import platform_tags
 
 __all__ = ["ARM64_PLATFORMS", "CPU_MODELS", "EMULATOR_DIR_ENV", "EmulationError", "Emulator", "EmulatorNotSetUp",
            "arm64", "download_wheels", "emulator_dir", "target_site", "x86_64"]
@@ -37,7 +38,7 @@ SETUP_COMMAND = "python -m infc.emulate setup"
 CPU_MODELS = {"arm64": "cortex-a72", "arm64_dotprod": "neoverse-n1", "avx2": "Haswell"}
 """The qemu CPU model whose instruction set is a target ISA's: cortex-a72 has no dot-product extension,
 neoverse-n1 has it (without i8mm); Haswell is AVX2 without AVX-512."""
-ARM64_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
+ARM64_PLATFORMS = tuple(platform_tags("arm"))
 """The wheel platform tags an arm64 Debian 12 (glibc 2.36) python3.11 installs."""
 PYTHON_VERSION = "3.11"
 

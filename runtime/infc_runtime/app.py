@@ -97,6 +97,22 @@ _HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _CLOSE = ((b"connection", b"close"),)
 
 
+def body_headers(scope: Scope) -> tuple[str | None, str | None, str | None, str | None]:
+    """Content-Type, Content-Length, Content-Encoding and the binary extension's header length of an infer
+    request (None where absent), in one scan of its headers."""
+    content_type = content_length = encoding = header_length = None
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+        elif key == b"content-length":
+            content_length = value.decode("latin-1")
+        elif key == b"content-encoding":
+            encoding = value.decode("latin-1")
+        elif key == _HEADER_LENGTH_KEY:
+            header_length = value.decode("latin-1")
+    return content_type, content_length, encoding, header_length
+
+
 MODEL_PATH = "/v2/models/{name}"
 VERSIONED_PATH = "/v2/models/{name}/versions/{version}"
 
@@ -394,16 +410,7 @@ class _Server:
         p = self.pipeline
         if self.broken:  # requests sent while it warms up wait for it instead
             return _error_answer(503, f"model {p.name!r} is not ready: {self.not_ready_reason}")
-        content_type = content_length = encoding = header_length = None
-        for key, value in scope["headers"]:
-            if key == b"content-type":
-                content_type = value.decode("latin-1")
-            elif key == b"content-length":
-                content_length = value.decode("latin-1")
-            elif key == b"content-encoding":
-                encoding = value.decode("latin-1")
-            elif key == _HEADER_LENGTH_KEY:
-                header_length = value.decode("latin-1")
+        content_type, content_length, encoding, header_length = body_headers(scope)
         info = scope.get(LOG_SCOPE)  # a request log's record (`logs.RequestLog`), when one is kept
         try:
             _check_content_type(content_type)

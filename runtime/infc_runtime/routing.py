@@ -79,11 +79,12 @@ from .app import (
     _http_error,
     _internal_error,
     _Server,
+    body_headers,
     v2_routes,
 )
 from .latency import settle_heap
 from .pipeline import Pipeline
-from .protocol import HEADER_LENGTH, ProtocolError, tensor_metadata
+from .protocol import ProtocolError, tensor_metadata
 from .repository import Policy, PolicyError, Repository, policy_from, version_key
 from .tracing import Tracing
 from .verify import BundleError
@@ -99,7 +100,6 @@ RETIRE_TIMEOUT_S = 120.0
 log = logging.getLogger("infc_runtime")
 
 _KEY_HEADERS = (ROUTING_KEY_HEADER.encode(), b"x-request-id")
-_HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 
 
 @dataclass(frozen=True)
@@ -376,14 +376,7 @@ class _Hub:
 
     async def _infer_by_body_id(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the body, route by the V2 request's `id` (random without one), then hand the body on."""
-        length = encoding = header_length = None
-        for k, v in scope["headers"]:
-            if k == b"content-length":
-                length = v.decode("latin-1")
-            elif k == b"content-encoding":
-                encoding = v.decode("latin-1")
-            elif k == _HEADER_LENGTH_KEY:
-                header_length = v.decode("latin-1")
+        _, length, encoding, header_length = body_headers(scope)
         try:
             body = await read_body(receive, length, max_bytes=route.current.pipeline.serving.max_body_bytes,
                                    timeout_s=self.body_timeout_s)
