@@ -336,6 +336,31 @@ def measure(bundle: Path, options: tuple[str, ...]) -> None:
     sys.exit(runtime_main(["measure", str(bundle), *options]))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("bundle", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON lines (resumed when it exists), or .parquet (needs pyarrow).")
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def run(bundle: Path, source: Path, output: Path, options: tuple[str, ...]) -> None:
+    """Run a built BUNDLE over INPUT (JSON lines, a .csv for tabular bundles, or a folder of images) without a
+    server, writing one JSON line per input line to OUTPUT in input order. It runs in a fresh process with the
+    bundle's own runtime (`python BUNDLE/serve.py run`: verified first). Options pass through: --public-key PUB,
+    --max-line-bytes N, --max-files N, -q, ... Exit 0 every line answered, 2 unusable bundle/input/output, 3 no
+    execution provider, 4 some lines failed (error lines in OUTPUT), 130 interrupted (re-run to resume)."""
+    import subprocess
+
+    if not (bundle / "infc_runtime" / "batch_run.py").is_file():
+        raise click.UsageError(f"{bundle}: this bundle's runtime has no batch runner (built before `infc run`): "
+                               "rebuild it")
+    cmd = [sys.executable, str((bundle / "serve.py").absolute()), "run", str(source.absolute()),
+           "-o", str(output.absolute()), *options]
+    try:
+        sys.exit(subprocess.run(cmd, cwd=bundle).returncode)
+    except KeyboardInterrupt:  # the child got it too, wrote what it had and says how to resume
+        sys.exit(130)
+
+
 @cli.command()
 @click.option("--out", "prefix", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Write PREFIX.key (the private key, mode 0600: keep it secret) and PREFIX.pub.")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["FAST", "dumps", "loads"]
+__all__ = ["FAST", "dumps", "loads", "loads_fast"]
 
 try:
     import orjson
@@ -47,6 +47,14 @@ def loads(text: bytes | bytearray) -> Any:
         except orjson.JSONDecodeError:
             pass  # the standard library decides: what it accepted before, it still accepts
     return json.loads(text)
+
+
+def loads_fast(text: bytes) -> Any:
+    """The document in `text` as orjson reads it, or `ValueError` where the standard library might answer
+    otherwise (orjson missing or refusing it, a long integer): the caller asks `json` then."""
+    if orjson is None or _long_integer(text):
+        raise ValueError("not for orjson")
+    return orjson.loads(text)  # its JSONDecodeError is a ValueError
 
 
 def _long_integer(text: bytes | bytearray) -> bool:

@@ -8,6 +8,7 @@
 | GET    | /v2/models/{name}[/versions/{version}]               | model metadata                  |
 | GET    | /v2/models/{name}[/versions/{version}]/ready         | 200 once warmed up, else 503    |
 | POST   | /v2/models/{name}[/versions/{version}]/infer         | inference (JSON or binary)      |
+| POST   | /v2/models/{name}[/versions/{version}]/infer_stream  | JSON lines in, streamed out     |
 | GET    | /metrics                                             | Prometheus text (see `metrics`) |
 
 Every error is JSON `{"error": message}` naming the field, input or limit at
@@ -154,6 +155,8 @@ def create_app(
         *v2_routes(server),
         Route(MODEL_PATH + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
         Route(VERSIONED_PATH + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
+        *(Route(path + "/infer_stream", _Endpoint(server.infer_stream), methods=["POST"])
+          for path in (MODEL_PATH, VERSIONED_PATH)),
         Route("/metrics", server.prometheus),
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}
@@ -365,6 +368,17 @@ class _Server:
             await _error(exc.status_code, exc.detail)(scope, receive, send)
             return
         await self.infer(scope, receive, send)
+
+    async def infer_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Newline-delimited requests in, results streamed back as they finish (`infc_runtime.stream`)."""
+        from .stream import serve_stream
+
+        try:
+            self._check_model(Request(scope))
+        except HTTPException as exc:
+            await _error(exc.status_code, exc.detail)(scope, receive, send)
+            return
+        await serve_stream(self, scope, receive, send, reject=_error)
 
     async def infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one infer request (raw ASGI: no request or response objects on this path)."""

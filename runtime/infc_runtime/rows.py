@@ -20,7 +20,8 @@ its column as float32:
 A missing field (absent key or `null`) is NaN when the field is optional and
 fails the request when it is required. Every failure is a `RequestError`
 (HTTP 400 for that request only) naming the row and the field.
-JSON parsing is plain Python (stdlib `json`), not Numba work.
+JSON parsing is orjson where it is installed and gives the standard library's answer
+(`_json`), else the standard library's `json`; not Numba work.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _json
 from .abi import RequestError
 
 __all__ = ["Field", "KINDS", "UNKNOWN", "decode_rows", "parse_row"]
@@ -106,11 +108,22 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__ if not isinstance(value, str) else 'the string'} {text[:60]}"
 
 
+def _fast_loads(raw: bytes) -> Any:
+    """`raw` parsed by orjson where it gives the standard library's answer (`_json.loads`' rule), else `_MISSING`:
+    a row it refuses (NaN literals, malformed, not UTF-8) is left to `json` and its messages."""
+    try:
+        return _json.loads_fast(raw)
+    except ValueError:
+        return _MISSING
+
+
 def parse_row(raw: Any, where: str) -> dict[str, Any]:
     """One row's JSON object (`raw`: bytes or str), or a RequestError naming `where`."""
+    row = _fast_loads(raw) if _json.FAST and isinstance(raw, bytes) else _MISSING
     try:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        row = _decode(text)
+        if row is _MISSING:
+            text = raw.decode() if isinstance(raw, bytes) else raw
+            row = _decode(text)
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise RequestError(f"{where}: not a JSON object ({exc})") from None
     if not isinstance(row, dict):

@@ -150,7 +150,7 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 __all__ = ["BundleError", "LIMITS", "PUBLIC_KEY_ENV", "ProviderError", "allow_cpu_fallback", "load_bundle", "main",
-           "public_key", "serve_bundle"]
+           "public_key", "run_bundle", "serve_bundle"]
 
 EXIT_OK, EXIT_START_FAILED, EXIT_USAGE, EXIT_NO_PROVIDER = 0, 1, 2, 3
 
@@ -205,7 +205,7 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True, public_key: str 
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import measure_cli
+    from . import batch_run, measure_cli
 
     parser = argparse.ArgumentParser(prog="python -m infc_runtime", description="Serve or measure an infc bundle.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -216,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_options(serve)
     measure = commands.add_parser("measure", help="measure a bundle's latency here; one JSON document on stdout")
     measure_cli.add_options(measure)
+    run = commands.add_parser("run", help="run a bundle over a file of requests (JSON lines, CSV, a folder of images)")
+    batch_run.add_options(run)
     return parser
 
 
@@ -287,7 +289,34 @@ def main(argv: list[str] | None = None) -> int:
 
         args.public_key = public_key(args.public_key)
         return measure_cli.run(args, load_bundle)
+    if args.command == "run":
+        from . import batch_run
+
+        args.public_key = public_key(args.public_key)
+        return batch_run.run(args, load_bundle)
     return _serve(args)
+
+
+def run_bundle(bundle_dir: str | Path, argv: Sequence[str], *, verified: str | None = None) -> int:
+    """`run` on `bundle_dir` with the options in `argv` (`INPUT -o OUTPUT`); what a bundle's own serve.py calls
+    for `python serve.py run ...`, once it has verified the bundle itself (`verified`: the summary)."""
+    from . import batch_run
+
+    parser = argparse.ArgumentParser(prog="serve.py run", description=f"Run the infc bundle in {bundle_dir} over "
+                                                                       "a file of requests.")
+    batch_run.add_options(parser)
+    try:
+        args = parser.parse_args([str(bundle_dir), *argv])
+    except SystemExit as exc:
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    args.public_key = public_key(args.public_key)
+    if verified is None:
+        return batch_run.run(args, load_bundle)
+
+    def load_verified(path: str | Path, **options: object) -> Pipeline:
+        return load_bundle(path, **{**options, "verify": False})  # type: ignore[arg-type]
+
+    return batch_run.run(args, load_verified)
 
 
 def serve_bundle(bundle_dir: str | Path, argv: Sequence[str] | None = None, *, verified: str | None = None) -> int:

@@ -1,0 +1,162 @@
+"""`infc run`'s rows/s against the in-process ONNX Runtime ceiling, on the tabular and digits examples.
+
+    python bench/batch_run.py [--rows 200000] [--rounds 3] [--out DIR]
+
+Builds specs/tabular and specs/digits (with their committed locks, latency gate
+off) and writes their inputs: tabular as JSON lines (one raw row per line) and
+as CSV, digits as JSON lines (one row naming its input: `{"image": [[...]]}`),
+each `--rows` rows (the validation rows repeated). Then, in rounds:
+
+- `infc run BUNDLE INPUT -o OUT.jsonl` as a user runs it (a fresh process:
+  start, verify, load, run, write); two figures: rows / the wall time of the
+  whole command, and the rows/s the run prints (from its first batch to its
+  last line written: the steady state, without the start);
+- the ceiling: a bare `onnxruntime.InferenceSession` on the bundle's
+  model.onnx with the bundle's session settings (`pipeline.make_session`: the
+  same intra-op threads), one pre-made batch of model inputs at the bundle's
+  `max_batch_size` (pre-processed once, outside the timing), run over and over
+  for the same number of rows.
+
+Prints the median over rounds of each and the ratio run/ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _machine import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = {"tabular": ROOT / "specs" / "tabular" / "tabular.yaml", "digits": ROOT / "specs" / "digits" / "digits.yaml"}
+_RATE = re.compile(r"\(([\d.]+) rows/s\)")
+
+
+def build_bundles(out: Path) -> dict[str, Path]:
+    from infc.build import build
+
+    bundles = {}
+    for name, spec in SPECS.items():
+        result = build(spec, out / name, latency_gate="off", iterations=20)
+        assert result.path is not None, f"{name} did not build"
+        bundles[name] = result.path
+    return bundles
+
+
+def write_inputs(out: Path, rows: int) -> dict[str, tuple[str, Path]]:
+    """(bundle name, input file) per case."""
+    with np.load(SPECS["tabular"].parent / "val.npz") as val:
+        records = [json.loads(r) for r in val["rows"]]
+    with np.load(SPECS["digits"].parent / "val.npz") as val:
+        images = val["image"]
+    tab_jsonl, tab_csv, dig_jsonl = out / "tabular.jsonl", out / "tabular.csv", out / "digits.jsonl"
+    with open(tab_jsonl, "w") as f:
+        f.writelines(json.dumps(records[i % len(records)]) + "\n" for i in range(rows))
+    fields = list(records[0])
+    with open(tab_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        writer.writerows([records[i % len(records)][k] for k in fields] for i in range(rows))
+    with open(dig_jsonl, "w") as f:
+        f.writelines(json.dumps({"image": images[i % len(images)].tolist()}) + "\n" for i in range(rows))
+    return {"tabular JSONL": ("tabular", tab_jsonl), "tabular CSV": ("tabular", tab_csv),
+            "digits JSONL": ("digits", dig_jsonl)}
+
+
+def run_once(bundle: Path, source: Path, out: Path, rows: int) -> tuple[float, float]:
+    """(rows/s of the whole command, rows/s the run printed)."""
+    target = out / "out.jsonl"
+    target.unlink(missing_ok=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "infc", "run", str(bundle), str(source), "-o", str(target)],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"infc run failed ({done.returncode}): {done.stderr[-2000:]}")
+    match = _RATE.search(done.stderr)
+    assert match is not None, done.stderr
+    with open(target, "rb") as f:
+        assert sum(1 for _ in f) == rows
+    return rows / wall, float(match.group(1))
+
+
+def ceiling(bundle: Path, source: Path, rows: int) -> float:
+    """Rows/s of a bare ORT session on the bundle's model, pre-made inputs at the bundle's batch size (the
+    first batch of `source`, JSON lines, pre-processed once)."""
+    sys.path.insert(0, str(ROOT / "runtime"))
+    from infc_runtime.lines import decode_line
+    from infc_runtime.pipeline import Pipeline, make_session
+
+    pipeline = Pipeline.load(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    size = pipeline.serving.max_batch_size
+    with open(source, "rb") as f:  # JSON lines (a CSV's rows are the same rows: the same model inputs)
+        lines = [f.readline() for _ in range(size)]
+    decoded = [decode_line(raw, pipeline.inputs, pipeline.outputs, pipeline.serving) for raw in lines]
+    request = {k: np.concatenate([d.tensors[k] for d in decoded]) for k in decoded[0].tensors}
+    feed = pipeline.preprocess(request)
+    session = make_session(bundle / manifest["model"]["path"], manifest.get("session", {}))
+    names = [o.name for o in session.get_outputs()]
+    feed = {i.name: feed[i.name] for i in session.get_inputs()}
+    for _ in range(20):
+        session.run(names, feed)
+    batches = -(-rows // size)
+    started = time.perf_counter()
+    for _ in range(batches):
+        session.run(names, feed)
+    return batches * size / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="infc-bench-run-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu_model()}, {os.cpu_count()} CPUs, "
+          f"{platform.python_version()}; {args.rows} rows, {args.rounds} rounds", flush=True)
+    bundles = build_bundles(out)
+    cases = write_inputs(out, args.rows)
+    results: dict[str, dict[str, list[float]]] = {c: {"wall": [], "run": [], "ceiling": []} for c in cases}
+    for _ in range(args.rounds):
+        for case, (name, source) in cases.items():
+            wall, steady = run_once(bundles[name], source, out, args.rows)
+            results[case]["wall"].append(wall)
+            results[case]["run"].append(steady)
+            jsonl = source.with_suffix(".jsonl")
+            results[case]["ceiling"].append(_in_fresh(bundles[name], jsonl, args.rows))
+    print("| input | batch | `infc run`, whole command (rows/s) | `infc run`, steady (rows/s) | ORT ceiling (rows/s) "
+          "| steady / ceiling | whole / ceiling |")
+    print("|---|---|---|---|---|---|---|")
+    for case, figures in results.items():
+        name = cases[case][0]
+        batch = json.loads((bundles[name] / "manifest.json").read_text())["serving"]["max_batch_size"]
+        wall, steady, top = (statistics.median(figures[k]) for k in ("wall", "run", "ceiling"))
+        print(f"| {case} | {batch} | {wall:,.0f} | {steady:,.0f} | {top:,.0f} | {steady / top:.2f} | "
+              f"{wall / top:.2f} |")
+    return 0
+
+
+def _in_fresh(bundle: Path, source: Path, rows: int) -> float:
+    """`ceiling` in a fresh interpreter (as `infc run` runs in one), its rows/s."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from batch_run import ceiling; "
+            f"from pathlib import Path; print(ceiling(Path({str(bundle)!r}), Path({str(source)!r}), {rows}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

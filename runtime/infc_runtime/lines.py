@@ -1,0 +1,122 @@
+"""One line of newline-delimited JSON -> one request's tensors (for `infc run` and the streaming endpoint).
+
+A line is one of three forms, tried in this order:
+
+1. a KServe V2 inference request in JSON form, exactly as `POST .../infer`
+   takes it (an object with an `inputs` list; `id` and `outputs` are honoured;
+   binary data is not: a line is text). It may hold several rows.
+2. for a bundle with exactly one BYTES request input (a tabular row, a text):
+   a raw record. A JSON string is that input's value (its UTF-8 bytes); any
+   other JSON value is passed as its own JSON text, so a tabular row
+   `{"mean radius": 17.99, ...}` is one row as the `features` step reads it.
+3. otherwise, one row as an object naming each request input:
+   `{"image": [[0, 3, ...], ...]}`, each value nested as the input's shape
+   (without the batch axis) or flat.
+
+Forms 2 and 3 are one row each (`Line.one_row`): their outputs are written
+without the batch axis. Every mistake raises `ProtocolError` (the message
+names the field) or `RequestError`; the line's size is bounded by the caller
+(`serving.max_body_bytes`), and the V2 form checks `serving.max_rows` and
+`max_elements` as the server does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _json
+from ._tensors import ProtocolError, to_datatype, values_from_json
+from .protocol import RequestedOutput, decode_request
+from .types import ServingConfig, Tensors, TensorSpec
+
+__all__ = ["Line", "decode_line", "raw_input"]
+
+
+@dataclass
+class Line:
+    """A decoded line: its request tensors, row count, whether it is one row of a simpler form, and its id."""
+
+    tensors: Tensors
+    rows: int
+    one_row: bool
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None
+    """The outputs a V2 request line asked for (None: all)."""
+
+
+def raw_input(inputs: Sequence[TensorSpec]) -> TensorSpec | None:
+    """The one BYTES input of scalar rows that raw records feed (tabular rows, texts), or None."""
+    if len(inputs) == 1 and inputs[0].dtype == "bytes" and inputs[0].shape == ():
+        return inputs[0]
+    return None
+
+
+def decode_line(raw: bytes | bytearray, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                limits: ServingConfig) -> Line:
+    """The request one line holds (see the module's docstring); ProtocolError naming what is wrong."""
+    record = raw_input(inputs)
+    if record is not None and b'"inputs"' not in raw and not raw.lstrip().startswith(b'"'):
+        # a raw record, parsed once: by the pre kernel (whose errors name the row), not here as well
+        return Line({record.name: _one(bytes(raw).strip())}, 1, True)
+    try:
+        doc = _json.loads(raw)
+    except RecursionError:
+        raise ProtocolError(400, "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(400, f"malformed JSON ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("inputs"), list):
+        req = decode_request(raw, inputs, outputs, limits=limits)
+        return Line(req.inputs, req.rows, False, req.id, req.outputs)
+    if record is not None:
+        return Line({record.name: _one(doc.encode() if isinstance(doc, str) else bytes(raw).strip())}, 1, True)
+    if not isinstance(doc, dict):
+        names = ", ".join(s.name for s in inputs)
+        raise ProtocolError(400, f"expected a JSON object: a V2 request ({{\"inputs\": [...]}}) or one row naming "
+                                 f"the inputs ({names})")
+    return Line(_named_row(doc, inputs), 1, True)
+
+
+def _one(value: bytes) -> np.ndarray:
+    """A BYTES array of one row."""
+    array = np.empty(1, dtype=object)
+    array[0] = value
+    return array
+
+
+def _named_row(doc: dict[str, Any], inputs: Sequence[TensorSpec]) -> Tensors:
+    """One row from `{input name: value nested as its shape}`."""
+    unknown = sorted(set(doc) - {s.name for s in inputs})
+    if unknown:
+        raise ProtocolError(400, f"{unknown[0]}: unknown input; the model takes {[s.name for s in inputs]}")
+    tensors: Tensors = {}
+    for spec in inputs:
+        if spec.name not in doc:
+            raise ProtocolError(400, f"missing input {spec.name!r}; the model takes {[s.name for s in inputs]}")
+        value = doc[spec.name]
+        shape = _shape_of(value, spec)
+        data = value if shape else [value]
+        array = values_from_json(data, to_datatype(spec.dtype), shape or (1,), spec.name)
+        tensors[spec.name] = array.reshape((1, *shape))
+    return tensors
+
+
+def _shape_of(value: Any, spec: TensorSpec) -> tuple[int, ...]:
+    """The shape `value` is nested as, checked against `spec` (a flat list of a fixed shape is that shape)."""
+    if not spec.shape:
+        return ()
+    dims: list[int] = []
+    item = value
+    while isinstance(item, list) and len(dims) < len(spec.shape):
+        dims.append(len(item))
+        item = item[0] if item else None
+    fixed = all(s >= 0 for s in spec.shape)
+    if fixed and len(dims) == 1 and len(spec.shape) > 1:  # flat: json_values checks its length
+        return spec.shape
+    if len(dims) != len(spec.shape) or any(s >= 0 and d != s for d, s in zip(dims, spec.shape, strict=True)):
+        raise ProtocolError(400, f"{spec.name}: expected values nested as shape {list(spec.shape)}, got "
+                                 f"{dims if dims else 'a single value'}")
+    return tuple(dims)
