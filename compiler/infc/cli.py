@@ -348,6 +348,7 @@ def run(bundle: Path, source: Path, output: Path, options: tuple[str, ...]) -> N
     bundle's own runtime (`python BUNDLE/serve.py run`: verified first). Options pass through: --public-key PUB,
     --max-line-bytes N, --max-files N, -q, ... Exit 0 every line answered, 2 unusable bundle/input/output, 3 no
     execution provider, 4 some lines failed (error lines in OUTPUT), 130 interrupted (re-run to resume)."""
+    import signal
     import subprocess
 
     if not (bundle / "infc_runtime" / "batch_run.py").is_file():
@@ -355,10 +356,12 @@ def run(bundle: Path, source: Path, output: Path, options: tuple[str, ...]) -> N
                                "rebuild it")
     cmd = [sys.executable, str((bundle / "serve.py").absolute()), "run", str(source.absolute()),
            "-o", str(output.absolute()), *options]
+    child = subprocess.Popen(cmd, cwd=bundle)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())  # a stopped job stops its run (resumable)
     try:
-        sys.exit(subprocess.run(cmd, cwd=bundle).returncode)
-    except KeyboardInterrupt:  # the child got it too, wrote what it had and says how to resume
-        sys.exit(130)
+        sys.exit(child.wait())
+    except KeyboardInterrupt:  # the child got it too (same process group): it says how to resume
+        sys.exit(child.wait())
 
 
 @cli.command()

@@ -549,7 +549,8 @@ class _Writer:
         with open(self.path, "rb") as handle:
             records = [json.loads(raw) for raw in handle]
         temporary = self.output.with_name(self.output.name + ".tmp")
-        pq.write_table(pa.Table.from_pylist(records), temporary)
+        columns = list(dict.fromkeys(key for record in records for key in record))  # from_pylist reads row 0's
+        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in records]), temporary)
         os.replace(temporary, self.output)
         self.handle.close()
         self.path.unlink()
