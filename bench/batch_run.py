@@ -15,7 +15,10 @@ each `--rows` rows (the validation rows repeated). Then, in rounds:
   model.onnx with the bundle's session settings (`pipeline.make_session`: the
   same intra-op threads), one pre-made batch of model inputs at the bundle's
   `max_batch_size` (pre-processed once, outside the timing), run over and over
-  for the same number of rows.
+  for the same number of rows (and at least a second);
+- for the breakdown, `Pipeline.run_batch` on that batch as one pre-made
+  request (pre-processing, model and post-processing; no reading, decoding of
+  lines or writing): what the run could reach if reading and writing were free.
 
 Prints the median over rounds of each and the ratio run/ceiling.
 """
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +95,10 @@ def run_once(bundle: Path, source: Path, out: Path, rows: int) -> tuple[float, f
     return rows / wall, float(match.group(1))
 
 
-def ceiling(bundle: Path, source: Path, rows: int) -> float:
+def ceiling(bundle: Path, source: Path, rows: int) -> tuple[float, float]:
     """Rows/s of a bare ORT session on the bundle's model, pre-made inputs at the bundle's batch size (the
-    first batch of `source`, JSON lines, pre-processed once)."""
+    first batch of `source`, JSON lines, pre-processed once); and of `Pipeline.run_batch` on that batch as one
+    pre-made request (pre + model + post, no reading or writing)."""
     sys.path.insert(0, str(ROOT / "runtime"))
     from infc_runtime.lines import decode_line
     from infc_runtime.pipeline import Pipeline, make_session
@@ -109,12 +114,18 @@ def ceiling(bundle: Path, source: Path, rows: int) -> float:
     session = make_session(bundle / manifest["model"]["path"], manifest.get("session", {}))
     names = [o.name for o in session.get_outputs()]
     feed = {i.name: feed[i.name] for i in session.get_inputs()}
+    return (_rate(lambda: session.run(names, feed), size, rows),
+            _rate(lambda: pipeline.run_batch([request]), size, rows))
+
+
+def _rate(run: Callable[[], object], size: int, rows: int) -> float:
+    """Rows/s of `run` (a batch of `size` rows), called for `rows` rows and at least a second, after a warm-up."""
     for _ in range(20):
-        session.run(names, feed)
-    batches = -(-rows // size)
-    started = time.perf_counter()
-    for _ in range(batches):
-        session.run(names, feed)
+        run()
+    batches, started = 0, time.perf_counter()
+    while batches * size < rows or time.perf_counter() - started < 1.0:
+        run()
+        batches += 1
     return batches * size / (time.perf_counter() - started)
 
 
@@ -130,32 +141,36 @@ def main() -> int:
           f"{platform.python_version()}; {args.rows} rows, {args.rounds} rounds", flush=True)
     bundles = build_bundles(out)
     cases = write_inputs(out, args.rows)
-    results: dict[str, dict[str, list[float]]] = {c: {"wall": [], "run": [], "ceiling": []} for c in cases}
+    results: dict[str, dict[str, list[float]]] = {c: {"wall": [], "run": [], "ceiling": [], "pipeline": []}
+                                                  for c in cases}
     for _ in range(args.rounds):
         for case, (name, source) in cases.items():
             wall, steady = run_once(bundles[name], source, out, args.rows)
             results[case]["wall"].append(wall)
             results[case]["run"].append(steady)
             jsonl = source.with_suffix(".jsonl")
-            results[case]["ceiling"].append(_in_fresh(bundles[name], jsonl, args.rows))
+            top, pipeline = _in_fresh(bundles[name], jsonl, args.rows)
+            results[case]["ceiling"].append(top)
+            results[case]["pipeline"].append(pipeline)
     print("| input | batch | `infc run`, whole command (rows/s) | `infc run`, steady (rows/s) | ORT ceiling (rows/s) "
-          "| steady / ceiling | whole / ceiling |")
-    print("|---|---|---|---|---|---|---|")
+          "| steady / ceiling | whole / ceiling | `run_batch`, pre-made (rows/s) | steady / `run_batch` |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case, figures in results.items():
         name = cases[case][0]
         batch = json.loads((bundles[name] / "manifest.json").read_text())["serving"]["max_batch_size"]
-        wall, steady, top = (statistics.median(figures[k]) for k in ("wall", "run", "ceiling"))
-        print(f"| {case} | {batch} | {wall:,.0f} | {steady:,.0f} | {top:,.0f} | {steady / top:.2f} | "
-              f"{wall / top:.2f} |")
+        wall, steady, top, pipe = (statistics.median(figures[k]) for k in ("wall", "run", "ceiling", "pipeline"))
+        print(f"| {case} | {batch} | {wall:,.0f} | {steady:,.0f} | {top:,.0f} | {steady / top:.3f} | "
+              f"{wall / top:.3f} | {pipe:,.0f} | {steady / pipe:.2f} |")
     return 0
 
 
-def _in_fresh(bundle: Path, source: Path, rows: int) -> float:
-    """`ceiling` in a fresh interpreter (as `infc run` runs in one), its rows/s."""
+def _in_fresh(bundle: Path, source: Path, rows: int) -> tuple[float, float]:
+    """`ceiling` in a fresh interpreter (as `infc run` runs in one)."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from batch_run import ceiling; "
-            f"from pathlib import Path; print(ceiling(Path({str(bundle)!r}), Path({str(source)!r}), {rows}))")
+            f"from pathlib import Path; print(*ceiling(Path({str(bundle)!r}), Path({str(source)!r}), {rows}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    top, pipeline = done.stdout.strip().splitlines()[-1].split()
+    return float(top), float(pipeline)
 
 
 if __name__ == "__main__":

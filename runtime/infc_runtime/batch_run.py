@@ -135,10 +135,14 @@ def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
         return _fail(exc)
     except ProviderError as exc:
         return _fail(f"{args.bundle_dir}: {exc}", EXIT_NO_PROVIDER)
-    started, kept = time.perf_counter(), writer.lines
     progress = _Progress(quiet=args.quiet)
     try:
         with writer:
+            try:  # as the server before it is ready: kernels compiled, arenas sized, off the clock
+                pipeline.warmup()
+            except Exception as exc:
+                return _fail(f"{args.bundle_dir}: warm-up failed: {type(exc).__name__}: {exc}")
+            started, kept = time.perf_counter(), writer.lines
             _run(pipeline, items, writer, progress)
             writer.finish()
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
@@ -39,12 +39,11 @@ from starlette.types import Receive, Scope, Send
 from . import _json
 from ._tensors import ProtocolError
 from .abi import RequestError, RequestTooLarge
-from .batching import BatcherClosed, DeadlineExceeded, QueueFull
+from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
 from .lines import Line, decode_line
+from .metrics import Metrics
+from .pipeline import Pipeline
 from .protocol import InferRequest, RequestedOutput, encode_response
-
-if TYPE_CHECKING:
-    from .app import _Server
 
 __all__ = ["MAX_INFLIGHT", "STREAM_PATH", "serve_stream"]
 
@@ -54,6 +53,17 @@ MAX_INFLIGHT = 64
 _INLINE = 64 << 10
 """Lines up to this size are decoded on the event loop; longer ones on a thread (as `/infer`'s bodies)."""
 _QUEUE_FULL_WAIT_S = 0.01
+
+
+class _Server(Protocol):
+    """What a stream needs of the server of one model (`app._Server`)."""
+
+    pipeline: Pipeline
+    batcher: Batcher
+    metrics: Metrics
+    broken: bool
+    not_ready_reason: str
+    body_timeout_s: float
 
 
 async def serve_stream(server: _Server, scope: Scope, receive: Receive, send: Send,
