@@ -76,10 +76,16 @@ MAX_FILES = 1_000_000
 """Files a directory INPUT may hold (their names are sorted in memory)."""
 PROGRESS_EVERY_S = 5.0
 PARTIAL = ".partial.jsonl"
+FLUSH_EVERY_S = 0.5
+"""OUTPUT is flushed at least this often (and when the run ends or is interrupted)."""
 
 
 class _Unusable(Exception):
     """INPUT or OUTPUT cannot be used (exit 2)."""
+
+
+class _WarmUpFailed(Exception):
+    """The bundle failed its warm-up (exit 2)."""
 
 
 @dataclass
@@ -126,25 +132,24 @@ def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
         fallback = args.allow_cpu_fallback or allow_cpu_fallback_env()
         source, output = Path(args.input), Path(args.output)
         _check_paths(source, output)
+        writer = _Writer(output)  # before the bundle loads: an OUTPUT that cannot be resumed costs nothing
         pipeline = load_bundle(args.bundle_dir, verify=not args.no_verify, public_key=args.public_key,
                                allow_cpu_fallback=fallback)
         max_bytes = args.max_line_bytes or pipeline.serving.max_body_bytes
         items = _items(source, pipeline, max_bytes=max_bytes, max_files=args.max_files)
-        writer = _Writer(output)
     except (BundleError, _Unusable, ValueError) as exc:
         return _fail(exc)
     except ProviderError as exc:
         return _fail(f"{args.bundle_dir}: {exc}", EXIT_NO_PROVIDER)
     progress = _Progress(quiet=args.quiet)
     try:
+        kept = writer.lines
         with writer:
-            try:  # as the server before it is ready: kernels compiled, arenas sized, off the clock
-                pipeline.warmup()
-            except Exception as exc:
-                return _fail(f"{args.bundle_dir}: warm-up failed: {type(exc).__name__}: {exc}")
-            started, kept = time.perf_counter(), writer.lines
             _run(pipeline, items, writer, progress)
             writer.finish()
+    except _WarmUpFailed as exc:
+        progress.close()
+        return _fail(f"{args.bundle_dir}: warm-up failed: {exc}")
     except KeyboardInterrupt:
         progress.close()
         print(f"interrupted after line {writer.last_line}: run the same command again to resume", file=sys.stderr)
@@ -153,7 +158,7 @@ def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
         progress.close()
         return _fail(exc)
     progress.close()
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - progress.started
     if not args.quiet:
         resumed = f" (resumed after line {writer.resumed_after})" if writer.resumed_after else ""
         print(f"{writer.lines - kept} lines ({progress.rows} rows) in {seconds:.1f} s "
@@ -183,6 +188,8 @@ def _check_paths(source: Path, output: Path) -> None:
         raise _Unusable(f"{output}: its folder {output.parent} does not exist")
     if output.is_dir():
         raise _Unusable(f"{output}: is a folder")
+    if output.exists() and source.is_file() and output.samefile(source):
+        raise _Unusable(f"{output}: is INPUT itself; write the results to another file")
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
@@ -352,6 +359,12 @@ def _run(pipeline: Pipeline, items: Iterator[_Item], writer: _Writer, progress: 
         for item in items:
             if item.line <= writer.resumed_after:
                 continue
+            if turn == 0 and not batch:  # the first line to run: warm up as the server does before it is
+                try:                     # ready (kernels compiled, arenas sized), off the clock
+                    pipeline.warmup()
+                except Exception as exc:
+                    raise _WarmUpFailed(f"{type(exc).__name__}: {exc}") from None
+                progress.started = time.perf_counter()
             if isinstance(item, _Later):
                 item = item.decoded()
             batch.append(item)
@@ -483,12 +496,14 @@ class _Writer:
             self._from_parquet()
         self._resume()
         self.last_line = self.resumed_after
-        try:
-            self.handle: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - closed by __exit__
-        except OSError as exc:
-            raise _Unusable(f"{self.path}: cannot write it ({exc.strerror})") from None
+        if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK):
+            raise _Unusable(f"{self.path}: cannot write it (permission denied)")
 
     def __enter__(self) -> _Writer:
+        # written in large blocks: each write to the file lets the worker threads take the interpreter for a
+        # while (the GIL), so writing a batch at a time cost this thread about a tenth of its time
+        self.handle: IO[bytes] = open(self.path, "ab", buffering=1 << 20)  # noqa: SIM115 - closed by __exit__
+        self.flushed = 0.0  # the first batch is flushed at once: OUTPUT shows the run has started
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -502,12 +517,16 @@ class _Writer:
         try:
             with open(self.path, "rb") as handle:
                 for raw in handle:
+                    if not raw.endswith(b"\n"):  # the last line, cut short by an interruption: dropped
+                        break
                     try:
-                        record = json.loads(raw) if raw.endswith(b"\n") else None
+                        record = json.loads(raw)
                     except ValueError:
                         record = None
                     if not isinstance(record, dict) or not isinstance(record.get("line"), int):
-                        break
+                        raise _Unusable(f"{self.path}: line {self.lines + 1} is not a line `infc run` writes: "
+                                        "this file is not the output of a run to resume; remove it or write "
+                                        "another OUTPUT")
                     good += len(raw)
                     self.lines += 1
                     self.errors += "error" in record
@@ -538,7 +557,10 @@ class _Writer:
                 record = {"error": ""}
             self.errors += "error" in record
         self.handle.write(b"\n".join(lines) + b"\n")
-        self.handle.flush()  # a killed run loses at most the batch being written
+        now = time.monotonic()
+        if now - self.flushed >= FLUSH_EVERY_S:  # a killed run loses at most this much work (it resumes)
+            self.handle.flush()
+            self.flushed = now
         self.lines += len(records)
         self.last_line = records[-1]["line"]
 

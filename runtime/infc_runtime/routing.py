@@ -13,6 +13,8 @@ one-model app, per model, plus Triton's repository and statistics extensions:
 |        |                                                        | readiness                                |
 | POST   | /v2/models/{name}[/versions/{v}]/infer                 | inference; the response's `model_version`|
 |        |                                                        | names the version that answered          |
+| POST   | /v2/models/{name}[/versions/{v}]/infer_stream          | JSON lines in, results streamed out      |
+|        |                                                        | (`stream`); routed by key, else at random|
 | GET    | /v2/models/{name}[/versions/{v}]/config                | Triton-shaped model configuration        |
 | GET    | /v2/models[/{name}[/versions/{v}]]/stats               | Triton-shaped inference statistics       |
 | GET    | /v2/models/{name}/policy                               | the traffic policy in force              |
@@ -202,6 +204,11 @@ class _RepositoryApp(Starlette):
                 and (self.hosts is None or _host_allowed(scope, self.hosts))):
             await self.hub.infer(scope, receive, send)
             return
+        if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer_stream")
+                and scope["path"].startswith("/v2/models/")
+                and (self.hosts is None or _host_allowed(scope, self.hosts))):
+            await self.hub.infer_stream(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -373,6 +380,30 @@ class _Hub:
             await route.pick(key).infer(scope, receive, send)
             return
         await self._infer_by_body_id(route, scope, receive, send)
+
+    async def infer_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/infer_stream` (`infc_runtime.stream`) on the version the path names, else on the route's pick: by
+        the routing-key header, else at random (a stream's body is read as it comes: no request id to route by)."""
+        from .stream import serve_stream
+
+        parts = scope["path"].split("/")  # "", "v2", "models", name, ["versions", v,] "infer_stream"
+        model = self.models.get(parts[3]) if len(parts) in (5, 7) else None
+        if model is None or (len(parts) == 7 and parts[4] != "versions"):
+            await _error(404, f"unknown model {parts[3] if len(parts) > 3 else ''!r}")(scope, receive, send)
+            return
+        route = model.route
+        if len(parts) == 7:
+            server = model.versions.get(parts[5])
+            if server is None:
+                await _error(404, self._no_version(model, parts[5]))(scope, receive, send)
+                return
+        elif route is None or route.current.pipeline.version not in model.versions:
+            await _error(503, f"model {model.name!r} is not available: "
+                              f"{model.unavailable.get('*', 'unloaded')}")(scope, receive, send)
+            return
+        else:
+            server = route.pick(next((v for k, v in scope["headers"] if k in _KEY_HEADERS), None))
+        await serve_stream(server, scope, receive, send, reject=_error)
 
     async def _infer_by_body_id(self, route: _Route, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the body, route by the V2 request's `id` (random without one), then hand the body on."""

@@ -29,6 +29,7 @@ as one request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -45,9 +46,9 @@ from .metrics import Metrics
 from .pipeline import Pipeline
 from .protocol import InferRequest, RequestedOutput, encode_response
 
-__all__ = ["MAX_INFLIGHT", "STREAM_PATH", "serve_stream"]
+__all__ = ["MAX_INFLIGHT", "serve_stream"]
 
-STREAM_PATH = "/infer_stream"
+log = logging.getLogger("infc_runtime")
 MAX_INFLIGHT = 64
 """Lines of one stream read and not yet answered; the body is read no further until one is written."""
 _INLINE = 64 << 10
@@ -100,6 +101,9 @@ async def serve_stream(server: _Server, scope: Scope, receive: Receive, send: Se
         reader.cancel()
         stream.cancel()
         return
+    except Exception as exc:  # a bug: the stream ends with a line saying so, never silently
+        log.exception("stream of model %r failed", server.pipeline.name)
+        ending = _json.dumps({"status": 500, "error": f"internal server error: {type(exc).__name__}"}) + b"\n"
     finally:
         if not reader.done():
             reader.cancel()
@@ -130,9 +134,9 @@ class _Stream:
                 task = loop.create_task(self._answer(number, raw))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+        finally:  # the lines read so far are answered first, even when the body ends badly
             if self.tasks:
-                await asyncio.gather(*self.tasks)
-        finally:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
             self.done.put_nowait(None)
 
     async def _answer(self, number: int, raw: bytes | None) -> None:

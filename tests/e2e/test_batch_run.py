@@ -113,6 +113,13 @@ def test_json_lines_with_bad_lines(tabular: Path, rows: list[dict[str, Any]], ex
     assert set(by_line[9]) == {"line", "error"} and "not a JSON object" in by_line[9]["error"]
     for n in set(range(1, 41)) - {5, 9, 12}:
         _check_row(by_line[n], expected, n - 1)
+    # an OUTPUT that is not a run's output is refused, never overwritten; so is INPUT itself
+    other = tmp_path / "notes.jsonl"
+    other.write_text('{"mine": 1}\n')
+    for output, why in ((other, "is not the output of a run to resume"), (source, "is INPUT itself")):
+        before = output.read_bytes()
+        refused = _run(tabular, source, output)
+        assert refused.returncode == 2 and why in refused.stderr and output.read_bytes() == before, refused.stderr
     last = by_line[41]
     assert last["id"] == "two-rows" and last["outputs"]["labels"] == expected["labels"][:2]
     np.testing.assert_allclose(last["outputs"]["probabilities"], expected["probabilities"][:2], rtol=1e-6)
@@ -155,7 +162,7 @@ def test_csv_with_a_bad_record(tabular: Path, rows: list[dict[str, Any]], expect
 
 def test_a_killed_run_resumes_without_losing_or_repeating_a_line(
         tabular: Path, rows: list[dict[str, Any]], expected: dict[str, Any], tmp_path: Path) -> None:
-    total = 40_000
+    total = 25_000
     texts = [json.dumps(r) for r in rows]
     lines = [texts[i % len(texts)] for i in range(total)]
     lines[6] = "[1, 2]"  # line 7: not a row
@@ -165,7 +172,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_line(
     run = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and run.poll() is None:
-        if output.exists() and output.stat().st_size > 10_000:
+        if output.exists() and output.stat().st_size > 0:  # the first batch is written
             break
         time.sleep(0.005)
     os.killpg(run.pid, signal.SIGKILL)  # the front and the bundle's process it started
@@ -281,3 +288,28 @@ def test_results_stream_back_before_the_body_ends(server: Server, rows: list[dic
             assert data, "the server closed the connection"
             received += data
     assert b'"line":4,"status":400' in received
+
+
+def test_the_model_repository_server_streams_too(tabular: Path, rows: list[dict[str, Any]],
+                                                 expected: dict[str, Any], tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(tabular, repo / "tabular-risk" / "1.0.0")
+    server = Server([sys.executable, "-m", "infc_runtime", "serve", str(repo), "--port", "{port}"],
+                    tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        body = ("\n".join([json.dumps(rows[0]), "{", json.dumps(rows[1])]) + "\n").encode()
+        for path in ("tabular-risk", "tabular-risk/versions/1.0.0"):
+            response = httpx.post(f"http://{server.url}/v2/models/{path}/infer_stream", content=body, timeout=30)
+            assert response.status_code == 200, response.text
+            by_line = {r["line"]: r for r in map(json.loads, response.text.splitlines())}
+            assert sorted(by_line) == [1, 2, 3] and by_line[2]["status"] == 400
+            for n in (1, 3):
+                assert by_line[n]["model_version"] == "1.0.0"
+                outputs = {o["name"]: o["data"] for o in by_line[n]["outputs"]}
+                assert outputs["labels"] == [expected["labels"][(n - 1) // 2]]
+        missing = httpx.post(f"http://{server.url}/v2/models/tabular-risk/versions/9.9.9/infer_stream",
+                             content=body)
+        assert missing.status_code == 404 and "is not loaded" in missing.json()["error"]
+    finally:
+        server.stop()
