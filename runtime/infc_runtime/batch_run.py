@@ -5,7 +5,9 @@ verified against the manifest before any of it is imported, the signature
 checked with `--public-key`), and its requests run through the server's
 `Pipeline.run_batch` at the bundle's `serving.max_batch_size`, on its sessions
 (`serving.instances`, each with its share of the compute threads) while this
-thread reads and decodes the next batch.
+thread reads and decodes the next batch; the pipeline is warmed up first, as
+the server's, and lines that concatenate run as one request (a failing one
+again line by line).
 
 INPUT is one of:
 
@@ -31,7 +33,8 @@ when the run ends, from `OUTPUT.partial.jsonl`, kept while it runs.
 
 Resumable: when OUTPUT (or its partial file) exists, the lines it holds are
 kept and the run goes on after the last of them; a last line cut short by an
-interruption is dropped first. Every read is bounded: a line (or CSV record,
+interruption is dropped first (OUTPUT is flushed every `FLUSH_EVERY_S`). A file
+that is not a run's output is refused, never overwritten. Every read is bounded: a line (or CSV record,
 or file) over `--max-line-bytes` (default `serving.max_body_bytes`) is an
 error line, a directory of more than `--max-files` files is refused, V2
 requests are held to the server's `max_rows` and `max_elements`, images to
@@ -280,11 +283,18 @@ def _csv(handle: IO[bytes], source: Path, pipeline: Pipeline, max_bytes: int) ->
             if len(values) != len(header):
                 yield _Item(line, error=f"{len(values)} values, the header names {len(header)} fields")
                 continue
-            raw = json.dumps({k: _csv_value(v) for k, v in zip(header, values, strict=True)}).encode()
-            yield _Later(line, raw, pipeline)
+            yield _Later(line, _csv_row({k: _csv_value(v) for k, v in zip(header, values, strict=True)}), pipeline)
     finally:
         csv.field_size_limit(old)
         text.close()
+
+
+def _csv_row(row: dict[str, Any]) -> bytes:
+    """A CSV record as the JSON row the pipeline reads (NaN and infinities as Python's json writes them)."""
+    try:
+        return _json.dumps(row)
+    except ValueError:  # "nan", "inf": the tabular step's non-finite rules decide
+        return json.dumps(row).encode()
 
 
 def _csv_value(text: str) -> Any:

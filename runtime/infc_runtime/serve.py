@@ -9,8 +9,13 @@
     python -m infc_runtime measure BUNDLE_DIR [--requests FILE.npz] [--budget p99=10] [--batches 1,2,4,8]
         [--stop-above-ms X] [--min-samples N] [--max-samples N] [--min-seconds S] [--max-seconds S]
         [--no-gc-freeze] [--no-single] [--no-verify | --public-key PUB] [--allow-cpu-fallback]
+    python -m infc_runtime run BUNDLE_DIR INPUT -o OUTPUT [--max-line-bytes N] [--max-files N] [-q]
+        [--no-verify | --public-key PUB] [--allow-cpu-fallback]
 
-Before anything of the bundle is imported or read, both commands check its
+`run` runs the bundle over a file without a server (`infc_runtime.batch_run`;
+a bundle's own `python serve.py run INPUT -o OUTPUT` too, after its own check).
+
+Before anything of the bundle is imported or read, the commands check its
 files against `manifest.json` (`infc_runtime.verify`): a changed, missing or
 extra file, or a path outside the bundle, ends with exit 2 and one line on
 stderr naming the file, before the server listens. `--no-verify` skips the

@@ -313,3 +313,25 @@ def test_the_model_repository_server_streams_too(tabular: Path, rows: list[dict[
         assert missing.status_code == 404 and "is not loaded" in missing.json()["error"]
     finally:
         server.stop()
+
+
+def test_a_changed_bundle_is_refused_before_any_of_it_runs(tabular: Path, rows: list[dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tabular, bundle)
+    marker = tmp_path / "imported"
+    with (bundle / "kernels" / "pre.py").open("a") as f:
+        f.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    source = tmp_path / "rows.jsonl"
+    source.write_text(json.dumps(rows[0]) + "\n")
+    done = _run(bundle, source, tmp_path / "out.jsonl")
+    assert done.returncode == 2 and "kernels/pre.py" in done.stderr and "changed" in done.stderr, done.stderr
+    assert not marker.exists() and not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_bundle_without_the_batch_runner_is_a_usage_error(tmp_path: Path) -> None:
+    from infc.cli import main
+
+    source = tmp_path / "rows.jsonl"
+    source.write_text("{}\n")
+    assert main(["run", str(tmp_path), str(source), "-o", str(tmp_path / "out.jsonl")]) == 2
