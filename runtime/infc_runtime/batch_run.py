@@ -105,9 +105,10 @@ _Result = dict[str, Any] | Exception
 """A line's outputs as JSON values (name -> value), or why it failed."""
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The `run` command's arguments."""
-    parser.add_argument("bundle_dir", metavar="BUNDLE_DIR", help="the bundle directory (holds manifest.json)")
+def add_options(parser: argparse.ArgumentParser, *, bundle: bool = True) -> None:
+    """The `run` command's arguments (`bundle`: with the bundle directory first; a bundle's serve.py knows it)."""
+    if bundle:
+        parser.add_argument("bundle_dir", metavar="BUNDLE_DIR", help="the bundle directory (holds manifest.json)")
     parser.add_argument("input", metavar="INPUT", help="JSON lines, a .csv file (tabular), or a folder of images")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="JSON lines (resumed when it exists), or .parquet (needs pyarrow)")

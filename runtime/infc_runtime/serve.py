@@ -309,11 +309,12 @@ def run_bundle(bundle_dir: str | Path, argv: Sequence[str], *, verified: str | N
 
     parser = argparse.ArgumentParser(prog="serve.py run", description=f"Run the infc bundle in {bundle_dir} over "
                                                                        "a file of requests.")
-    batch_run.add_options(parser)
+    batch_run.add_options(parser, bundle=False)
     try:
-        args = parser.parse_args([str(bundle_dir), *argv])
+        args = parser.parse_args(list(argv))
     except SystemExit as exc:
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    args.bundle_dir = str(bundle_dir)
     args.public_key = public_key(args.public_key)
     if verified is None:
         return batch_run.run(args, load_bundle)
