@@ -7,7 +7,8 @@ naming its line number, the exit code says some failed; a run killed partway
 in order. The image example over a folder of PNG files. The streaming endpoint
 (`/infer_stream`) on the real server with real HTTP clients: results name
 their lines, a bad line is an error line, and results arrive before the
-request's body has ended.
+request's body has ended; the model repository server streams too, behind the
+same API keys. A changed bundle is refused before any of it is imported.
 """
 
 from __future__ import annotations
@@ -294,13 +295,18 @@ def test_the_model_repository_server_streams_too(tabular: Path, rows: list[dict[
                                                  expected: dict[str, Any], tmp_path: Path) -> None:
     repo = tmp_path / "models"
     shutil.copytree(tabular, repo / "tabular-risk" / "1.0.0")
+    key = "stream-test-key-0123456789"
     server = Server([sys.executable, "-m", "infc_runtime", "serve", str(repo), "--port", "{port}"],
-                    tmp_path / "server.log")
+                    tmp_path / "server.log", env={**os.environ, "INFC_API_KEYS": f"ci:{key}"})
     try:
         server.wait_ready()
         body = ("\n".join([json.dumps(rows[0]), "{", json.dumps(rows[1])]) + "\n").encode()
+        url = f"http://{server.url}/v2/models/tabular-risk/infer_stream"
+        assert httpx.post(url, content=body).status_code == 401  # the same keys as /infer
+        auth = {"Authorization": f"Bearer {key}"}
         for path in ("tabular-risk", "tabular-risk/versions/1.0.0"):
-            response = httpx.post(f"http://{server.url}/v2/models/{path}/infer_stream", content=body, timeout=30)
+            response = httpx.post(f"http://{server.url}/v2/models/{path}/infer_stream", content=body, timeout=30,
+                                  headers=auth)
             assert response.status_code == 200, response.text
             by_line = {r["line"]: r for r in map(json.loads, response.text.splitlines())}
             assert sorted(by_line) == [1, 2, 3] and by_line[2]["status"] == 400
@@ -309,7 +315,7 @@ def test_the_model_repository_server_streams_too(tabular: Path, rows: list[dict[
                 outputs = {o["name"]: o["data"] for o in by_line[n]["outputs"]}
                 assert outputs["labels"] == [expected["labels"][(n - 1) // 2]]
         missing = httpx.post(f"http://{server.url}/v2/models/tabular-risk/versions/9.9.9/infer_stream",
-                             content=body)
+                             content=body, headers=auth)
         assert missing.status_code == 404 and "is not loaded" in missing.json()["error"]
     finally:
         server.stop()
