@@ -45,12 +45,14 @@ def result_bytes(result: Tensors) -> int:
     for array in result.values():
         total += array.nbytes + _ARRAY_OVERHEAD
         if array.dtype == object:
-            total += sum(sys.getsizeof(item) for item in array.reshape(-1))
+            total += sum(map(sys.getsizeof, array.flat))
     return total
 
 
 def _frozen(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    kept = np.array(array, copy=True)
+    """`array`, read-only: itself when it owns its memory (nothing else writes a result), else a copy (a view
+    into a batch's array would keep the whole batch alive)."""
+    kept = array if array.base is None and array.flags.owndata else array.copy()
     kept.setflags(write=False)
     return kept
 
