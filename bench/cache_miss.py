@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -31,6 +32,9 @@ from infc_runtime.cache import ResponseCache
 from infc_runtime.types import CacheConfig
 
 _LUA = """counter = 0
+init = function(args)
+  counter = tonumber(args[1])
+end
 request = function()
   counter = counter + 1
   local a, b, c = counter % 256, math.floor(counter / 256) % 256, math.floor(counter / 65536) % 256
@@ -94,18 +98,27 @@ def serve_round(bundle: Path, seconds: float, connections: int, workdir: Path) -
         script = workdir / "unique.lua"
         script.write_text(_LUA.replace("{rest}", ",0" * 61))
         infer = f"{url}/v2/models/digits/infer"
-        subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script), infer], capture_output=True,
-                       check=True, timeout=60)
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script), infer],
-                             capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+        # warm-up from 0, the timed run from 2^23 on (the counter picks the first pixels): never the same request
+        subprocess.run(["wrk", "-t1", f"-c{connections}", "-d1s", "-s", str(script), infer, "--", "0"],
+                       capture_output=True, check=True, timeout=60)
+        cpu = _cpu_seconds(proc.pid)
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script), infer, "--",
+                              str(1 << 23)], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+        cpu = _cpu_seconds(proc.pid) - cpu
         metrics = httpx.get(f"{url}/metrics").text
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     requests, duration = (float(v) for v in next(ln for ln in out.splitlines() if ln.startswith("RESULT")).split()[1:])
-    counters = " ".join(ln for ln in metrics.splitlines() if ln.startswith(("infc_cache_hits_total",
-                                                                              "infc_cache_misses_total")))
-    return requests / duration, counters
+    counters = " ".join(ln.split("{")[0] + " " + ln.rsplit(" ", 1)[1] for ln in metrics.splitlines()
+                        if ln.startswith(("infc_cache_hits_total", "infc_cache_misses_total")))
+    return requests / duration, cpu / requests * 1e6, counters
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -126,17 +139,22 @@ def main() -> None:
         work = Path(tmp)
         bundles = {False: variant(args.bundle, work, False), True: variant(args.bundle, work, True)}
         rps: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(args.rounds):
-            for on in (False, True):
-                value, counters = serve_round(bundles[on], args.seconds, args.concurrency, work)
+        cpu: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(args.rounds):
+            for on in ((False, True) if r % 2 == 0 else (True, False)):  # alternate who goes first
+                value, us, counters = serve_round(bundles[on], args.seconds, args.concurrency, work)
                 rps[on].append(value)
-                print(f"cache {'on ' if on else 'off'}: {value:.0f} req/s {counters}", flush=True)
-    ratio = statistics.median(rps[True]) / statistics.median(rps[False])
-    print(f"| cache | req/s ({args.rounds} rounds, {args.concurrency} connections, unique requests) |")
-    print("|---|---|")
+                cpu[on].append(us)
+                print(f"cache {'on ' if on else 'off'}: {value:.0f} req/s, {us:.0f} server CPU us/req {counters}",
+                      flush=True)
+    print(f"| cache | req/s ({args.rounds} rounds, {args.concurrency} connections, unique requests) "
+          "| server CPU us/req |")
+    print("|---|---|---|")
     for on in (False, True):
-        print(f"| {'on, 0% hits' if on else 'off'} | {', '.join(f'{v:.0f}' for v in rps[on])} |")
-    print(f"on/off, medians: {ratio:.3f}")
+        print(f"| {'on, 0% hits' if on else 'off'} | {', '.join(f'{v:.0f}' for v in rps[on])} "
+              f"| {', '.join(f'{v:.0f}' for v in cpu[on])} |")
+    print(f"on/off, medians: req/s {statistics.median(rps[True]) / statistics.median(rps[False]):.3f}, "
+          f"CPU per request {statistics.median(cpu[True]) / statistics.median(cpu[False]):.3f}")
 
 
 if __name__ == "__main__":
