@@ -132,6 +132,8 @@ def test_a_version_swap_never_answers_from_the_old_versions_cache(tmp_path: Path
             answers = [http.post("/v2/models/toy/infer", json=body(3)).json() for _ in range(2)]
             assert [a["model_version"] for a in answers] == ["1", "1"]
             assert sample(http.get("/metrics").text, "infc_cache_hits_total", model="toy", version="1") == 1
+            stats = http.get("/v2/models/toy/versions/1/stats").json()["model_stats"][0]["inference_stats"]
+            assert (stats["cache_hit"]["count"], stats["cache_miss"]["count"]) == (1, 1)  # Triton's fields
             swapped = http.post("/v2/repository/models/toy/policy", json={"current": "2"})
             assert swapped.status_code == 200, swapped.text
             after = http.post("/v2/models/toy/infer", json=body(3)).json()
