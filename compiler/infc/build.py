@@ -29,6 +29,7 @@ from .archive import archive_name, write_archive
 from .bundle import Bundle, compute_bundle, render, runtime_files, stage_bundle, write_bundle
 from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
+from .cost import price_of
 from .deploy import deploy_files
 from .emulate import EmulationError, target_site
 from .errors import BudgetError, InfcError
@@ -417,6 +418,7 @@ def _compute(spec: Spec, plan: Plan, chosen: Evaluation, files: dict[str, bytes]
         provenance=provenance,
         platform=platform_record(plan.target, wheels),
         wheels={path: len(data) for path, data in wheels.wheels.items()} if wheels else {},
+        cost=None if (price := price_of(spec.deploy)) is None else price.to_dict(),  # the server's live cost gauge
     )
     # the bundle's spec.yaml shows what the server uses: the chosen batching, the prepared parameters
     shipped = {**spec.data, "serving": serving.to_dict()}

@@ -81,6 +81,7 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
           as_json: bool) -> None:
     """Validate SPEC, optimize its model, check its budgets and write the bundle."""
     from .build import build as run_build
+    from .cost import usd
     from .progress import Progress
     from .results import build_document
 
@@ -129,6 +130,12 @@ def build(spec: Path, outdir: Path, report_path: Path | None, iterations: int, l
                    f"{'-' if load is None else f'{load:.2f}'} on {lat.noise.get('cpus')} CPUs")
     click.echo(f"  serving   max_batch_size {result.serving.max_batch_size}, "
                f"max_queue_delay_ms {result.serving.max_queue_delay_ms:g}")
+    shipped = result.cost.shipped
+    if shipped is not None:  # report.md's `## Cost`, in one line
+        priced = (f"USD {usd(shipped.usd_per_1000_requests)} per 1,000 requests ({shipped.vcpu_seconds_per_1000:.3g} "
+                  "vCPU-s)" if shipped.usd_per_1000_requests is not None else
+                  f"{shipped.vcpu_seconds_per_1000:.3g} vCPU-s per 1,000 requests (no price: deploy.usd_per_hour)")
+        click.echo(f"  cost      {priced} at {shipped.rows_per_s:.0f} rows/s, batch {shipped.batch}")
     click.echo(f"  {result.lock.describe()}")
     for warning in result.warnings:
         click.echo(f"infc: warning: {warning}", err=True)

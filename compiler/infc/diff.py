@@ -74,6 +74,8 @@ class Side:
     passed: bool | None = None
     provenance: dict[str, Any] | None = None
     """The manifest's `provenance` (what and who built it); None for a lock or a bundle older than schema 1.2."""
+    cost: dict[str, Any] | None = None
+    """The manifest's `measurements.cost` (`infc.cost`); None for a lock or a bundle built before it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if k != "spec"}
@@ -135,7 +137,12 @@ def side_from_bundle(label: str, manifest: Manifest, spec_text: bytes | None, mo
                 latency=latency, serving={"max_batch_size": manifest.serving.max_batch_size,
                                           "max_queue_delay_ms": manifest.serving.max_queue_delay_ms},
                 passed=results.get("passed"),
-                provenance=dict(manifest.provenance) if isinstance(manifest.provenance, Mapping) else None)
+                provenance=dict(manifest.provenance) if isinstance(manifest.provenance, Mapping) else None,
+                cost=_cost(manifest.measurements.get("cost")))
+
+
+def _cost(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _from_directory(path: Path) -> Side:
@@ -320,8 +327,45 @@ def compare(old: Side, new: Side) -> list[Row]:
     rows += _latency_rows(old, new)
     for key in ("max_batch_size", "max_queue_delay_ms"):
         row("serving", f"`{key}`", old.serving.get(key), new.serving.get(key))
+    rows += _cost_rows(old.cost, new.cost)
     for item, (a, b) in _provenance(old.provenance, new.provenance).items():
         row("provenance", item, a, b)
+    return rows
+
+
+def _cost_rows(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[Row]:
+    """The shipped plan's cost per 1,000 requests (USD, and vCPU-seconds) and throughput; better or worse past a
+    10% change (throughput is measured without an interval: smaller changes are noise as often as not)."""
+    if old is None and new is None:
+        return []
+
+    def shipped(side: Mapping[str, Any] | None, key: str) -> float | None:
+        plan = None if side is None else side.get("shipped")
+        value = plan.get(key) if isinstance(plan, Mapping) else None
+        return float(value) if isinstance(value, int | float) else None
+
+    def price(side: Mapping[str, Any] | None) -> str | None:
+        p = None if side is None else side.get("price")
+        if not isinstance(p, Mapping):
+            return "none" if side is not None else None
+        return f"{p.get('instance') or 'USD'} {p.get('usd_per_hour')}/h"
+
+    rows = []
+    for item, key, lower in (("USD per 1,000 requests", "usd_per_1000_requests", True),
+                             ("vCPU-s per 1,000 requests", "vcpu_seconds_per_1000_requests", True),
+                             ("rows/s at max_batch_size", "rows_per_s", False)):
+        a, b = shipped(old, key), shipped(new, key)
+        if a is None and b is None:
+            continue
+        change = "neutral" if a != b else "same"
+        if a is not None and b is not None and a > 0 and abs(b - a) > 0.1 * a:
+            change = "better" if (b < a) == lower else "worse"
+        rows.append(Row("cost", item, _fmt(a), _fmt(b), change))
+    a_price, b_price = price(old), price(new)
+    rows.append(Row("cost", "price", _fmt(a_price), _fmt(b_price), "same" if a_price == b_price else "neutral"))
+    saving = [None if s is None or s.get("saving") is None else f"{s['saving']:.0%}" for s in (old, new)]
+    rows.append(Row("cost", "saving against fp32", _fmt(saving[0]), _fmt(saving[1]),
+                    "same" if saving[0] == saving[1] else "neutral"))
     return rows
 
 

@@ -45,6 +45,7 @@ MODES = ("auto", "relock", "locked", "ignore")
 
 _MAX_LOCK_BYTES = 4 << 20  # a lock is a few kB; a bigger file is not one of ours
 _IDENTITY = ("name", "version", "deploy")  # renaming, a new version or how it ships changes no measured decision
+_SERVING_IDENTITY = ("cache",)  # nor does a response cache in front of the batcher
 
 
 class LockError(InfcError):
@@ -71,7 +72,7 @@ class LockInputs:
     """Everything the locked decisions depend on."""
 
     spec: dict[str, Any]
-    """The resolved spec as data (defaults applied), without name, version and deploy."""
+    """The resolved spec as data (defaults applied), without name, version, deploy and serving.cache."""
     files: dict[str, str]
     """sha256 of each file the spec names, by the key that names it (`model`, `optimize.calibration`, ...)."""
     target: dict[str, Any]
@@ -213,6 +214,8 @@ def _named_files(spec: Spec) -> dict[str, Path]:
 def current_inputs(spec: Spec, target: dict[str, Any]) -> LockInputs:
     """The inputs of a build of `spec` for `target` (hardware and resolved isa), as they are now."""
     data = json.loads(_canonical_json({k: v for k, v in spec.data.items() if k not in _IDENTITY}))
+    if isinstance(data.get("serving"), dict):
+        data["serving"] = {k: v for k, v in data["serving"].items() if k not in _SERVING_IDENTITY}
     files = {key: file_sha256(path) for key, path in sorted(_named_files(spec).items())}
     versions = {"infc": __version__, "onnxruntime": metadata.version("onnxruntime")}
     return LockInputs(data, files, dict(target), versions)

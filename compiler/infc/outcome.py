@@ -19,6 +19,7 @@ from infc_runtime.types import ServingConfig
 from .bundle import Bundle
 from .choice import Choice, Evaluation, Tried
 from .coldstart import KernelCache
+from .cost import CostEstimate, estimate
 from .gates import AccuracyResult
 from .kernels.graph import Dataflow
 from .latency_gate import LatencyGate
@@ -80,6 +81,11 @@ class BuildOutcome:
         warning = self.latency.warning()
         return [warning] if warning else []
 
+    @cached_property
+    def cost(self) -> CostEstimate:
+        """Cost per 1,000 requests at the measured throughput (`infc.cost`)."""
+        return estimate(self.spec, self.plan.target, self.serving, self.latency, self.chosen, self.evaluations)
+
     def measurements(self) -> dict[str, Any]:
         """The manifest's `measurements` sections (its `files` are added with the measured files)."""
         return {
@@ -87,6 +93,7 @@ class BuildOutcome:
                         "latency": self.latency.to_dict()},
             "candidates": [candidate_record(e, self.choice.verdict(e)) for e in self.evaluations],
             "serving_tuning": {"reason": self.serving_why, "batches": [asdict(p) for p in self.batches]},
+            "cost": self.cost.to_dict(),
             "kernel_cache": self.kernel_cache.to_dict(),
             "lock": self.lock.to_dict(),
             "host": dict(self.host),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .bundle import render
+from .cost import CostEstimate, PlanCost, usd
 from .gates import AccuracyResult
 from .latency_gate import LatencyGate
 from .passes import summary
@@ -14,7 +15,7 @@ from .plan import Plan
 if TYPE_CHECKING:
     from .outcome import BuildOutcome
 
-__all__ = ["build_report", "headline"]
+__all__ = ["build_report", "cost_section", "headline"]
 
 
 def _size(n: int) -> str:
@@ -85,7 +86,38 @@ def build_report(outcome: BuildOutcome) -> str:
                   candidates_batch=next((e.latency.batch_size for e in outcome.evaluations if e.latency), "-"),
                   passes=[{**r, "summary": summary(r)} for r in chosen.records], kernel_lines=kernel_lines,
                   serving=serving, serving_why=outcome.serving_why, batches=outcome.batches,
-                  pinned=sorted(spec.serving_pinned), provenance=outcome.content.manifest.provenance)
+                  pinned=sorted(spec.serving_pinned), provenance=outcome.content.manifest.provenance,
+                  cost=cost_section(outcome.cost))
+
+
+def cost_section(cost: CostEstimate) -> dict[str, Any]:
+    """What the report's `## Cost` shows: a row per measured throughput, the price, the saving against fp32."""
+    def row(c: PlanCost, shipped: bool) -> dict[str, str]:
+        return {"plan": c.plan + (" (shipped)" if shipped else ""), "measured": c.measured, "batch": str(c.batch),
+                "rows_per_s": f"{c.rows_per_s:.0f}", "vcpu_s": f"{c.vcpu_seconds_per_1000:.4g}",
+                "usd": usd(c.usd_per_1000_requests), "usd_rows": usd(c.usd_per_million_rows)}
+
+    rows = [] if cost.shipped is None else [row(cost.shipped, True)]
+    if cost.compared is not None:
+        shipped, fp32 = cost.compared
+        rows += [row(shipped, True)] + ([] if fp32.plan == shipped.plan else [row(fp32, False)])
+    if cost.price is None:
+        price_line = ("No price given: only vCPU-seconds are shown. Set one in the spec with `deploy: "
+                      "{usd_per_hour: 0.085, vcpus: 2}` (the price of the host and the vCPUs it has) or `deploy: "
+                      "{instance: c6i.large}` (infc's table of instance types, `infc schema` lists them).")
+    else:
+        per_vcpu = cost.shipped.usd_per_vcpu_second if cost.shipped else None
+        price_line = f"Price: {cost.price.describe()}" + (
+            f", USD {per_vcpu * 3600:.4g} per vCPU-hour; the server is charged the vCPUs it uses." if per_vcpu else ".")
+    saving = cost.saving
+    if saving is None or cost.compared is not None and cost.compared[0].plan == cost.compared[1].plan:
+        saving_line = cost.note + "."
+    else:
+        how = "saves" if saving >= 0 else "adds"
+        saving_line = (f"Against fp32 the optimization {how} **{abs(saving):.0%}** of the cost per request "
+                       f"({cost.note}).")
+    return {"rows": rows, "vcpus": cost.vcpus, "vcpus_why": cost.vcpus_why, "on_target": cost.on_target,
+            "price_line": price_line, "saving_line": saving_line}
 
 
 def _verdict(verdict: str | None, latency: LatencyGate) -> str:

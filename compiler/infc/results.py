@@ -75,7 +75,7 @@ def build_document(spec: Path, result: BuildOutcome | None, exc: BaseException |
     doc: dict[str, Any] = {"command": "build", "infc_version": __version__, "spec": str(spec), "ok": code == 0,
                            "exit_code": code, "errors": error_records(exc), "warnings": [], "bundle": None,
                            "headline": None, "plan": None, "serving": None, "budgets": [], "accuracy": [],
-                           "latency": None, "lock": None}
+                           "latency": None, "lock": None, "cost": None}
     if result is None:
         return doc
     b = result.bundle
@@ -98,6 +98,7 @@ def build_document(spec: Path, result: BuildOutcome | None, exc: BaseException |
                      for a in result.accuracy],
         "latency": result.latency.to_dict(),
         "lock": result.lock.to_dict(),
+        "cost": result.cost.to_dict(),
     })
     return _finite(doc)
 

@@ -115,13 +115,13 @@ def kernel_module(module: ModuleType) -> KernelInfo:
 
 # -- the manifest ----------------------------------------------------------------
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 """MAJOR.MINOR of `manifest.json`. A reader refuses another major; a newer minor only adds keys,
 which an older reader ignores. 1.0: the manifests of `"format": 1` written before the version
 was (they have no `schema_version`); 1.1: `schema_version` added; 1.2: `provenance` added, and the
 bundle's verifier accepts `manifest.sig` (so `infc sign` signs only bundles of 1.2 or later); 1.3: `platform`
 (the Python and platform the pins are for) and `wheels` (the wheelhouse's sizes) added, and the verifier accepts
-the bundle's `.venv/` (`install.sh`'s default)."""
+the bundle's `.venv/` (`install.sh`'s default); 1.4: `cost` (the price the spec's `deploy` gives) added."""
 SIGNED_SINCE = (1, 2)
 """The first schema version whose bundles' own verifier accepts a `manifest.sig` beside the manifest."""
 SCHEMA_MAJOR = verify.SCHEMA_MAJOR
@@ -173,7 +173,9 @@ class Manifest:
     glibc: the newest glibc a wheel needs (null without wheels), wheelhouse: bool}`
     (install.sh checks it); None in older manifests. `wheels` (1.3): `wheels/FILE`
     -> size in bytes, for the wheelhouse's files (also among `files`, with their
-    sha256: the serve-time check reads their size only, see `verify`).
+    sha256: the serve-time check reads their size only, see `verify`). `cost` (1.4): the price of the host
+    the spec's `deploy` gives, `{usd_per_hour, vcpus (null: the vCPUs the server uses), instance (null, or the
+    table's name), source}`, for the server's live cost gauge; None without a price.
     """
 
     name: str
@@ -196,6 +198,7 @@ class Manifest:
     provenance: Mapping[str, Any] | None = None
     platform: Mapping[str, Any] | None = None
     wheels: Mapping[str, int] = field(default_factory=dict)
+    cost: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
@@ -224,6 +227,7 @@ class Manifest:
                 provenance=None if d.get("provenance") is None else dict(d["provenance"]),
                 platform=None if d.get("platform") is None else dict(d["platform"]),
                 wheels={_text(p, "wheels"): int(n) for p, n in dict(d.get("wheels") or {}).items()},
+                cost=None if d.get("cost") is None else dict(d["cost"]),
             )
         except KeyError as exc:
             raise ManifestError(f"missing key {exc}") from None
@@ -255,6 +259,8 @@ class Manifest:
             d["platform"] = dict(self.platform)
         if self.wheels:
             d["wheels"] = dict(self.wheels)
+        if self.cost is not None:
+            d["cost"] = dict(self.cost)
         if self.choice is not None:
             d["choice"] = {"candidate": self.choice.candidate, "base": self.choice.base,
                            "exclude": list(self.choice.exclude)}

@@ -65,10 +65,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__, _json, metrics
+from . import __version__, _json, cost, metrics
 from ._body import decompress, read_body
 from .abi import RequestError, RequestTooLarge
 from .batching import Batcher, BatcherClosed, DeadlineExceeded, QueueFull
+from .cache import ResponseCache
 from .latency import settle_heap
 from .logs import LOG_SCOPE
 from .metrics import Metrics
@@ -271,6 +272,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, f"internal server error: {type(exc).__name__}")
 
 
+def response_cache(pipeline: Pipeline) -> ResponseCache | None:
+    """The response cache `pipeline`'s serving settings ask for (None: off), keyed to its bundle's identity."""
+    config = pipeline.serving.cache
+    if config is None:
+        return None
+    manifest = pipeline.manifest
+    return ResponseCache(config, manifest.content_hash if manifest else f"{pipeline.name}:{pipeline.version}")
+
+
 class _Server:
     """The state behind the routes: pipeline, batcher, metrics, readiness."""
 
@@ -282,6 +292,8 @@ class _Server:
         self.metrics.set_providers(pipeline.providers, cpu_fallback=bool(pipeline.cpu_fallback))
         self.tracing = tracing  # None: off, and no per-request work for it
         self.batcher = Batcher(pipeline, self.metrics, tracing=tracing)
+        self.cache = response_cache(pipeline)  # None: off (serving.cache)
+        self.metrics.watch(cache=self.cache, price=cost.live_price(pipeline))
         self.warmup = warmup
         self.is_ready = not warmup
         self.not_ready_reason = "warming up"
@@ -437,8 +449,7 @@ class _Server:
             if info is not None:
                 info.update(id=req.id, model=p.name, version=p.version, rows=req.rows)
                 info.setdefault("stages", {})["decode"] = time.perf_counter() - decoding
-            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s, info=info,
-                                                             trace=trace), receive)
+            result = await self._cached(req, receive, info, trace)
             if trace is not None:
                 trace.mark_encoding()
             encoding_at = time.perf_counter()
@@ -469,6 +480,24 @@ class _Server:
         if encoded.header_length is not None:
             headers.append((_HEADER_LENGTH_KEY, str(encoded.header_length).encode()))
         return 200, encoded.body, headers
+
+    async def _cached(self, req: InferRequest, receive: Receive, info: dict[str, Any] | None,
+                      trace: RequestTrace | None) -> Tensors:
+        """The result of `req`: from the response cache when it holds it (no queue, no model), else from the
+        batcher (and kept there)."""
+        cache = self.cache
+        if cache is None:
+            return await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s, info=info,
+                                                           trace=trace), receive)
+        started = time.perf_counter()
+        large = sum(a.nbytes for a in req.inputs.values()) > INLINE_BYTES
+        key = await asyncio.to_thread(cache.key, req.inputs) if large else cache.key(req.inputs)
+        result = cache.get(key, started)
+        if result is None:
+            result = await self._result(self.batcher.enqueue(req.inputs, timeout_s=req.timeout_s, info=info,
+                                                             trace=trace), receive)
+            cache.put(key, result)
+        return result
 
     async def _result(self, future: asyncio.Future[Tensors], receive: Receive) -> Tensors:
         """The batcher's answer in `future`; `ClientDisconnect` if the client leaves while it waits.

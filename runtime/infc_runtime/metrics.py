@@ -26,6 +26,15 @@ a server of several models renders the metrics of all of them together
 |                                   |           |               | (`--allow-cpu-fallback`), else 0                |
 | `infc_execution_provider`         | gauge     | model,        | 1 for each ONNX Runtime execution provider the  |
 |                                   |           | provider      | model's session uses (`CPUExecutionProvider`)   |
+| `infc_cache_hits_total`           | counter   | model         | infer requests answered from the response cache |
+| `infc_cache_misses_total`         | counter   | model         | infer requests the cache did not hold (queued)  |
+| `infc_cache_entries`              | gauge     | model         | answers kept; `infc_cache_bytes`: their bytes   |
+| `infc_cache_evictions_total`      | counter   | model         | answers dropped to make room (LRU)              |
+|                                   |           |               | (the four only with `serving.cache`: `cache`)   |
+| `infc_cpu_seconds_per_request`    | gauge     | model         | process CPU seconds per request answered, over  |
+|                                   |           |               | the last minute between scrapes (`cost`)        |
+| `infc_cost_usd_per_1000_requests` | gauge     | model         | those CPU seconds at the bundle's price (only   |
+|                                   |           |               | with a price: the spec's `deploy`)              |
 
 Every update happens on the event loop's thread (the batcher records a batch's
 stages there once the worker is done), so the values are plain Python numbers
@@ -41,10 +50,15 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from .cost import METER
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
+
+    from .cache import ResponseCache
+    from .cost import LivePrice
 
 __all__ = ["STAGES", "Metrics", "batch_buckets", "content_type", "render_all"]
 
@@ -120,6 +134,8 @@ class Metrics:
         self._verified = 0
         self._providers: tuple[str, ...] = ()
         self._cpu_fallback = 0
+        self.cache: ResponseCache | None = None
+        self.price: LivePrice | None = None
         self._registry = registry
         if registry is not None:
             registry.register(cast("Collector", self))
@@ -181,16 +197,24 @@ class Metrics:
         self._providers = tuple(providers)
         self._cpu_fallback = 1 if cpu_fallback else 0
 
-    def render(self) -> bytes:
-        """All metrics in the Prometheus text format (media type `content_type()`)."""
-        from prometheus_client import generate_latest
+    def watch(self, *, cache: ResponseCache | None, price: LivePrice | None) -> None:
+        """Report `cache`'s counters (None: no cache) and price the model's CPU time at `price` (None: no price;
+        the CPU seconds per request are reported anyway)."""
+        self.cache, self.price = cache, price
 
-        return generate_latest(self.registry)
+    def work(self) -> tuple[int, float]:
+        """Requests answered with 200, and the seconds its batches ran (pre, infer, post): the cost meter's view."""
+        return self._requests.get(200, 0), sum(self._stages[s].sum for s in ("pre", "infer", "post"))
+
+    def render(self) -> bytes:
+        """All metrics in the Prometheus text format (media type `content_type()`), the live cost included."""
+        return render_all([self])
 
     def stats(self) -> dict[str, Any]:
         """This model version's inference statistics in Triton's shape (`/v2/models/NAME/stats`, read by
         tritonclient's `get_inference_statistics`): counts and total nanoseconds per stage."""
         succeeded = self._requests.get(200, 0)
+        cache = self.cache
         failed = sum(count for status, count in self._requests.items() if status != 200)
 
         def duration(count: int, seconds: float) -> dict[str, int]:
@@ -213,8 +237,8 @@ class Metrics:
                 "compute_input": stage("pre"),
                 "compute_infer": stage("infer"),
                 "compute_output": stage("post"),
-                "cache_hit": duration(0, 0.0),
-                "cache_miss": duration(0, 0.0),
+                "cache_hit": duration(cache.hits, cache.lookup_seconds[0]) if cache else duration(0, 0.0),
+                "cache_miss": duration(cache.misses, cache.lookup_seconds[1]) if cache else duration(0, 0.0),
             },
             "batch_stats": [],
         }
@@ -263,20 +287,22 @@ class Metrics:
         for provider in self._providers:
             providers.add_metric([*model, provider], 1)
         yield providers
+        if self.cache is not None:
+            yield from _cache_families(self.cache, names, model)
 
 
 def render_all(models: Iterable[Metrics]) -> bytes:
     """The metrics of several models (or versions) in the Prometheus text format, one family per name (a name
-    may appear once only in an exposition)."""
+    may appear once only in an exposition), with their live cost (`cost.METER`: each call is a scrape)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     families: dict[str, Metric] = {}
-    for one in models:
-        for family in one.collect():
-            if family.name in families:
-                families[family.name].samples.extend(family.samples)
-            else:
-                families[family.name] = family
+    served = list(models)
+    for family in (*(f for one in served for f in one.collect()), *METER.families(served)):
+        if family.name in families:
+            families[family.name].samples.extend(family.samples)
+        else:
+            families[family.name] = family
     registry = CollectorRegistry(auto_describe=False)
     registry.register(cast("Collector", _Families(list(families.values()))))
     return generate_latest(registry)
@@ -290,6 +316,21 @@ class _Families:
 
     def collect(self) -> Iterator[Metric]:
         return iter(self.families)
+
+
+def _cache_families(cache: ResponseCache, names: list[str], model: list[str]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily
+
+    for name, doc, value in (("infc_cache_hits_total", "Infer requests answered from the response cache.", cache.hits),
+                             ("infc_cache_misses_total", "Infer requests the response cache did not hold.",
+                              cache.misses),
+                             ("infc_cache_evictions_total", "Answers dropped from the response cache to make room.",
+                              cache.evictions)):
+        counter = CounterMetricFamily(name, doc, labels=names)
+        counter.add_metric(model, value)
+        yield counter
+    yield _gauge("infc_cache_entries", "Answers kept in the response cache.", model, len(cache))
+    yield _gauge("infc_cache_bytes", "Bytes of the answers kept in the response cache.", model, cache.bytes)
 
 
 def _gauge(name: str, documentation: str, labels: list[str], value: float) -> GaugeMetricFamily:

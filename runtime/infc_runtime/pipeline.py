@@ -162,6 +162,8 @@ class Pipeline:
         # model inputs padded per batch on axis 1 (token sequences), and their pad values
         self._padding = dict(pre_info.padding)
         self._texts = [i.name for i in self.inputs if i.dtype == "bytes"] if self._padding else []
+        self.manifest: Manifest | None = None
+        """The bundle's manifest (`load` sets it; None for a pipeline made in process)."""
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, allow_cpu_fallback: bool = False) -> Pipeline:
@@ -173,7 +175,7 @@ class Pipeline:
         sessions = [make_session(root / manifest.model.path, dict(manifest.session), instances=instances,
                                  allow_cpu_fallback=allow_cpu_fallback)
                     for _ in range(instances)]
-        return cls(
+        pipeline = cls(
             name=manifest.name,
             version=manifest.version,
             inputs=manifest.inputs,
@@ -185,6 +187,8 @@ class Pipeline:
             more_sessions=sessions[1:],
             requested_providers=providers.requested(manifest.session),
         )
+        pipeline.manifest = manifest
+        return pipeline
 
     # -- stages ------------------------------------------------------------
     def preprocess(self, request: Tensors) -> Tensors:

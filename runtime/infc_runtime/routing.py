@@ -341,6 +341,8 @@ class _Hub:
         """Take `version` out of `model` now (no new request reaches it); drain and drop it in the background."""
         server = model.versions.pop(version)
         model.unavailable[version] = reason
+        if server.cache is not None:  # never answered from again; its memory goes now
+            server.cache.clear()
         task = asyncio.get_running_loop().create_task(self._drain(server))
         self.retiring.add(task)
         task.add_done_callback(self.retiring.discard)
@@ -351,6 +353,8 @@ class _Hub:
             await asyncio.sleep(0.01)
         server.is_ready, server.not_ready_reason = False, "unloaded"
         await server.batcher.drain()
+        if server.cache is not None:  # what its last requests kept
+            server.cache.clear()
         log.info("model %r version %r unloaded", server.pipeline.name, server.pipeline.version)
 
     # -- inference ----------------------------------------------------------------------------------------------

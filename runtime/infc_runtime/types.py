@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Tensors", "TensorSpec", "ServingConfig", "numpy_dtype"]
+__all__ = ["Tensors", "TensorSpec", "CacheConfig", "ServingConfig", "numpy_dtype"]
 
 Tensors = dict[str, npt.NDArray[Any]]
 """Named tensors; every array carries the batch as its leading dimension."""
@@ -40,6 +40,22 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """The response cache (the spec's `serving.cache`; `cache.ResponseCache`): at most `max_entries` answers,
+    each kept `ttl_s` seconds, none larger than `max_entry_bytes`, all of them together at most `max_bytes`."""
+
+    max_entries: int = 1024
+    ttl_s: float = 60.0
+    max_bytes: int = 64 << 20
+    max_entry_bytes: int = 1 << 20
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CacheConfig:
+        kinds: dict[str, Any] = {"max_entries": int, "ttl_s": float, "max_bytes": int, "max_entry_bytes": int}
+        return cls(**{k: kind(d[k]) for k, kind in kinds.items() if k in d})
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """How the server batches and bounds work (the spec's `serving` section).
 
@@ -52,7 +68,8 @@ class ServingConfig:
     model (otherwise a 400 naming the row and the input). The build derives the
     limits the spec does not set from the model's input sizes and `max_batch_size`.
     `instances`: batches that run at once, each on its own ONNX Runtime session
-    and worker thread, the compute threads split between them.
+    and worker thread, the compute threads split between them. `cache`: the
+    response cache, None (the default) when off.
     """
 
     max_batch_size: int = 32
@@ -66,10 +83,18 @@ class ServingConfig:
     max_pixels: int = 1 << 26
     allow_non_finite: bool = False
     instances: int = 1
+    cache: CacheConfig | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ServingConfig:
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        values = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        if isinstance(values.get("cache"), dict):
+            values["cache"] = CacheConfig.from_dict(values["cache"])
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data; `cache` only when it is on (a bundle without one reads as before it existed)."""
+        d = asdict(self)
+        if d["cache"] is None:
+            del d["cache"]
+        return d

@@ -89,3 +89,25 @@ def test_provenance_changes_are_rows() -> None:
     assert not [r for r in compare(_side(), _side()) if r.section == "provenance"], "no rows without provenance"
     lock = _rows(_side(kind="lock"), new)["provenance", "infc version"]
     assert (lock.old, lock.new, lock.change) == ("-", "0.2.0", "neutral")
+
+
+def _cost(usd: float | None, vcpu_s: float, rows_per_s: float, saving: float | None = None) -> dict[str, Any]:
+    return {"price": None if usd is None else {"usd_per_hour": 0.085, "vcpus": 2, "instance": "c6i.large",
+                                               "source": "table"},
+            "shipped": {"usd_per_1000_requests": usd, "vcpu_seconds_per_1000_requests": vcpu_s,
+                        "rows_per_s": rows_per_s},
+            "saving": saving}
+
+
+def test_the_cost_change_is_a_row_better_or_worse_past_ten_percent() -> None:
+    rows = _rows(_side(cost=_cost(2e-6, 0.2, 10_000)), _side(cost=_cost(1e-6, 0.1, 20_000, 0.5)))
+    assert rows["cost", "USD per 1,000 requests"] == Row("cost", "USD per 1,000 requests", "2e-06", "1e-06", "better")
+    assert rows["cost", "vCPU-s per 1,000 requests"].change == "better"
+    assert rows["cost", "rows/s at max_batch_size"].change == "better"
+    assert rows["cost", "saving against fp32"].new == "50%"
+    noise = _rows(_side(cost=_cost(2e-6, 0.2, 10_000)), _side(cost=_cost(2.1e-6, 0.21, 9_600)))
+    assert noise["cost", "USD per 1,000 requests"].change == "neutral"
+    worse = _rows(_side(cost=_cost(None, 0.1, 20_000)), _side(cost=_cost(None, 0.2, 10_000)))
+    assert worse["cost", "vCPU-s per 1,000 requests"].change == "worse"
+    assert ("cost", "USD per 1,000 requests") not in worse  # no price on either side: no USD row
+    assert all(r.section != "cost" for r in compare(_side(), _side()))  # sides that predate it: no cost rows

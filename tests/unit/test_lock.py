@@ -29,6 +29,15 @@ def test_unchanged_inputs_hash_the_same_and_comments_do_not_count(tmp_path: Path
     assert changes(before, current_inputs(load_spec(spec).spec, TARGET)) == []
 
 
+def test_a_price_and_a_response_cache_change_no_locked_decision(tmp_path: Path) -> None:
+    spec = digits_copy(tmp_path)
+    before = current_inputs(load_spec(spec).spec, TARGET)
+    spec.write_text(spec.read_text().replace("  timeout_ms: 1000", "  timeout_ms: 1000\n  cache: {max_entries: 64}")
+                    + "deploy: {instance: c6i.large}\n")
+    assert load_spec(spec).spec.serving.cache is not None  # the edit took
+    assert changes(before, current_inputs(load_spec(spec).spec, TARGET)) == []
+
+
 def test_each_changed_input_is_named(tmp_path: Path) -> None:
     spec = digits_copy(tmp_path)
     before = current_inputs(load_spec(spec).spec, TARGET)

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from infc_runtime.types import ServingConfig, TensorSpec
+from infc_runtime.types import CacheConfig, ServingConfig, TensorSpec
 
 from ..isa import DEFAULT_ISA
 from ..kernels import registry
@@ -78,14 +78,18 @@ def steps(file: Path, items: list[Any], section: str) -> tuple[Step, ...]:
 
 def _serving_config(s: dict[str, Any]) -> ServingConfig:
     """The `serving` section with each value in its field's type (YAML's 2 for 2.0 and the like)."""
-    kinds: dict[str, Any] = {f.name: type(f.default) for f in dataclasses.fields(ServingConfig)}
-    return ServingConfig(**{k: kinds[k](v) for k, v in s.items() if k in kinds})
+    kinds: dict[str, Any] = {f.name: type(f.default) for f in dataclasses.fields(ServingConfig) if f.name != "cache"}
+    cache = CacheConfig.from_dict(s["cache"]) if isinstance(s.get("cache"), dict) else None
+    return ServingConfig(**{k: kinds[k](v) for k, v in s.items() if k in kinds}, cache=cache)
 
 
 def _deploy(d: dict[str, Any]) -> Deploy:
     replicas = d["replicas"]
+    price = d.get("usd_per_hour")
     return Deploy(bool(d["wheelhouse"]), d.get("base_image"), d.get("image"), int(replicas["min"]),
-                  int(replicas["max"]), int(d["cpu_percent"]), str(d["memory"]))
+                  int(replicas["max"]), int(d["cpu_percent"]), str(d["memory"]),
+                  None if price is None else float(price), None if d.get("vcpus") is None else int(d["vcpus"]),
+                  d.get("instance"))
 
 
 def to_spec(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
@@ -123,7 +127,7 @@ def to_spec(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
                           path(opt.get("validation"))),
         preprocess=steps(file, data["preprocess"], "preprocess"),
         postprocess=steps(file, data["postprocess"], "postprocess"),
-        serving=ServingConfig(**data["serving"]),
+        serving=ServingConfig.from_dict(data["serving"]),
         deploy=_deploy(data["deploy"]),
         data=data,
         marks=MappingProxyType(marks),

@@ -115,6 +115,12 @@ class Deploy:
     max_replicas: int = 4
     cpu_percent: int = 70
     memory: str = "1Gi"
+    usd_per_hour: float | None = None
+    """The price of the host a server runs on (None: not given; see `instance`)."""
+    vcpus: int | None = None
+    """The vCPUs `usd_per_hour` buys (None: the vCPUs the server uses)."""
+    instance: str | None = None
+    """An instance type of `infc.instances.INSTANCES` (its vCPUs and price), instead of `usd_per_hour`."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from infc_runtime.types import CacheConfig
+
 from ..isa import ISAS, NATIVE, host_hardware
 from . import budgets
 from .prepare import steps_needing_data
@@ -15,6 +17,8 @@ from .validate import Finding
 from .yaml import KeyPath
 
 __all__ = ["cross_checks", "mapping"]
+
+_CACHE = CacheConfig()
 
 
 def _number(v: Any) -> bool:
@@ -48,7 +52,20 @@ def cross_checks(raw: dict[str, Any]) -> list[Finding]:
     if quantize == "auto" and "accuracy" not in budget:
         out.append(Finding(q, "quantize auto needs budget.accuracy to choose between candidates"))
 
-    replicas = mapping(mapping(raw.get("deploy")).get("replicas"))
+    deploy = mapping(raw.get("deploy"))
+    if "usd_per_hour" in deploy and "instance" in deploy:
+        out.append(Finding(("deploy", "instance"), "give a price as usd_per_hour or as an instance from infc's "
+                                                   "table, not both", at_key=True))
+    elif "vcpus" in deploy and "usd_per_hour" not in deploy:
+        why = "the instance's come from infc's table" if "instance" in deploy else "it is the vCPUs usd_per_hour buys"
+        out.append(Finding(("deploy", "vcpus"), f"vcpus goes with usd_per_hour ({why})", at_key=True))
+    cache = mapping(mapping(raw.get("serving")).get("cache"))
+    entry, total = cache.get("max_entry_bytes", _CACHE.max_entry_bytes), cache.get("max_bytes", _CACHE.max_bytes)
+    if _number(entry) and _number(total) and entry > total:
+        out.append(Finding(("serving", "cache", "max_entry_bytes" if "max_entry_bytes" in cache else "max_bytes"),
+                           f"max_entry_bytes ({entry}) is above max_bytes ({total})"))
+
+    replicas = mapping(deploy.get("replicas"))
     low, high = replicas.get("min", 1), replicas.get("max", 4)
     if _number(low) and _number(high) and low > high:
         out.append(Finding(("deploy", "replicas", "max" if "max" in replicas else "min"),

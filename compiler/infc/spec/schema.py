@@ -15,9 +15,10 @@ import copy
 from dataclasses import fields
 from typing import Any
 
-from infc_runtime.types import ServingConfig
+from infc_runtime.types import CacheConfig, ServingConfig
 
 from .. import accuracy as metrics
+from ..instances import INSTANCES, PRICES_SOURCE
 from ..isa import ISAS, NATIVE
 from ..kernels import registry
 
@@ -75,16 +76,37 @@ _SERVING = {  # name: (JSON type, bounds, description); defaults come from Servi
 }
 
 
+_CACHE = {  # name: (JSON type, bounds, description); defaults come from CacheConfig
+    "max_entries": ("integer", {"minimum": 1, "maximum": 1 << 24}, "answers kept at most (least recently used "
+                                                                   "dropped first)"),
+    "ttl_s": ("number", {"exclusiveMinimum": 0}, "seconds an answer is kept"),
+    "max_bytes": ("integer", {"minimum": 1024}, "bytes of all kept answers together, at most"),
+    "max_entry_bytes": ("integer", {"minimum": 1}, "an answer larger than this (its output tensors) is not kept"),
+}
+
+
 def _serving() -> dict[str, Any]:
     defaults = {f.name: f.default for f in fields(ServingConfig)}
+    cache_defaults = {f.name: f.default for f in fields(CacheConfig)}
     return {
         "type": "object",
         "description": "dynamic batching and bounds of the server",
         "additionalProperties": False,
         "default": {},
         "properties": {
-            name: {"type": kind, **bounds, "default": defaults[name], "description": doc}
-            for name, (kind, bounds, doc) in _SERVING.items()
+            **{name: {"type": kind, **bounds, "default": defaults[name], "description": doc}
+               for name, (kind, bounds, doc) in _SERVING.items()},
+            "cache": {
+                "type": "object",
+                "description": (
+                    "a response cache, off unless given: an identical request (same input names, types, shapes "
+                    "and bytes) to the same loaded version is answered from memory, without queueing or running "
+                    "the model. For repeated inputs (popular texts, repeated images); not for unique inputs or "
+                    "models with randomness. Not part of the lock (it changes no measured decision)"),
+                "additionalProperties": False,
+                "properties": {name: {"type": kind, **bounds, "default": cache_defaults[name], "description": doc}
+                               for name, (kind, bounds, doc) in _CACHE.items()},
+            },
         },
     }
 
@@ -118,6 +140,15 @@ def _deploy() -> dict[str, Any]:
                 "average CPU use, in percent of the requested CPUs, above which the autoscaler adds pods")},
             "memory": {"type": "string", "pattern": QUANTITY_PATTERN, "default": "1Gi", "description": (
                 "memory each pod requests and is limited to, a Kubernetes quantity such as 1Gi")},
+            "usd_per_hour": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000, "description": (
+                "the on-demand price of the host a server runs on, in USD per hour: the report's cost per 1,000 "
+                "requests (not with `instance`)")},
+            "vcpus": {"type": "integer", "minimum": 1, "maximum": 1024, "description": (
+                "the vCPUs `usd_per_hour` buys (default: the vCPUs the server uses, so the whole price is "
+                "charged to it)")},
+            "instance": {"type": "string", "enum": sorted(INSTANCES, key=str.lower), "description": (
+                "a cloud instance type whose vCPUs and price are in infc's table (" + PRICES_SOURCE
+                + "), instead of `usd_per_hour`")},
         },
     }
 

@@ -34,7 +34,7 @@ from infc.spec import (
     schema,
 )
 from infc.spec.dataflow import Pipeline
-from infc_runtime.types import ServingConfig, TensorSpec
+from infc_runtime.types import CacheConfig, ServingConfig, TensorSpec
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "specs" / "digits"
@@ -860,11 +860,42 @@ def test_deploy_loads_typed_with_defaults(workdir: Path) -> None:
     assert spec.deploy == Deploy(wheelhouse=True, base_image=digest, min_replicas=2, max_replicas=8)
 
 
+def test_a_price_and_a_response_cache_load_typed(workdir: Path) -> None:
+    spec = load_spec(write(workdir, MINIMAL + "deploy: {usd_per_hour: 0.34, vcpus: 8}\n"
+                                    "serving: {cache: {max_entries: 100, ttl_s: 5}}\n")).spec
+    assert (spec.deploy.usd_per_hour, spec.deploy.vcpus, spec.deploy.instance) == (0.34, 8, None)
+    assert spec.serving.cache == CacheConfig(max_entries=100, ttl_s=5.0)
+    assert spec.data["serving"]["cache"] == {"max_entries": 100, "ttl_s": 5, "max_bytes": 64 << 20,
+                                             "max_entry_bytes": 1 << 20}
+    plain = load_spec(write(workdir, MINIMAL + "deploy: {instance: n2-standard-4}\n")).spec
+    assert plain.deploy.instance == "n2-standard-4" and plain.serving.cache is None
+    assert "cache" not in plain.data["serving"]  # off by default: absent, as before the key existed
+
+
+@pytest.mark.parametrize(("serving", "at", "message"), [
+    ("{cache: {max_entries: 0}}", "serving.cache.max_entries", "1"),
+    ("{cache: {ttl_s: -1}}", "serving.cache.ttl_s", "0"),
+    ("{cache: {max_entry_bytes: 4096, max_bytes: 2048}}", "serving.cache.max_entry_bytes", "above max_bytes"),
+    ("{cache: {max_entrys: 3}}", "serving.cache.max_entrys", "did you mean 'max_entries'?"),
+    ("{cache: true}", "serving.cache", "mapping"),
+])
+def test_cache_mistakes_are_located(workdir: Path, serving: str, at: str, message: str) -> None:
+    path = write(workdir, MINIMAL + f"serving: {serving}\n")
+    (e,) = errors_of(path)
+    assert where(e)[1] == at and where(e)[0].startswith(f"{line_of(path, 'serving:')}:")
+    assert message in e.message
+
+
 @pytest.mark.parametrize(("deploy", "at", "message"), [
     ("{base_image: 'python:3.11-slim'}", "deploy.base_image", "an image pinned by digest"),
     ("{memory: lots}", "deploy.memory", "a Kubernetes quantity"),
     ("{replicas: {min: 3, max: 2}}", "deploy.replicas.max", "replicas max (2) is below min (3)"),
     ("{wheelhous: true}", "deploy.wheelhous", "did you mean 'wheelhouse'?"),
+    ("{usd_per_hour: 0.085, instance: c6i.large}", "deploy.instance", "not both"),
+    ("{instance: c6i.large, vcpus: 4}", "deploy.vcpus", "vcpus goes with usd_per_hour"),
+    ("{usd_per_hour: 0}", "deploy.usd_per_hour", "0"),
+    ("{usd_per_hour: cheap}", "deploy.usd_per_hour", "number"),
+    ("{instance: c9.huge}", "deploy.instance", "c6i.large"),
 ])
 def test_deploy_mistakes_are_located(workdir: Path, deploy: str, at: str, message: str) -> None:
     path = write(workdir, MINIMAL + f"deploy: {deploy}\n")
