@@ -26,6 +26,8 @@ a server of several models renders the metrics of all of them together
 |                                   |           |               | (`--allow-cpu-fallback`), else 0                |
 | `infc_execution_provider`         | gauge     | model,        | 1 for each ONNX Runtime execution provider the  |
 |                                   |           | provider      | model's session uses (`CPUExecutionProvider`)   |
+| `infc_drift_*`                    | gauge     | model,        | drift indicators against the bundle's reference |
+|                                   |           | (feature)     | (`drift` module), computed when scraped         |
 
 Every update happens on the event loop's thread (the batcher records a batch's
 stages there once the worker is done), so the values are plain Python numbers
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
+
+    from .drift import DriftMonitor
 
 __all__ = ["STAGES", "Metrics", "batch_buckets", "content_type", "render_all"]
 
@@ -120,6 +124,8 @@ class Metrics:
         self._verified = 0
         self._providers: tuple[str, ...] = ()
         self._cpu_fallback = 0
+        self.drift: DriftMonitor | None = None
+        """The model's drift indicators (their `infc_drift_*` gauges are collected with these), when monitored."""
         self._registry = registry
         if registry is not None:
             registry.register(cast("Collector", self))
@@ -263,6 +269,8 @@ class Metrics:
         for provider in self._providers:
             providers.add_metric([*model, provider], 1)
         yield providers
+        if self.drift is not None:
+            yield from self.drift.families(names, model)
 
 
 def render_all(models: Iterable[Metrics]) -> bytes:
