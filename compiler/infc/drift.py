@@ -24,11 +24,13 @@ from infc_runtime.types import Tensors
 
 from .spec import Monitor
 
-__all__ = ["EMBEDDING_STEPS", "reference_files", "make_reference", "watched_groups"]
+__all__ = ["EMBEDDING_STEPS", "MAX_FEATURES", "reference_files", "make_reference", "watched_groups"]
 
 EMBEDDING_STEPS = ("mean_pool", "l2_normalize")
 """Post steps whose output is an embedding."""
 _CHUNK = 64
+MAX_FEATURES = 1024
+"""Features of one input at most: a wider input (an embedding fed in, a flattened image) is watched as one."""
 
 
 def reference_files(monitor: Monitor, pre: KernelInfo, features_from: Tensors | None,
@@ -79,12 +81,12 @@ def watched_groups(model_inputs: Mapping[str, Any], watched: Sequence[str] | Non
             continue
         if name in padding:
             groups.append(Group(name, "length", (f"{name}.length",), pad=int(padding[name])))
-        elif array.ndim == 2:
+        elif array.ndim == 2 and array.shape[1] <= MAX_FEATURES:
             fields = list(columns.get(name, ()))
             labels = [fields[c] if c < len(fields) else f"{name}[{c}]" for c in range(array.shape[1])]
             groups.append(Group(name, "column", tuple(f"{name}.{x}" if several and x in fields else x
                                                       for x in labels)))
-        elif array.ndim >= 3:
+        elif array.ndim >= 3 and min(array.shape[1], array.shape[-1]) <= MAX_FEATURES:
             axis = 1 if array.shape[1] <= 4 or array.shape[-1] > 4 else -1  # NCHW, unless only NHWC fits
             groups.append(Group(name, "channel", tuple(f"{name}.channel{c}" for c in range(array.shape[axis])),
                                 axis=axis))

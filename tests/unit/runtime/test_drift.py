@@ -133,3 +133,20 @@ def test_watched_groups_name_columns_channels_and_token_lengths() -> None:
         ("length", ("ids.length",)), ("channel", ("image.channel0", "image.channel1", "image.channel2")),
         ("column", ("table.age", "table.income"))]
     assert [g.input for g in watched_groups(inputs, ["table"], {}, {})] == ["table"]
+    wide = watched_groups({"v": np.zeros((2, 5000), np.float32)}, None, {}, {})
+    assert [(g.kind, g.names) for g in wide] == [("value", ("v",))]
+
+
+def test_logits_a_softmax_step_reads_make_a_classifier() -> None:
+    logits = np.random.default_rng(6).normal(size=(400, 4)) * 3
+    pre = KernelInfo(run=lambda t: {"x": t["x"]})
+    requests = {"x": np.zeros((10, 2))}
+    assert make_reference(Monitor(), pre, requests, {"logits": logits}, [])["prediction"] is None
+    reference = make_reference(Monitor(sample_rate=1.0), pre, requests, {"logits": logits}, [("softmax", "logits")])
+    prediction = reference["prediction"]
+    assert (prediction["kind"], prediction["output"], prediction["softmax"]) == ("classifier", "logits", True)
+    monitor = DriftMonitor(reference, "m", "1")
+    monitor.observe({"x": np.zeros((400, 2))}, {"logits": logits})
+    report = monitor.report()["prediction"]
+    assert report["psi"] == pytest.approx(0.0, abs=1e-3)
+    assert report["confidence_mean"] == pytest.approx(prediction["confidence_mean"], abs=1e-5)

@@ -1,0 +1,154 @@
+"""What the drift indicators cost the server: the monitor off, on at the default sample rate, and on every row.
+
+    python bench/drift_cost.py [--spec specs/tabular/tabular.yaml] [--rounds 4] [--seconds 5] [--concurrency 32]
+
+Builds the spec once (its lock reused), then serves three copies of the bundle, each with `--no-verify` (their
+manifests are edited): `off` (monitor/reference.json left out of the manifest: no monitor), `on` (the reference
+as built: the spec's sample rate, 0.1 by default) and `on, every row` (its sample rate set to 1). Each round
+starts the three in turn (the order rotated per round), the server pinned to core 0, and drives it with `wrk`
+on core 1 (N connections, one-row KServe V2 JSON requests from the spec's validation data, back to back).
+Prints, per arm, the median over rounds of requests/s, latency percentiles and the server's CPU us per request,
+and the ratios on/off. Needs `wrk` (Debian: `apt-get install wrk`). Only talks to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _machine import cpu_model
+from peers import LOAD_CORE, Served, group_cpu_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = "monitor/reference.json"
+
+
+def arms(bundle: Path, work: Path) -> dict[str, Path]:
+    """Copies of `bundle`: without its reference, as built, and sampling every row."""
+    out = {}
+    for name, rate in (("off", None), ("on", 0.0), ("on, every row", 1.0)):
+        copy = work / name.replace(", ", "-").replace(" ", "-")
+        shutil.copytree(bundle, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        if rate is None:
+            del manifest["files"][REFERENCE]
+            (copy / REFERENCE).unlink()
+        elif rate:
+            reference = json.loads((copy / REFERENCE).read_text())
+            reference["config"]["sample_rate"] = rate
+            (copy / REFERENCE).write_text(json.dumps(reference))
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        out[name] = copy
+    return out
+
+
+def body(spec: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A one-row request of the spec's first validation row."""
+    data = np.load(spec.parent / _validation(spec))
+    (tensor,) = manifest["inputs"]
+    row = data[tensor["name"]][:1]
+    if row.dtype.kind in "SO":
+        value = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+        return {"inputs": [{"name": tensor["name"], "shape": [1], "datatype": "BYTES", "data": [value]}]}
+    types = {"u1": "UINT8", "f4": "FP32", "f8": "FP64", "i8": "INT64", "i4": "INT32"}
+    return {"inputs": [{"name": tensor["name"], "shape": list(row.shape), "datatype": types[row.dtype.str[1:]],
+                        "data": row.ravel().tolist()}]}
+
+
+def _validation(spec: Path) -> str:
+    for line in spec.read_text().splitlines():
+        if line.strip().startswith("validation:"):
+            return line.split(":", 1)[1].split("#")[0].strip()
+    raise SystemExit(f"{spec}: no optimize.validation")
+
+
+_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{body}]]
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %f %f %f %f %d\\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, latency:percentile(99.9) / 1e3,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write))
+end
+"""
+
+
+def drive(port: int, path: str, request: dict[str, Any], connections: int, seconds: float, work: Path,
+          server: int) -> dict[str, float]:
+    script = work / "post.lua"
+    script.write_text(_LUA.replace("{body}", json.dumps(request)))
+    url = f"http://127.0.0.1:{port}{path}"
+
+    def wrk(duration: float) -> list[float]:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "-s", str(script), url],
+                             capture_output=True, text=True, check=True, timeout=duration + 60,
+                             preexec_fn=lambda: os.sched_setaffinity(0, {LOAD_CORE})).stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("RESULT"))
+        return [float(v) for v in line.split()[1:]]
+
+    wrk(1.0)  # connections and caches warm
+    cpu = group_cpu_seconds(server)
+    requests, duration, p50, p99, p999, errors = wrk(seconds)
+    cpu_us = (group_cpu_seconds(server) - cpu) / max(1.0, requests) * 1e6
+    return {"rps": requests / duration, "p50": p50, "p99": p99, "p99.9": p999, "cpu_us": cpu_us, "errors": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "tabular" / "tabular.yaml")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    results: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="infc-drift-") as tmp:
+        work = Path(tmp)
+        subprocess.run([sys.executable, "-m", "infc", "build", str(args.spec), "-o", str(work / "out"),
+                        "--latency-gate", "off", "-q"], check=True, stdout=sys.stderr)
+        (bundle,) = (work / "out").iterdir()
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        request = body(args.spec, manifest)
+        path = f"/v2/models/{manifest['name']}/infer"
+        served = arms(bundle, work)
+        for round_ in range(args.rounds):
+            names = list(served)
+            names = names[round_ % len(names):] + names[:round_ % len(names)]
+            for name in names:
+                command = [sys.executable, str(served[name] / "serve.py"), "--log-level", "warning", "--no-verify"]
+                with Served(command, "/v2/health/ready") as server:
+                    r = drive(server.port, path, request, args.concurrency, args.seconds, work, server.proc.pid)
+                results.setdefault(name, []).append(r)
+                print(f"# round {round_ + 1} {name}: {r['rps']:.0f} req/s, {r['cpu_us']:.0f} us/req, "
+                      f"{r['errors']:.0f} errors", file=sys.stderr)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}, load "
+          f"average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; {manifest['name']}, "
+          f"{args.rounds} rounds of {args.seconds:g} s, {args.concurrency} connections; medians over rounds\n")
+    print("| monitor | req/s | p50 ms | p99 ms | p99.9 ms | server CPU us/req | errors | req/s per round |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "p99.9", "cpu_us")}
+           for name, runs in results.items()}
+    for name, m in med.items():
+        rounds = ", ".join(f"{r['rps']:.0f}" for r in results[name])
+        print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['p99.9']:.2f} | "
+              f"{m['cpu_us']:.0f} | {sum(r['errors'] for r in results[name]):.0f} | {rounds} |")
+    off = med["off"]
+    for name in ("on", "on, every row"):
+        m = med[name]
+        print(f"\n{name}/off: req/s {m['rps'] / off['rps']:.3f}, CPU/req {m['cpu_us'] / off['cpu_us']:.3f}"
+              + "".join(f"; round {i + 1} {a['rps'] / b['rps']:.3f}"
+                        for i, (a, b) in enumerate(zip(results[name], results["off"], strict=True))))
+
+
+if __name__ == "__main__":
+    main()
