@@ -9,6 +9,10 @@ starts the three in turn (the order rotated per round), the server pinned to cor
 on core 1 (N connections, one-row KServe V2 JSON requests from the spec's validation data, back to back).
 Prints, per arm, the median over rounds of requests/s, latency percentiles and the server's CPU us per request,
 and the ratios on/off. Needs `wrk` (Debian: `apt-get install wrk`). Only talks to 127.0.0.1.
+
+`--fold N` measures instead, in process, what one batch costs: `Pipeline.run_batch` of N one-row requests (the
+validation rows) and `DriftMonitor.observe` of that batch at the built sample rate and at every row (medians of
+2,000 calls, microseconds).
 """
 
 from __future__ import annotations
@@ -103,12 +107,49 @@ def drive(port: int, path: str, request: dict[str, Any], connections: int, secon
     return {"rps": requests / duration, "p50": p50, "p99": p99, "p99.9": p999, "cpu_us": cpu_us, "errors": errors}
 
 
+def fold_cost(bundle: Path, spec: Path, rows: int) -> None:
+    """`--fold`: microseconds per batch of `rows` one-row requests: the pipeline, and the monitor's fold."""
+    from infc_runtime.drift import DriftMonitor
+    from infc_runtime.pipeline import Pipeline
+
+    pipeline = Pipeline.load(bundle)
+    assert pipeline.drift is not None
+    data = np.load(spec.parent / _validation(spec))
+    (tensor,) = pipeline.inputs
+    values = data[tensor.name]
+    kind = object if values.dtype.kind == "S" else values.dtype
+    requests = [{tensor.name: values[i % len(values):i % len(values) + 1].astype(kind)} for i in range(rows)]
+    observed: list[Any] = []
+    pipeline.run_batch(requests, observed=observed)
+    reference = json.loads((bundle / REFERENCE).read_text())
+
+    def median_us(call: Any, n: int = 2000) -> float:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter_ns()
+            call()
+            times.append(time.perf_counter_ns() - start)
+        return statistics.median(times) / 1e3
+
+    run = median_us(lambda: pipeline.run_batch(requests), 500)
+    folds = {}
+    for rate in (reference["config"]["sample_rate"], 1.0):
+        monitor = DriftMonitor({**reference, "config": {**reference["config"], "sample_rate": rate}}, "m", "1")
+        folds[rate] = median_us(lambda m=monitor: [m.observe(*pair) for pair in observed])
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}; "
+          f"{pipeline.name}, a batch of {rows} one-row requests; medians\n")
+    print(f"run_batch {run:.0f} us; " + "; ".join(f"observe at sample rate {rate:g} {us:.1f} us "
+                                                   f"({us / run * 100:.2f}% of the batch)"
+                                                   for rate, us in folds.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "specs" / "tabular" / "tabular.yaml")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--fold", type=int, metavar="N", help="in process: one batch of N rows, pipeline vs fold")
     args = parser.parse_args()
     load_before = os.getloadavg()
     results: dict[str, list[dict[str, float]]] = {}
@@ -117,6 +158,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "infc", "build", str(args.spec), "-o", str(work / "out"),
                         "--latency-gate", "off", "-q"], check=True, stdout=sys.stderr)
         (bundle,) = (work / "out").iterdir()
+        if args.fold:
+            fold_cost(bundle, args.spec, args.fold)
+            return
         manifest = json.loads((bundle / "manifest.json").read_text())
         request = body(args.spec, manifest)
         path = f"/v2/models/{manifest['name']}/infer"
@@ -145,9 +189,13 @@ def main() -> None:
     off = med["off"]
     for name in ("on", "on, every row"):
         m = med[name]
-        print(f"\n{name}/off: req/s {m['rps'] / off['rps']:.3f}, CPU/req {m['cpu_us'] / off['cpu_us']:.3f}"
-              + "".join(f"; round {i + 1} {a['rps'] / b['rps']:.3f}"
-                        for i, (a, b) in enumerate(zip(results[name], results["off"], strict=True))))
+        pairs = list(zip(results[name], results["off"], strict=True))
+        per_round = [a["rps"] / b["rps"] for a, b in pairs]
+        cpu_round = [a["cpu_us"] / b["cpu_us"] for a, b in pairs]
+        print(f"\n{name}/off: req/s {m['rps'] / off['rps']:.3f} (medians), {statistics.median(per_round):.3f} "
+              f"(median of the rounds' ratios: {', '.join(f'{r:.2f}' for r in per_round)}); CPU/req "
+              f"{m['cpu_us'] / off['cpu_us']:.3f} (medians), {statistics.median(cpu_round):.3f} (median of the "
+              f"rounds' ratios)")
 
 
 if __name__ == "__main__":

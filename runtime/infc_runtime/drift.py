@@ -166,23 +166,26 @@ class DriftMonitor:
         self.names = [str(f["name"]) for f in features]
         self.inputs = [str(f["input"]) for f in features]
         bins = max(len(f["fractions"]) for f in features) if features else 1
-        self.edges = _padded([f["edges"] for f in features], bins - 1, math.inf)
         self.fractions = _padded([f["fractions"] for f in features], bins, 0.0)
-        self.low = np.array([f["min"] for f in features], dtype=np.float64)
-        self.high = np.array([f["max"] for f in features], dtype=np.float64)
+        # one comparison with these edges bins a value and finds it out of range: [min, inner edges, just above
+        # max, +inf padding]; bin 0 is below min, 1 .. last - 1 the reference's bins, last and above beyond max,
+        # and the ring's last column counts NaN
+        self._edges = _padded([[f["min"], *f["edges"], float(np.nextafter(f["max"], math.inf))] for f in features],
+                              bins + 1, math.inf)
+        self._last = [len(f["edges"]) + 2 for f in features]
+        self._width = bins + 3
         self.reference_nan = np.array([f["nan_rate"] for f in features], dtype=np.float64)
         self._spans: list[slice] = []
+        self._offsets: list[Array] = []  # each feature's first column in a group's flattened counts
         start = 0
         for g in self.groups:
             self._spans.append(slice(start, start + len(g.names)))
+            self._offsets.append((np.arange(len(g.names)) * self._width).reshape(1, -1, 1))
             start += len(g.names)
         self.prediction: dict[str, Any] | None = reference.get("prediction")
         f, k = len(features), SLOTS
         # the ring: every count the window needs, allocated once
-        self._counts = np.zeros((k, f, bins), dtype=np.int64)
-        self._nan = np.zeros((k, f), dtype=np.int64)
-        self._outside = np.zeros((k, f), dtype=np.int64)
-        self._values = np.zeros((k, f), dtype=np.int64)
+        self._counts = np.zeros((k, f, self._width), dtype=np.int64)
         self._rows = np.zeros(k, dtype=np.int64)
         self._slot = 0
         self._capacity = max(1, math.ceil(self.window / k))
@@ -196,8 +199,8 @@ class DriftMonitor:
         self._confidence_sum = np.zeros(k, dtype=np.float64)
         self._embedding_sum = np.zeros((k, len(p.get("mean", ()))), dtype=np.float64)
         self._prediction_rows = np.zeros(k, dtype=np.int64)
-        self._norm_edges = np.array(p.get("norm_edges", ()), dtype=np.float64).reshape(1, -1)
-        self._confidence_edges = np.array(CONFIDENCE_EDGES, dtype=np.float64).reshape(1, -1)
+        self._norm_edges = np.array(p.get("norm_edges", ()), dtype=np.float64)
+        self._confidence_edges = np.array(CONFIDENCE_EDGES, dtype=np.float64)
 
     # -- folding (worker thread) ----------------------------------------------------------------------------
     def observe(self, model_inputs: Mapping[str, Array], response: Mapping[str, Array]) -> None:
@@ -213,10 +216,10 @@ class DriftMonitor:
             picked = slice(start, n, self.every)
             rows = len(range(start, n, self.every))
             slot = self._advance(rows)
-            for group, span in zip(self.groups, self._spans, strict=True):
+            for group, span, offsets in zip(self.groups, self._spans, self._offsets, strict=True):
                 array = model_inputs.get(group.input)
                 if array is not None:
-                    self._fold_group(slot, span, group_values(array[picked], group))
+                    self._fold_group(slot, span, offsets, group_values(array[picked], group))
             if self.prediction is not None:
                 output = response.get(self.prediction["output"])
                 if output is not None:
@@ -226,23 +229,20 @@ class DriftMonitor:
         """The slot these rows go to: the current one, or the next (emptied) once the current one is full."""
         if self._rows[self._slot] >= self._capacity:
             self._slot = (self._slot + 1) % SLOTS
-            for ring in (self._counts, self._nan, self._outside, self._values, self._rows, self._classes,
+            for ring in (self._counts, self._rows, self._classes,
                          self._confidence, self._confidence_sum, self._embedding_sum, self._prediction_rows):
                 ring[self._slot] = 0
         self._rows[self._slot] += rows
         return self._slot
 
-    def _fold_group(self, slot: int, span: slice, values: Array) -> None:
+    def _fold_group(self, slot: int, span: slice, offsets: Array, values: Array) -> None:
+        index = bin_index(values, self._edges[span])
         nan = np.isnan(values)
-        index = bin_index(values, self.edges[span])
-        features = values.shape[1]
-        bins = self._counts.shape[2]
-        flat = (index + np.arange(features).reshape(1, -1, 1) * bins)[~nan]
-        self._counts[slot, span] += np.bincount(flat, minlength=features * bins).reshape(features, bins)
-        low, high = self.low[span].reshape(1, -1, 1), self.high[span].reshape(1, -1, 1)
-        self._nan[slot, span] += nan.sum(axis=(0, 2))
-        self._outside[slot, span] += ((values < low) | (values > high)).sum(axis=(0, 2))
-        self._values[slot, span] += values.shape[0] * values.shape[2]
+        if nan.any():
+            index[nan] = self._width - 1
+        index += offsets
+        features, width = values.shape[1], self._width
+        self._counts[slot, span] += np.bincount(index.ravel(), minlength=features * width).reshape(features, width)
 
     def _fold_prediction(self, slot: int, output: Array) -> None:
         assert self.prediction is not None
@@ -255,12 +255,12 @@ class DriftMonitor:
                                                minlength=self._prediction_bins)
             confidence = output.max(axis=1)
             self._confidence_sum[slot] += float(confidence.sum())
-            index = bin_index(confidence.reshape(-1, 1, 1), self._confidence_edges)
-            self._confidence[slot] += np.bincount(index.ravel(), minlength=self._confidence.shape[1])
+            index = np.searchsorted(self._confidence_edges, confidence, side="right")
+            self._confidence[slot] += np.bincount(index, minlength=self._confidence.shape[1])
         else:
             norms = np.sqrt((output * output).sum(axis=1))
-            index = bin_index(norms.reshape(-1, 1, 1), self._norm_edges)
-            self._classes[slot] += np.bincount(index.ravel(), minlength=self._prediction_bins)
+            index = np.searchsorted(self._norm_edges, norms, side="right")
+            self._classes[slot] += np.bincount(index, minlength=self._prediction_bins)
             self._embedding_sum[slot] += output.sum(axis=0)
 
     # -- reading (event loop) -------------------------------------------------------------------------------
@@ -272,13 +272,21 @@ class DriftMonitor:
     def report(self) -> dict[str, Any]:
         """The indicators over the window (what `/v2/models/NAME/drift` answers), features worst first."""
         with self._lock:
-            counts, nan, outside, values = (a.sum(axis=0) for a in (self._counts, self._nan, self._outside,
-                                                                   self._values))
+            counts = self._counts.sum(axis=0)
             rows, seen = int(self._rows.sum()), self._seen
             classes, confidence = self._classes.sum(axis=0), self._confidence.sum(axis=0)
             confidence_sum, embedding = float(self._confidence_sum.sum()), self._embedding_sum.sum(axis=0)
             predicted = int(self._prediction_rows.sum())
-        scores = psi(counts, self.fractions)
+        nan, values = counts[:, -1], counts.sum(axis=1)
+        binned = np.zeros_like(self.fractions)
+        outside = np.zeros(len(self.names), dtype=np.int64)
+        for i, last in enumerate(self._last):  # below min into the first bin, beyond max into the last
+            below, above = counts[i, 0], counts[i, last:-1].sum()
+            binned[i, :last - 1] = counts[i, 1:last]
+            binned[i, 0] += below
+            binned[i, last - 2] += above
+            outside[i] = below + above
+        scores = psi(binned, self.fractions)
 
         def number(x: float) -> float | None:
             return None if not math.isfinite(x) else round(float(x), 6)

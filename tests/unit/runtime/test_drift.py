@@ -50,13 +50,18 @@ def test_group_values_read_columns_channels_and_lengths() -> None:
     assert group_values(tokens, Group("ids", "length", ("ids.length",), pad=0)).ravel().tolist() == [2.0, 1.0]
 
 
-def _monitor(window: int = 1000, sample_rate: float = 1.0, **prediction: Any) -> tuple[DriftMonitor, np.ndarray]:
+def _reference(window: int = 1000, sample_rate: float = 1.0) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     reference_rows = rng.normal(size=(4000, 3)).astype(np.float32)
     pre = KernelInfo(run=lambda t: {"x": t["x"]}, columns={"x": ("a", "b", "c")})
     probabilities = rng.dirichlet([1, 1, 1], size=500)
-    reference = make_reference(Monitor(window=window, sample_rate=sample_rate), pre, {"x": reference_rows},
-                               {"probabilities": probabilities}, [])
+    return make_reference(Monitor(window=window, sample_rate=sample_rate), pre, {"x": reference_rows},
+                          {"probabilities": probabilities}, [])
+
+
+def _monitor(window: int = 1000, sample_rate: float = 1.0) -> tuple[DriftMonitor, np.ndarray]:
+    reference = _reference(window, sample_rate)
+    probabilities = np.random.default_rng(1).dirichlet([1, 1, 1], size=500)
     return DriftMonitor(reference, "m", "1"), probabilities
 
 
@@ -83,7 +88,7 @@ def test_sampling_counts_every_nth_row_across_batches() -> None:
 
 def test_the_window_slides_and_its_memory_is_fixed() -> None:
     monitor, _ = _monitor(window=1000)
-    held = [a.nbytes for a in (monitor._counts, monitor._nan, monitor._values)]
+    held = [a.nbytes for a in (monitor._counts, monitor._rows, monitor._classes)]
     shifted = np.full((100, 3), 5.0)
     for _ in range(10):
         monitor.observe({"x": shifted}, {})
@@ -93,7 +98,7 @@ def test_the_window_slides_and_its_memory_is_fixed() -> None:
         monitor.observe({"x": calm}, {})
     report = monitor.report()
     assert report["window_rows"] <= 1000 and report["features"][0]["out_of_range_rate"] == 0.0
-    assert [a.nbytes for a in (monitor._counts, monitor._nan, monitor._values)] == held
+    assert [a.nbytes for a in (monitor._counts, monitor._rows, monitor._classes)] == held
 
 
 def test_nan_rate_and_prediction_shift() -> None:
@@ -150,3 +155,14 @@ def test_logits_a_softmax_step_reads_make_a_classifier() -> None:
     report = monitor.report()["prediction"]
     assert report["psi"] == pytest.approx(0.0, abs=1e-3)
     assert report["confidence_mean"] == pytest.approx(prediction["confidence_mean"], abs=1e-5)
+
+
+def test_out_of_range_counts_both_tails_and_infinities_but_not_nan() -> None:
+    reference = _reference()
+    lo, hi = reference["features"][0]["min"], reference["features"][0]["max"]
+    rows = np.zeros((8, 3))
+    rows[:, 0] = [lo - 1, lo, hi, hi + 1, np.inf, -np.inf, np.nan, 0.0]
+    fresh = DriftMonitor(reference, "m", "1")
+    fresh.observe({"x": rows}, {})
+    (a,) = [f for f in fresh.report()["features"] if f["name"] == "a"]
+    assert a["out_of_range_rate"] == 4 / 8 and a["nan_rate"] == 1 / 8 and a["values"] == 8
