@@ -10,6 +10,11 @@ on core 1 (N connections, one-row KServe V2 JSON requests from the spec's valida
 Prints, per arm, the median over rounds of requests/s, latency percentiles and the server's CPU us per request,
 and the ratios on/off. Needs `wrk` (Debian: `apt-get install wrk`). Only talks to 127.0.0.1.
 
+`--handler N` measures the server in process instead, without sockets or a load generator: each arm in a fresh
+interpreter (alternately, `--rounds` times) loads its bundle, warms up, and answers N one-row requests, 32 at a time
+(`--concurrency`), by calling the ASGI app: the process's CPU us per request (event loop and worker thread) and
+requests per second, medians and minimums over rounds (a shared machine only adds to either).
+
 `--fold N` measures instead, in process, what one batch costs: `Pipeline.run_batch` of N one-row requests (the
 validation rows) and `DriftMonitor.observe` of that batch at the built sample rate and at every row (medians of
 2,000 calls, microseconds).
@@ -107,6 +112,90 @@ def drive(port: int, path: str, request: dict[str, Any], connections: int, secon
     return {"rps": requests / duration, "p50": p50, "p99": p99, "p99.9": p999, "cpu_us": cpu_us, "errors": errors}
 
 
+HANDLER = """\
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+import infc_runtime
+from infc_runtime.app import create_app
+from infc_runtime.pipeline import Pipeline
+
+assert infc_runtime.__file__.startswith(sys.argv[1]), infc_runtime.__file__
+pipeline = Pipeline.load(sys.argv[1])
+n, concurrency = int(sys.argv[2]), int(sys.argv[3])
+body = sys.argv[4].encode()
+app = create_app(pipeline)
+path = f"/v2/models/{pipeline.name}/infer"
+scope = {"type": "http", "method": "POST", "path": path, "headers": [
+    (b"host", b"localhost"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    "client": ("127.0.0.1", 1), "http_version": "1.1", "scheme": "http", "query_string": b"", "root_path": ""}
+statuses = []
+
+async def receive():
+    return {"type": "http.request", "body": body, "more_body": False}
+
+async def send(message):
+    if message["type"] == "http.response.start":
+        statuses.append(message["status"])
+
+async def client(count):
+    for _ in range(count):
+        await app(scope, receive, send)
+
+async def main():
+    async with app.router.lifespan_context(app):
+        while not app.state.server.is_ready:
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(client(50) for _ in range(concurrency)))
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(client(n // concurrency) for _ in range(concurrency)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        done = n // concurrency * concurrency
+        print(json.dumps({"cpu_us": cpu / done * 1e6, "rps": done / wall,
+                          "rows": pipeline.drift.report()["rows_seen"] if pipeline.drift else 0}))
+
+asyncio.run(main())
+assert set(statuses) == {200}, set(statuses)
+"""
+
+
+def handler_cost(served: dict[str, Path], request: dict[str, Any], n: int, concurrency: int, rounds: int) -> None:
+    """`--handler`: CPU us per request and requests/s of the server in process, the arms in turn per round."""
+    results: dict[str, list[dict[str, float]]] = {}
+    for round_ in range(rounds):
+        names = list(served)
+        names = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in names:
+            out = subprocess.run([sys.executable, "-c", HANDLER, str(served[name]), str(n), str(concurrency),
+                                  json.dumps(request)], check=True, capture_output=True, text=True, timeout=120,
+                                 preexec_fn=lambda: os.sched_setaffinity(0, {0})).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            results.setdefault(name, []).append(r)
+            print(f"# round {round_ + 1} {name}: {r['cpu_us']:.1f} us/req, {r['rps']:.0f} req/s, "
+                  f"{r['rows']} rows seen", file=sys.stderr)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}, load "
+          f"average {os.getloadavg()[0]:.2f}; in process, core 0, {rounds} rounds of {n} one-row requests, "
+          f"{concurrency} at a time\n")
+    print("| monitor | CPU us/req median | min | req/s median | max | CPU us/req per round |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, runs in results.items():
+        cpu = [r["cpu_us"] for r in runs]
+        rps = [r["rps"] for r in runs]
+        print(f"| {name} | {statistics.median(cpu):.1f} | {min(cpu):.1f} | {statistics.median(rps):.0f} | "
+              f"{max(rps):.0f} | {', '.join(f'{c:.0f}' for c in cpu)} |")
+    def med(runs: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    off = results["off"]
+    for name in list(results)[1:]:
+        runs = results[name]
+        ratios = [a["cpu_us"] / b["cpu_us"] for a, b in zip(runs, off, strict=True)]
+        lowest = min(r["cpu_us"] for r in runs) / min(r["cpu_us"] for r in off)
+        print(f"\n{name}/off: CPU/req {med(runs, 'cpu_us') / med(off, 'cpu_us'):.3f} (medians), {lowest:.3f} "
+              f"(minimums), {statistics.median(ratios):.3f} (median of the rounds' ratios); req/s "
+              f"{med(runs, 'rps') / med(off, 'rps'):.3f} (medians), "
+              f"{max(r['rps'] for r in runs) / max(r['rps'] for r in off):.3f} (maximums)")
+
+
 def fold_cost(bundle: Path, spec: Path, rows: int) -> None:
     """`--fold`: microseconds per batch of `rows` one-row requests: the pipeline, and the monitor's fold."""
     from infc_runtime.drift import DriftMonitor
@@ -149,6 +238,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--handler", type=int, metavar="N", help="in process: N requests per arm and round")
     parser.add_argument("--fold", type=int, metavar="N", help="in process: one batch of N rows, pipeline vs fold")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -163,8 +253,11 @@ def main() -> None:
             return
         manifest = json.loads((bundle / "manifest.json").read_text())
         request = body(args.spec, manifest)
-        path = f"/v2/models/{manifest['name']}/infer"
         served = arms(bundle, work)
+        if args.handler:
+            handler_cost(served, request, args.handler, args.concurrency, args.rounds)
+            return
+        path = f"/v2/models/{manifest['name']}/infer"
         for round_ in range(args.rounds):
             names = list(served)
             names = names[round_ % len(names):] + names[:round_ % len(names)]

@@ -337,15 +337,19 @@ class Batcher:
             else:
                 item.future.set_result(result)
         if drift is not None and observed:
-            # the drift indicators fold the batch once it is answered: next on its worker thread, ahead of the
-            # next batch there (one at a time per instance: bounded), never awaited here
-            self._executors[instance].submit(_observe, drift, observed)
+            # the drift indicators fold the batch's sampled rows once it is answered: next on its worker thread,
+            # ahead of the next batch there (one at a time per instance: bounded), never awaited here; a batch
+            # with no sampled row costs a counter
+            picked = [(inputs, out, rows) for inputs, out in observed
+                      if (rows := drift.sample(len(next(iter(inputs.values()))) if inputs else 0)) is not None]
+            if picked:
+                self._executors[instance].submit(_fold, drift, picked)
 
 
-def _observe(drift: DriftMonitor, observed: list[tuple[Tensors, Tensors]]) -> None:
-    """Fold a batch into the drift indicators (on the worker thread); a failure is logged, never raised."""
+def _fold(drift: DriftMonitor, picked: list[tuple[Tensors, Tensors, slice]]) -> None:
+    """Fold a batch's sampled rows into the drift indicators (on the worker thread); a failure is logged."""
     try:
-        for model_inputs, response in observed:
-            drift.observe(model_inputs, response)
+        for model_inputs, response, rows in picked:
+            drift.fold(model_inputs, response, rows)
     except Exception:
         log.exception("drift indicators: folding a batch failed")

@@ -6,12 +6,12 @@ at the reference's quantiles (open at both ends) with the share of values in eac
 range; from the validation outputs, for a classifier the top-1 class distribution and a top-1 confidence
 histogram, for an embedding a norm histogram and the mean vector.
 
-At run time `DriftMonitor.observe` takes every batch's model inputs and response tensors after the batch's
-requests are answered (the batcher hands them to the worker thread's queue, behind the answers). A counter
-picks every `round(1 / sample_rate)`-th row (deterministic: a slice, no copy); the picked rows are binned
-into the current slot of a ring of `SLOTS` count arrays, all allocated when the monitor is made, so memory is
-bounded and the window slides by a tenth. When it is read (a scrape, `/v2/models/NAME/drift`), the slots
-are summed and compared with the reference:
+At run time, once a batch's requests are answered, the batcher asks `DriftMonitor.sample` which of its rows
+are sampled: a counter picks every `round(1 / sample_rate)`-th row across batches (deterministic: a slice, no
+copy). Only a batch with sampled rows is handed to its worker thread (behind the answers, ahead of the next
+batch there), where `DriftMonitor.fold` bins those rows into the current slot of a ring of `SLOTS` count
+arrays, all allocated when the monitor is made, so memory is bounded and the window slides by a tenth. When
+it is read (a scrape, `/v2/models/NAME/drift`), the slots are summed and compared with the reference:
 
 - `psi`: the population stability index, sum over bins of (p - q) ln(p / q), the window's shares p and the
   reference's q each at least `EPSILON` (an empty bin is not infinitely surprising); by convention below 0.1
@@ -189,7 +189,8 @@ class DriftMonitor:
         self._rows = np.zeros(k, dtype=np.int64)
         self._slot = 0
         self._capacity = max(1, math.ceil(self.window / k))
-        self._seen = 0
+        self._seen = 0  # rows counted by `sample`
+        self._folded = 0  # sampled rows folded
         self._lock = threading.Lock()
         p = self.prediction or {}
         self._prediction_bins = (len(p.get("class_fractions", ())) if p.get("kind") == "classifier"
@@ -203,18 +204,22 @@ class DriftMonitor:
         self._confidence_edges = np.array(CONFIDENCE_EDGES, dtype=np.float64)
 
     # -- folding (worker thread) ----------------------------------------------------------------------------
-    def observe(self, model_inputs: Mapping[str, Array], response: Mapping[str, Array]) -> None:
-        """Fold the sampled rows of one batch (its model inputs and response tensors, batch on axis 0)."""
-        n = len(next(iter(model_inputs.values()))) if model_inputs else 0
-        if n == 0:
-            return
+    def sample(self, rows: int) -> slice | None:
+        """The rows of the next `rows` (a batch) that are sampled, counted across batches (every `every`-th row
+        overall), or None when none is: the caller folds only batches with sampled rows."""
         with self._lock:
             start = (-self._seen) % self.every  # the rows whose running number is a multiple of `every`
-            self._seen += n
-            if start >= n:
-                return
-            picked = slice(start, n, self.every)
-            rows = len(range(start, n, self.every))
+            self._seen += rows
+        return slice(start, rows, self.every) if start < rows else None
+
+    def fold(self, model_inputs: Mapping[str, Array], response: Mapping[str, Array], picked: slice) -> None:
+        """Fold the `picked` rows (from `sample`) of one batch: its model inputs and its model outputs and
+        response tensors, batch on axis 0."""
+        rows = len(range(*picked.indices(len(next(iter(model_inputs.values()))))))
+        if rows == 0:
+            return
+        with self._lock:
+            self._folded += rows
             slot = self._advance(rows)
             for group, span, offsets in zip(self.groups, self._spans, self._offsets, strict=True):
                 array = model_inputs.get(group.input)
@@ -224,6 +229,13 @@ class DriftMonitor:
                 output = response.get(self.prediction["output"])
                 if output is not None:
                     self._fold_prediction(slot, np.asarray(output[picked], dtype=np.float64).reshape(rows, -1))
+
+    def observe(self, model_inputs: Mapping[str, Array], response: Mapping[str, Array]) -> None:
+        """`sample` and `fold` one batch."""
+        n = len(next(iter(model_inputs.values()))) if model_inputs else 0
+        picked = self.sample(n) if n else None
+        if picked is not None:
+            self.fold(model_inputs, response, picked)
 
     def _advance(self, rows: int) -> int:
         """The slot these rows go to: the current one, or the next (emptied) once the current one is full."""
@@ -273,7 +285,7 @@ class DriftMonitor:
         """The indicators over the window (what `/v2/models/NAME/drift` answers), features worst first."""
         with self._lock:
             counts = self._counts.sum(axis=0)
-            rows, seen = int(self._rows.sum()), self._seen
+            rows, seen, folded = int(self._rows.sum()), self._seen, self._folded
             classes, confidence = self._classes.sum(axis=0), self._confidence.sum(axis=0)
             confidence_sum, embedding = float(self._confidence_sum.sum()), self._embedding_sum.sum(axis=0)
             predicted = int(self._prediction_rows.sum())
@@ -302,7 +314,8 @@ class DriftMonitor:
             })
         features.sort(key=lambda f: (f["psi"] is None, -(f["psi"] or 0.0), f["name"]))
         report: dict[str, Any] = {
-            "model": self.model, "version": self.version, "rows_seen": seen, "window_rows": rows,
+            "model": self.model, "version": self.version, "rows_seen": seen, "rows_sampled": folded,
+            "window_rows": rows,
             "window": self.window,
             "sample_rate": 1 / self.every, "psi_warn": self.psi_warn, "psi_alert": self.psi_alert,
             "status": _worst([f["status"] for f in features]), "features": features,

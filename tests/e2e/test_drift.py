@@ -65,12 +65,12 @@ def _post_rows(client: httpx.Client, records: list[dict[str, float]], per_reques
         assert response.status_code == 200, response.text
 
 
-def _drift(client: httpx.Client, path: str, rows: int) -> dict[str, Any]:
-    """The drift report once `rows` rows were seen (the worker folds a batch after answering it)."""
+def _drift(client: httpx.Client, path: str, sampled: int) -> dict[str, Any]:
+    """The drift report once `sampled` rows were folded (the worker folds a batch after answering it)."""
     deadline = time.monotonic() + 10
     while True:
         report: dict[str, Any] = client.get(path).json()
-        if report["rows_seen"] >= rows or time.monotonic() > deadline:
+        if report["rows_sampled"] >= sampled or time.monotonic() > deadline:
             return report
         time.sleep(0.02)
 
@@ -138,10 +138,10 @@ def test_inverted_digits_move_confidence_and_class_distribution(digits_bundle: P
 
         warmed = _drift(client, "/v2/models/digits/drift", 0)["rows_seen"]  # warm-up rows are not counted
         send(images[:rows])
-        before = _drift(client, "/v2/models/digits/drift", rows)
+        before = _drift(client, "/v2/models/digits/drift", rows // every)
         send(255 - images[:rows])
-        after = _drift(client, "/v2/models/digits/drift", 2 * rows)
-    assert warmed == 0 and after["window_rows"] == 2 * rows // every
+        after = _drift(client, "/v2/models/digits/drift", 2 * rows // every)
+    assert warmed == 0 and before["rows_seen"] == rows and after["window_rows"] == 2 * rows // every
     p0, p1 = before["prediction"], after["prediction"]
     assert p0["kind"] == "classifier" and p0["psi"] < 0.25 and before["status"] in ("ok", "warn")
     # inverted images: half the window is unlike anything the model saw; its answers shift and lose confidence

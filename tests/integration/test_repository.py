@@ -118,11 +118,11 @@ def test_two_models_and_two_versions_at_once(served: Server) -> None:
 
 def test_drift_per_version_in_the_json_endpoint_and_the_metrics(served: Server) -> None:
     with httpx.Client(base_url=f"http://{served.url}") as http:
-        before = http.get("/v2/models/toy/versions/2/drift").json()["rows_seen"]  # other tests' rows
+        before = http.get("/v2/models/toy/versions/2/drift").json()["rows_sampled"]  # other tests' rows
         for i in range(20):
             assert http.post("/v2/models/toy/versions/2/infer", json=body(100 + i)).status_code == 200
         deadline = time.monotonic() + 10
-        while (report := http.get("/v2/models/toy/versions/2/drift").json())["rows_seen"] < before + 20:
+        while (report := http.get("/v2/models/toy/versions/2/drift").json())["rows_sampled"] < before + 20:
             assert time.monotonic() < deadline, report
             time.sleep(0.02)
         unmonitored = http.get("/v2/models/toy/versions/1/drift")
