@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,13 @@ def drive(port: int, path: str, request: dict[str, Any], connections: int, secon
     cpu = group_cpu_seconds(server)
     requests, duration, p50, p99, p999, errors = wrk(seconds)
     cpu_us = (group_cpu_seconds(server) - cpu) / max(1.0, requests) * 1e6
-    return {"rps": requests / duration, "p50": p50, "p99": p99, "p99.9": p999, "cpu_us": cpu_us, "errors": errors}
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    sums = {ln.split(" ")[0]: float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines()
+            if ln.startswith(("infc_batch_size_sum", "infc_batch_size_count"))}
+    mean_batch = sum(v for k, v in sums.items() if "_sum" in k) / max(1.0, sum(v for k, v in sums.items()
+                                                                                if "_count" in k))
+    return {"rps": requests / duration, "p50": p50, "p99": p99, "p99.9": p999, "cpu_us": cpu_us, "errors": errors,
+            "batch": mean_batch}
 
 
 HANDLER = """\
@@ -271,14 +278,15 @@ def main() -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, {cpu_model()}, load "
           f"average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; {manifest['name']}, "
           f"{args.rounds} rounds of {args.seconds:g} s, {args.concurrency} connections; medians over rounds\n")
-    print("| monitor | req/s | p50 ms | p99 ms | p99.9 ms | server CPU us/req | errors | req/s per round |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "p99.9", "cpu_us")}
+    print("| monitor | req/s | p50 ms | p99 ms | p99.9 ms | server CPU us/req | mean batch | errors | "
+          "req/s per round |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "p99.9", "cpu_us", "batch")}
            for name, runs in results.items()}
     for name, m in med.items():
         rounds = ", ".join(f"{r['rps']:.0f}" for r in results[name])
         print(f"| {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['p99.9']:.2f} | "
-              f"{m['cpu_us']:.0f} | {sum(r['errors'] for r in results[name]):.0f} | {rounds} |")
+              f"{m['cpu_us']:.0f} | {m['batch']:.1f} | {sum(r['errors'] for r in results[name]):.0f} | {rounds} |")
     off = med["off"]
     for name in ("on", "on, every row"):
         m = med[name]
