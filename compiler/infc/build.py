@@ -31,6 +31,7 @@ from .choice import Choice, Evaluation
 from .coldstart import KernelCache, collect_kernel_cache
 from .cost import price_of
 from .deploy import deploy_files
+from .drift import reference_files
 from .emulate import EmulationError, target_site
 from .errors import BudgetError, InfcError
 from .gates import Outputs
@@ -155,7 +156,8 @@ def build(spec_path: str | Path, outdir: str | Path = "build", *, iterations: in
         chosen = choice.chosen
         # 7. the bundle about to ship, staged and measured in a fresh process (its own runtime)
         first = with_limits(spec, _initial_serving(spec, locked if candidate is not None else None))
-        files = _files(spec, plan, chosen.model, modules, requires, wheels)
+        files = {**_files(spec, plan, chosen.model, modules, requires, wheels),
+                 **_monitor_files(checked, kernels, bench)}
         tune = candidate is None and plan.host_matches_target and not _pinned(spec)
         limit = _limit(spec)
         outputs = list(post_flow.end)
@@ -359,6 +361,16 @@ def _bench(checked: CheckedSpec, plan: Plan, kernels: dict[str, KernelInfo], out
                      validation=validation, iterations=iterations, progress=progress)
     return Bench(spec=spec, plan=plan, kernels=kernels, outputs=outputs, ctx=ctx,
                  requests=reference.example_request(1), iterations=iterations, progress=progress)
+
+
+def _monitor_files(checked: CheckedSpec, kernels: dict[str, KernelInfo], bench: Bench) -> dict[str, bytes]:
+    """monitor/reference.json: the drift reference, of the calibration data (else the validation data) and the
+    validation outputs (infc.drift)."""
+    data = checked.calibration or checked.validation
+    outputs = None if bench.validation is None else {**bench.validation.reference.model,
+                                                     **bench.validation.reference.response}
+    return reference_files(checked.spec.monitor, kernels["pre"], data.requests if data else None, outputs,
+                           [(step.name, step.input.name if step.input else None) for step in checked.post.steps])
 
 
 def _feeds(pre: KernelInfo, calibration: Tensors) -> Callable[[], Iterator[dict[str, Any]]]:

@@ -44,7 +44,8 @@ MODES = ("auto", "relock", "locked", "ignore")
 (exit 2); ignore: neither read nor write one (experiments, tests)."""
 
 _MAX_LOCK_BYTES = 4 << 20  # a lock is a few kB; a bigger file is not one of ours
-_IDENTITY = ("name", "version", "deploy")  # renaming, a new version or how it ships changes no measured decision
+_IDENTITY = ("name", "version", "deploy", "monitor")  # renaming, a new version, how it ships or what it watches
+# changes no measured decision
 _SERVING_IDENTITY = ("cache",)  # nor does a response cache in front of the batcher
 
 

@@ -9,6 +9,7 @@
 | GET    | /v2/models/{name}[/versions/{version}]/ready         | 200 once warmed up, else 503    |
 | POST   | /v2/models/{name}[/versions/{version}]/infer         | inference (JSON or binary)      |
 | POST   | /v2/models/{name}[/versions/{version}]/infer_stream  | JSON lines in, streamed out     |
+| GET    | /v2/models/{name}[/versions/{version}]/drift         | drift indicators (see `drift`)  |
 | GET    | /metrics                                             | Prometheus text (see `metrics`) |
 
 Every error is JSON `{"error": message}` naming the field, input or limit at
@@ -78,7 +79,8 @@ from .protocol import HEADER_LENGTH, InferRequest, ProtocolError, decode_request
 from .tracing import RequestTrace, Tracing
 from .types import Tensors
 
-__all__ = ["BODY_TIMEOUT_S", "BROWSER_CONTENT_TYPES", "INLINE_BYTES", "SERVER_NAME", "HostCheck", "create_app"]
+__all__ = ["BODY_TIMEOUT_S", "BROWSER_CONTENT_TYPES", "INLINE_BYTES", "SERVER_NAME", "HostCheck", "create_app",
+           "drift_answer"]
 
 SERVER_NAME = "infc"
 EXTENSIONS = ["binary_tensor_data"]
@@ -158,6 +160,7 @@ def create_app(
         Route(VERSIONED_PATH + "/infer", _Endpoint(server.infer_routed), methods=["POST"]),
         *(Route(path + "/infer_stream", _Endpoint(server.infer_stream), methods=["POST"])
           for path in (MODEL_PATH, VERSIONED_PATH)),
+        *(Route(path + "/drift", server.drift) for path in (MODEL_PATH, VERSIONED_PATH)),
         Route("/metrics", server.prometheus),
     ]
     handlers = {HTTPException: _http_error, Exception: _internal_error}
@@ -290,6 +293,7 @@ class _Server:
         self.body_timeout_s = body_timeout_s
         self.metrics = Metrics(pipeline.name, version=pipeline.version, max_batch_size=pipeline.serving.max_batch_size)
         self.metrics.set_providers(pipeline.providers, cpu_fallback=bool(pipeline.cpu_fallback))
+        self.metrics.drift = pipeline.drift
         self.tracing = tracing  # None: off, and no per-request work for it
         self.batcher = Batcher(pipeline, self.metrics, tracing=tracing)
         self.cache = response_cache(pipeline)  # None: off (serving.cache)
@@ -360,6 +364,10 @@ class _Server:
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=metrics.content_type())
+
+    async def drift(self, request: Request) -> Response:
+        self._check_model(request)
+        return drift_answer(self)
 
     def _check_model(self, request: Request) -> None:
         name = request.path_params["name"]
@@ -571,6 +579,15 @@ class _Watch:
         if not self.future.done():
             self.gone = True
             self.future.cancel()
+
+
+def drift_answer(server: _Server) -> Response:
+    """The drift indicators of `server`'s model (`DriftMonitor.report`), or 404 when its bundle has no reference."""
+    p = server.pipeline
+    if p.drift is None:
+        return _error(404, f"model {p.name!r} version {p.version!r} has no drift indicators: its bundle carries no "
+                           "monitor/reference.json (the spec's monitor section is off, or it has no data)")
+    return Response(_json.dumps(p.drift.report()), media_type="application/json")
 
 
 def _check_content_type(value: str | None) -> None:

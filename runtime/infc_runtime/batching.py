@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,12 +40,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .drift import DriftMonitor
 from .metrics import Metrics
 from .pipeline import Pipeline
 from .tracing import RequestTrace, Tracing
 from .types import Tensors
 
 __all__ = ["Batcher", "BatcherClosed", "DeadlineExceeded", "QueueFull"]
+
+log = logging.getLogger("infc_runtime")
 
 T = TypeVar("T")
 
@@ -305,9 +309,12 @@ class Batcher:
         intervals = None if traced is None else traced.intervals
         timings: dict[str, float] = {}
         requests = [item.tensors for item in batch]
+        drift = self.pipeline.drift
+        observed: list[tuple[Tensors, Tensors]] | None = None if drift is None else []
         try:
             results: list[Any] = await self.run_in_worker(
-                lambda: self.pipeline.run_batch(requests, timings=timings, instance=instance, intervals=intervals),
+                lambda: self.pipeline.run_batch(requests, timings=timings, instance=instance, intervals=intervals,
+                                                observed=observed),
                 instance)
         except Exception as exc:  # the batch as a whole failed: only its requests fail
             results = [exc] * len(batch)
@@ -329,3 +336,20 @@ class Batcher:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+        if drift is not None and observed:
+            # the drift indicators fold the batch's sampled rows once it is answered: next on its worker thread,
+            # ahead of the next batch there (one at a time per instance: bounded), never awaited here; a batch
+            # with no sampled row costs a counter
+            picked = [(inputs, out, rows) for inputs, out in observed
+                      if (rows := drift.sample(len(next(iter(inputs.values()))) if inputs else 0)) is not None]
+            if picked:
+                self._executors[instance].submit(_fold, drift, picked)
+
+
+def _fold(drift: DriftMonitor, picked: list[tuple[Tensors, Tensors, slice]]) -> None:
+    """Fold a batch's sampled rows into the drift indicators (on the worker thread); a failure is logged."""
+    try:
+        for model_inputs, response, rows in picked:
+            drift.fold(model_inputs, response, rows)
+    except Exception:
+        log.exception("drift indicators: folding a batch failed")

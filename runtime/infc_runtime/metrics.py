@@ -35,6 +35,8 @@ a server of several models renders the metrics of all of them together
 |                                   |           |               | the last minute between scrapes (`cost`)        |
 | `infc_cost_usd_per_1000_requests` | gauge     | model         | those CPU seconds at the bundle's price (only   |
 |                                   |           |               | with a price: the spec's `deploy`)              |
+| `infc_drift_*`                    | gauge     | model,        | drift indicators against the bundle's reference |
+|                                   |           | (feature)     | (`drift` module), computed when scraped         |
 
 Every update happens on the event loop's thread (the batcher records a batch's
 stages there once the worker is done), so the values are plain Python numbers
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 
     from .cache import ResponseCache
     from .cost import LivePrice
+    from .drift import DriftMonitor
 
 __all__ = ["STAGES", "Metrics", "batch_buckets", "content_type", "render_all"]
 
@@ -136,6 +139,8 @@ class Metrics:
         self._cpu_fallback = 0
         self.cache: ResponseCache | None = None
         self.price: LivePrice | None = None
+        self.drift: DriftMonitor | None = None
+        """The model's drift indicators (their `infc_drift_*` gauges are collected with these), when monitored."""
         self._registry = registry
         if registry is not None:
             registry.register(cast("Collector", self))
@@ -289,6 +294,8 @@ class Metrics:
         yield providers
         if self.cache is not None:
             yield from _cache_families(self.cache, names, model)
+        if self.drift is not None:
+            yield from self.drift.families(names, model)
 
 
 def render_all(models: Iterable[Metrics]) -> bytes:

@@ -42,6 +42,7 @@ import onnxruntime as ort
 from . import providers
 from .abi import KernelInfo, Manifest, RequestError, kernel_module, limits_for
 from .cpus import usable_cpus
+from .drift import DriftMonitor, load_reference
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 __all__ = ["Pipeline", "load_kernel_module", "make_session"]
@@ -132,6 +133,7 @@ class Pipeline:
         serving: ServingConfig | None = None,
         more_sessions: Sequence[ort.InferenceSession] = (),
         requested_providers: Sequence[str] | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         """`pre` / `post`: a kernel module's interface (`abi.kernel_module`), or a bare function (no tables).
 
@@ -152,6 +154,7 @@ class Pipeline:
         self.providers: list[str] = list(session.get_providers())
         self.requested_providers = list(self.providers if requested_providers is None else requested_providers)
         self.cpu_fallback = providers.missing(self.requested_providers, self.providers)
+        self.drift = drift
         pre_info = pre if isinstance(pre, KernelInfo) else KernelInfo(run=pre)
         self._pre: Kernel = pre_info.run
         self._post: Kernel = post.run if isinstance(post, KernelInfo) else post
@@ -172,6 +175,7 @@ class Pipeline:
         root = Path(bundle_dir)
         manifest = Manifest.from_dict(json.loads((root / "manifest.json").read_text()))
         instances = manifest.serving.instances
+        reference = load_reference(root, manifest.files)
         sessions = [make_session(root / manifest.model.path, dict(manifest.session), instances=instances,
                                  allow_cpu_fallback=allow_cpu_fallback)
                     for _ in range(instances)]
@@ -186,6 +190,7 @@ class Pipeline:
             serving=manifest.serving,
             more_sessions=sessions[1:],
             requested_providers=providers.requested(manifest.session),
+            drift=None if reference is None else DriftMonitor(reference, manifest.name, manifest.version),
         )
         pipeline.manifest = manifest
         return pipeline
@@ -237,7 +242,7 @@ class Pipeline:
 
     def run_batch(
         self, requests: Sequence[Tensors], *, timings: dict[str, float] | None = None, instance: int = 0,
-        intervals: list[tuple[str, int, int]] | None = None,
+        intervals: list[tuple[str, int, int]] | None = None, observed: list[tuple[Tensors, Tensors]] | None = None,
     ) -> list[Tensors | Exception]:
         """Run many requests as one batch; a request whose data is bad fails alone.
 
@@ -250,7 +255,9 @@ class Pipeline:
         its `pre`, `infer` and `post` keys; when `intervals` is given, each
         stage's run is appended to it as (stage, start, end) in wall-clock ns
         (for trace spans). The model runs on the session of `instance`; batches
-        on different instances may run at once.
+        on different instances may run at once. When `observed` is given, each sub-batch's model inputs and its
+        model outputs with its response tensors (whole, before the split) are appended to it (for
+        `DriftMonitor.observe`).
         """
         clock = _StageClock(timings, intervals)
         results: list[Tensors | Exception] = [RuntimeError("not run")] * len(requests)
@@ -266,12 +273,12 @@ class Pipeline:
                     continue
                 groups.setdefault(_concat_key(prepared, self._padding), []).append((i, prepared))
         for group in groups.values():
-            self._run_group(group, results, clock, instance)
+            self._run_group(group, results, clock, instance, observed)
         return results
 
     def _run_group(
         self, group: list[tuple[int, Tensors]], results: list[Tensors | Exception], clock: _StageClock,
-        instance: int,
+        instance: int, observed: list[tuple[Tensors, Tensors]] | None = None,
     ) -> None:
         """Model and post-processing over requests whose model inputs concatenate."""
         counts = [len(next(iter(t.values()))) for _, t in group]
@@ -286,6 +293,8 @@ class Pipeline:
             for i, _ in group:
                 results[i] = exc
             return
+        if observed is not None:
+            observed.append((batch, {**model_out, **out}))
         offsets = np.cumsum([0, *counts])
         for (i, _), start, stop in zip(group, offsets[:-1], offsets[1:], strict=True):
             results[i] = {k: v[start:stop] for k, v in out.items()}

@@ -18,6 +18,8 @@ one-model app, per model, plus Triton's repository and statistics extensions:
 | GET    | /v2/models/{name}[/versions/{v}]/config                | Triton-shaped model configuration        |
 | GET    | /v2/models[/{name}[/versions/{v}]]/stats               | Triton-shaped inference statistics       |
 | GET    | /v2/models/{name}/policy                               | the traffic policy in force              |
+| GET    | /v2/models/{name}[/versions/{v}]/drift                 | drift indicators of the version (current |
+|        |                                                        | one by default; `drift` module)          |
 | POST   | /v2/repository/index                                   | every version: READY, LOADING or         |
 |        |                                                        | UNAVAILABLE with the reason              |
 | POST   | /v2/repository/models/{name}/load                      | (re)load: read policy.yaml, load what it |
@@ -82,6 +84,7 @@ from .app import (
     _internal_error,
     _Server,
     body_headers,
+    drift_answer,
     v2_routes,
 )
 from .latency import settle_heap
@@ -177,6 +180,8 @@ def create_repository_app(repository: Repository, loaded: dict[str, dict[str, Pi
         Route(model_path + "/stats", hub.stats),
         Route(versioned + "/stats", hub.stats),
         Route(model_path + "/policy", hub.get_policy),
+        Route(model_path + "/drift", hub.drift),
+        Route(versioned + "/drift", hub.drift),
         Route("/v2/repository/index", hub.index, methods=["GET", "POST"]),
         Route("/v2/repository/models/{name}/load", hub.load, methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", hub.unload, methods=["POST"]),
@@ -516,6 +521,9 @@ class _Hub:
         else:
             servers = list(self._model(request).versions.values())
         return JSONResponse({"model_stats": [s.metrics.stats() for s in servers]})
+
+    async def drift(self, request: Request) -> Response:
+        return drift_answer(self._server(request))
 
     async def prometheus(self, request: Request) -> Response:
         return Response(metrics.render_all(s.metrics for s in self.servers()), media_type=metrics.content_type())

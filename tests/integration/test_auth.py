@@ -73,6 +73,9 @@ def test_without_a_key_401_with_a_wrong_one_403(served: Server) -> None:
                 assert client.get(path, headers=bearer(key)).status_code == 200, path
         posted = client.post("/v2/models/toy/infer", content=b"{}")
         assert posted.status_code == 401  # before its body is read or parsed
+        # the drift endpoint is a model endpoint like the others (this bundle has no reference: 404 past the key)
+        assert client.get("/v2/models/toy/drift").status_code == 401
+        assert client.get("/v2/models/toy/drift", headers=bearer(BOB)).status_code == 404
 
 
 def test_tritonclient_with_the_key_in_its_headers(served: Server, bundle: Path) -> None:

@@ -23,6 +23,12 @@ import tritonclient.http as httpclient
 from runtime_bundle import make_request, seal, write_bundle
 from servers import Server
 
+from infc.drift import make_reference
+from infc.spec import Monitor
+from infc_runtime.abi import kernel_module
+from infc_runtime.drift import REFERENCE_PATH
+from infc_runtime.pipeline import load_kernel_module
+
 SHARE = 0.3
 
 
@@ -51,10 +57,20 @@ def make_repository(root: Path, *, slow_other: bool = True) -> Path:
         pre.write_text(pre.read_text().replace("def run(tensors):", "import time\n\n\ndef run(tensors):\n"
                                                                      "    time.sleep(0.2)"))
         seal(other)
+    with_drift(repo / "toy" / "2")
     bad = write_bundle(repo / "bad" / "1", name="bad", version="1")
     (bad / "kernels" / "post.py").write_text((bad / "kernels" / "post.py").read_text() + "\n# changed\n")
     (repo / "toy" / "policy.yaml").write_text(f"current: 1\ncanary: {{version: 2, share: {SHARE}}}\n")
     return repo
+
+
+def with_drift(bundle: Path) -> Path:
+    """`bundle` with a drift reference made of requests through its own pre kernel (as a build makes it), sealed."""
+    pre = kernel_module(load_kernel_module(bundle / "kernels" / "pre.py"))
+    reference = make_reference(Monitor(sample_rate=1.0), pre, make_request(500, seed=7), None, [])
+    (bundle / REFERENCE_PATH).parent.mkdir()
+    (bundle / REFERENCE_PATH).write_text(json.dumps(reference))
+    return seal(bundle)
 
 
 def serve(target: list[Path], log: Path) -> Server:
@@ -98,6 +114,25 @@ def test_two_models_and_two_versions_at_once(served: Server) -> None:
     for model, version in [("toy", "1"), ("toy", "2"), ("other", "1")]:  # prometheus_client sorts the labels
         assert f'infc_requests_total{{model="{model}",status="200",version="{version}"}}' in metrics
     assert metrics.count("# TYPE infc_requests_total counter") == 1
+
+
+def test_drift_per_version_in_the_json_endpoint_and_the_metrics(served: Server) -> None:
+    with httpx.Client(base_url=f"http://{served.url}") as http:
+        before = http.get("/v2/models/toy/versions/2/drift").json()["rows_sampled"]  # other tests' rows
+        for i in range(20):
+            assert http.post("/v2/models/toy/versions/2/infer", json=body(100 + i)).status_code == 200
+        deadline = time.monotonic() + 10
+        while (report := http.get("/v2/models/toy/versions/2/drift").json())["rows_sampled"] < before + 20:
+            assert time.monotonic() < deadline, report
+            time.sleep(0.02)
+        unmonitored = http.get("/v2/models/toy/versions/1/drift")
+        current = http.get("/v2/models/toy/drift")  # the current version, 1: built without a reference
+        metrics = http.get("/metrics").text
+    assert (report["model"], report["version"], report["window_rows"]) == ("toy", "2", before + 20)
+    assert [f["name"] for f in report["features"]] != [] and report["features"][0]["psi"] is not None
+    assert unmonitored.status_code == current.status_code == 404 and "no drift indicators" in current.json()["error"]
+    assert f'infc_drift_window_rows{{model="toy",version="2"}} {before + 20}.0' in metrics
+    assert 'infc_drift_psi{feature="x[0]",model="toy",version="2"}' in metrics
 
 
 def test_a_tampered_bundle_is_never_served_and_the_index_says_why(served: Server) -> None:

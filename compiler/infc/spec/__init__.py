@@ -17,6 +17,7 @@ from .model import (
     CheckedSpec,
     Deploy,
     LatencyBudget,
+    Monitor,
     Optimize,
     RequestData,
     Spec,
@@ -27,6 +28,6 @@ from .prepare import prepare_spec
 from .schema import schema
 
 __all__ = [
-    "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Deploy", "Optimize", "Step", "Spec",
+    "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Deploy", "Monitor", "Optimize", "Step", "Spec",
     "RequestData", "CheckedSpec", "schema", "load_spec", "prepare_spec", "MAX_SPEC_BYTES",
 ]

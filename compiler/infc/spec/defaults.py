@@ -16,7 +16,7 @@ from infc_runtime.types import CacheConfig, ServingConfig, TensorSpec
 from ..isa import DEFAULT_ISA
 from ..kernels import registry
 from . import budgets
-from .model import AccuracyBudget, Budget, Deploy, LatencyBudget, Optimize, Spec, Step, Target
+from .model import AccuracyBudget, Budget, Deploy, LatencyBudget, Monitor, Optimize, Spec, Step, Target
 from .schema import STEP_SECTIONS, schema
 from .yaml import KeyPath, Mark
 
@@ -92,6 +92,12 @@ def _deploy(d: dict[str, Any]) -> Deploy:
                   d.get("instance"))
 
 
+def _monitor(m: dict[str, Any]) -> Monitor:
+    inputs = m.get("inputs")
+    return Monitor(bool(m["enabled"]), None if inputs is None else tuple(inputs), int(m["window"]),
+                   float(m["sample_rate"]), int(m["bins"]), float(m["psi_warn"]), float(m["psi_alert"]))
+
+
 def to_spec(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
            inputs: Sequence[TensorSpec], raw: dict[str, Any]) -> Spec:
     """The `Spec` of resolved `data` (`raw`: as written, for the paths of budgets and the pinned serving keys)."""
@@ -132,4 +138,5 @@ def to_spec(file: Path, data: dict[str, Any], marks: dict[KeyPath, Mark],
         data=data,
         marks=MappingProxyType(marks),
         serving_pinned=frozenset(raw["serving"]) if isinstance(raw.get("serving"), dict) else frozenset(),
+        monitor=_monitor(data["monitor"]),
     )

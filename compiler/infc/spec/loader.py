@@ -32,7 +32,7 @@ from .files import Arrays, check_arrays, compare_inputs, load_model, shown
 from .model import CheckedSpec, RequestData, Step, located, nearest
 from .rules import cross_checks, mapping
 from .schema import DTYPES, STEP_SECTIONS, schema
-from .validate import Finding, validate
+from .validate import Finding, suggest, validate
 from .yaml import Document, KeyPath, Mark, parse
 
 __all__ = ["load_spec", "MAX_SPEC_BYTES"]
@@ -155,6 +155,8 @@ class _Checks:
         if self.signature is None:
             return
         signature, no_pre = self.signature, self._no_pre()
+        self.add(_monitor_findings(mapping(raw.get("monitor")), [t.name for t in signature.inputs],
+                                   self.usable(("monitor", "inputs"))))
         if "inputs" not in raw or no_pre:
             self.add(Finding(("model",), p) for p in signature.problems.values())
         if "inputs" not in raw:
@@ -207,6 +209,16 @@ class _Checks:
                                    for key, path in (("calibration", spec.optimize.calibration),
                                                      ("validation", spec.optimize.validation)))
         return CheckedSpec(spec, self.model, self.signature, self.flows.pre, self.flows.post, calibration, validation)
+
+
+def _monitor_findings(monitor: dict[str, Any], names: Sequence[str], usable: bool) -> list[Finding]:
+    """Each name in `monitor.inputs` must be one of the model's inputs."""
+    watched = monitor.get("inputs")
+    if not usable or not isinstance(watched, list):
+        return []
+    return [Finding(("monitor", "inputs", i), f"the model has no input {name!r}"
+                    + suggest(name, names, known="its inputs"))
+            for i, name in enumerate(watched) if isinstance(name, str) and name not in names]
 
 
 def _requests(path: Path, found: Arrays, inputs: Sequence[TensorSpec]) -> RequestData:

@@ -27,7 +27,7 @@ from .files import shown
 from .yaml import KeyPath, Mark
 
 __all__ = [
-    "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Optimize", "Step", "Spec",
+    "Target", "LatencyBudget", "AccuracyBudget", "Budget", "Optimize", "Monitor", "Step", "Spec",
     "RequestData", "CheckedSpec", "located", "nearest",
 ]
 
@@ -124,6 +124,21 @@ class Deploy:
 
 
 @dataclass(frozen=True)
+class Monitor:
+    """The `monitor` section: which model inputs the drift indicators watch, over how many sampled rows, and
+    when a feature's PSI is `warn` or `alert` (see `infc.drift`)."""
+
+    enabled: bool = True
+    inputs: tuple[str, ...] | None = None
+    """None: every model input."""
+    window: int = 10_000
+    sample_rate: float = 0.1
+    bins: int = 10
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
+
+
+@dataclass(frozen=True)
 class Step:
     """One pre/post step: its registry name, its parameters, and where the spec wrote it."""
 
@@ -153,6 +168,7 @@ class Spec:
     marks: Mapping[KeyPath, Mark]
     serving_pinned: frozenset[str] = frozenset()
     """The `serving` keys the spec wrote; the build may choose the others (defaults fill `serving`)."""
+    monitor: Monitor = field(default_factory=Monitor)
 
     def error(self, path: Sequence[PathPart], message: str) -> SpecError:
         """A `SpecError` about `path`, located where the nearest written part of it is."""

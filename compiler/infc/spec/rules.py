@@ -71,6 +71,8 @@ def cross_checks(raw: dict[str, Any]) -> list[Finding]:
         out.append(Finding(("deploy", "replicas", "max" if "max" in replicas else "min"),
                            f"replicas max ({high}) is below min ({low})"))
 
+    out += _monitor_checks(mapping(raw.get("monitor")), opt)
+
     accuracy = budget.get("accuracy")
     if budgets.written(accuracy):
         if "validation" not in opt:
@@ -93,6 +95,25 @@ def cross_checks(raw: dict[str, Any]) -> list[Finding]:
                                f"duplicate input name {tensor_name!r} (also inputs[{seen[tensor_name]}])"))
         elif isinstance(tensor_name, str):
             seen[tensor_name] = i
+    return out
+
+
+def _monitor_checks(monitor: dict[str, Any], opt: dict[str, Any]) -> list[Finding]:
+    """psi_warn below psi_alert; a monitor asked for needs data to make its reference of; no input twice."""
+    out: list[Finding] = []
+    warn, alert = monitor.get("psi_warn", 0.1), monitor.get("psi_alert", 0.25)
+    if _number(warn) and _number(alert) and warn >= alert:
+        out.append(Finding(("monitor", "psi_alert" if "psi_alert" in monitor else "psi_warn"),
+                           f"psi_alert ({alert}) must be above psi_warn ({warn})"))
+    if monitor and monitor.get("enabled", True) is True and "calibration" not in opt and "validation" not in opt:
+        out.append(Finding(("monitor",), "the drift indicators compare with a reference made of the spec's data: "
+                                         "give optimize.calibration (or validation), or write `enabled: false`"))
+    inputs = monitor.get("inputs")
+    seen: set[Any] = set()
+    for i, name in enumerate(inputs if isinstance(inputs, list) else []):
+        if isinstance(name, str) and name in seen:
+            out.append(Finding(("monitor", "inputs", i), f"model input {name!r} is listed twice"))
+        seen.add(name if isinstance(name, str) else None)
     return out
 
 

@@ -153,6 +153,41 @@ def _deploy() -> dict[str, Any]:
     }
 
 
+def _monitor() -> dict[str, Any]:
+    share = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+    psi = {"type": "number", "exclusiveMinimum": 0, "maximum": 10}
+    return {
+        "type": "object",
+        "description": (
+            "drift indicators: the bundle carries a reference of its calibration data (after pre-processing) and "
+            "of its validation outputs (monitor/reference.json); the server compares sampled rows with it over a "
+            "sliding window (population stability index per feature, NaN and out-of-range rates, prediction "
+            "shift) at /v2/models/NAME/drift and as infc_drift_* metrics"),
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "enabled": {"type": "boolean", "default": True, "description": (
+                "false: no reference in the bundle, nothing sampled. The reference is made of "
+                "optimize.calibration (else validation) for the inputs and of optimize.validation for the "
+                "predictions; a spec with neither has no drift indicators")},
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 256,
+                       "items": {"type": "string", "minLength": 1, "maxLength": 256}, "description": (
+                           "the model inputs watched (default: all): a 2-D input per column, an image per "
+                           "channel, a token sequence by its length")},
+            "window": {"type": "integer", "minimum": 100, "maximum": 10_000_000, "default": 10_000,
+                       "description": "sampled rows the indicators cover (a sliding window, in 10 steps)"},
+            "sample_rate": {**share, "default": 0.1, "description": (
+                "share of rows sampled: every round(1 / sample_rate)-th row, counted (not drawn at random)")},
+            "bins": {"type": "integer", "minimum": 2, "maximum": 100, "default": 10,
+                     "description": "bins per feature, at the reference's quantiles (open at both ends)"},
+            "psi_warn": {**psi, "default": 0.1,
+                         "description": "PSI from which a feature is `warn` (0.1: a moderate shift, by convention)"},
+            "psi_alert": {**psi, "default": 0.25,
+                          "description": "PSI from which a feature is `alert` (0.25: a major shift, by convention)"},
+        },
+    }
+
+
 def _target() -> dict[str, Any]:
     isas = [isa for hardware in HARDWARE for isa in ISAS[hardware]] + [NATIVE]
     listed = "; ".join(f"{h}: {', '.join(ISAS[h])}" for h in HARDWARE if ISAS[h])
@@ -307,6 +342,7 @@ def schema() -> dict[str, Any]:
             "postprocess": _steps("post"),
             "serving": _serving(),
             "deploy": _deploy(),
+            "monitor": _monitor(),
         },
         "$defs": {
             "tensor": {

@@ -26,6 +26,7 @@ from infc.spec import (
     CheckedSpec,
     Deploy,
     LatencyBudget,
+    Monitor,
     Optimize,
     Spec,
     Step,
@@ -902,3 +903,38 @@ def test_deploy_mistakes_are_located(workdir: Path, deploy: str, at: str, messag
     (e,) = errors_of(path)
     assert where(e)[1] == at and where(e)[0].startswith(f"{line_of(path, 'deploy:')}:")
     assert message in e.message
+
+
+def test_monitor_loads_typed_with_defaults_and_stays_out_of_the_lock(workdir: Path) -> None:
+    from infc.lock import current_inputs
+
+    plain = load_spec(write(workdir, BASE)).spec
+    assert plain.monitor == Monitor()
+    text = BASE + "monitor: {inputs: [image], window: 500, sample_rate: 1, bins: 5, psi_warn: 0.2, psi_alert: 0.5}\n"
+    spec = load_spec(write(workdir, text)).spec
+    assert spec.monitor == Monitor(True, ("image",), 500, 1.0, 5, 0.2, 0.5)
+    target = {"hardware": "x86", "isa": "avx2"}
+    assert current_inputs(spec, target).spec == current_inputs(plain, target).spec
+
+
+@pytest.mark.parametrize(("monitor", "at", "message"), [
+    ("{sample_rate: 0}", "monitor.sample_rate", "expected a number > 0, got 0"),
+    ("{sample_rate: 1.5}", "monitor.sample_rate", "expected a number <= 1, got 1.5"),
+    ("{window: 10}", "monitor.window", "expected an integer >= 100, got 10"),
+    ("{psi_warn: 0.3, psi_alert: 0.2}", "monitor.psi_alert", "psi_alert (0.2) must be above psi_warn (0.3)"),
+    ("{inputs: [imgae]}", "monitor.inputs[0]", "the model has no input 'imgae' (did you mean 'image'?)"),
+    ("{inputs: [image, image]}", "monitor.inputs[1]", "model input 'image' is listed twice"),
+    ("{enabeld: false}", "monitor.enabeld", "did you mean 'enabled'?"),
+])
+def test_monitor_mistakes_are_located(workdir: Path, monitor: str, at: str, message: str) -> None:
+    path = write(workdir, BASE + f"monitor: {monitor}\n")
+    (e,) = errors_of(path)
+    assert where(e)[1] == at and where(e)[0].startswith(f"{line_of(path, 'monitor:')}:")
+    assert message in e.message
+
+
+def test_a_monitor_asked_for_needs_data(workdir: Path) -> None:
+    path = write(workdir, MINIMAL + "monitor: {window: 1000}\n")
+    (e,) = errors_of(path)
+    assert where(e) == (f"{line_of(path, 'monitor:')}:10", "monitor") and "optimize.calibration" in e.message
+    assert load_spec(write(workdir, MINIMAL + "monitor: {enabled: false}\n")).spec.monitor.enabled is False
