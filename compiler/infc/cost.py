@@ -146,9 +146,10 @@ class CostEstimate:
 
 
 def estimate(spec: Spec, target: str, serving: ServingConfig, latency: LatencyGate, chosen: Evaluation,
-             evaluations: Sequence[Tried]) -> CostEstimate:
+             evaluations: Sequence[Tried], *, lock_reused: bool = False) -> CostEstimate:
     """A build's cost figures, from its measurements: the latency gate's batches (`latency`), the candidates'
-    throughput in the search (`evaluations`, `chosen`); `serving`: what ships."""
+    throughput in the search (`evaluations`, `chosen`); `serving`: what ships; `lock_reused`: the plan came from
+    the lock, and no candidate was timed beside another."""
     price = price_of(spec.deploy)
     instances = max(1, serving.instances)
     threads = spec.target.threads
@@ -170,19 +171,21 @@ def estimate(spec: Spec, target: str, serving: ServingConfig, latency: LatencyGa
                      if isinstance(e, Evaluation) and e.candidate.baseline and e.latency is not None), None)
     compared = None
     timed = chosen.latency
-    if timed is None:
-        note = ("fp32 not compared: the build reused its lock and timed no candidate side by side "
-                "(`infc build --relock` measures them)")
-    elif baseline is None:
-        note = (f"fp32 not compared: the plan has no fp32 candidate (optimize.quantize "
-                f"{spec.optimize.quantize}; `auto` measures fp32 beside the others)")
-    else:
+    if timed is not None and baseline is not None:
         side = "build process, side by side"
         compared = (plan_cost(chosen.candidate.name, side, timed.batch_size, timed.throughput_rps),
                     plan_cost("fp32", side, baseline.batch_size, baseline.throughput_rps))
         note = ("the shipped plan is fp32: no quantization saving" if chosen.candidate.baseline else
                 f"{chosen.candidate.name} against fp32, both measured in the build process at batch "
                 f"{timed.batch_size}, one after the other in the candidate search")
+    elif chosen.candidate.baseline:
+        note = "the shipped plan is fp32: no quantization saving"
+    elif timed is None or lock_reused:
+        note = ("fp32 not compared: the build reused its lock and timed no candidate side by side "
+                "(`infc build --relock` measures them)")
+    else:
+        note = (f"fp32 not compared: the plan has no fp32 candidate (optimize.quantize "
+                f"{spec.optimize.quantize}; `auto` measures fp32 beside the others)")
     return CostEstimate(price, vcpus, why, shipped, compared, note, latency.on_target)
 
 

@@ -84,7 +84,8 @@ class BuildOutcome:
     @cached_property
     def cost(self) -> CostEstimate:
         """Cost per 1,000 requests at the measured throughput (`infc.cost`)."""
-        return estimate(self.spec, self.plan.target, self.serving, self.latency, self.chosen, self.evaluations)
+        return estimate(self.spec, self.plan.target, self.serving, self.latency, self.chosen, self.evaluations,
+                        lock_reused=self.lock.state == "reused")
 
     def measurements(self) -> dict[str, Any]:
         """The manifest's `measurements` sections (its `files` are added with the measured files)."""

@@ -260,7 +260,7 @@ def locked_candidate(plan: Plan, base: str, name: str, exclude: Sequence[str]) -
         return None
     q = _quant_index(found.passes)
     if not exclude:
-        return Candidate(name, found.passes)
+        return Candidate(name, found.passes, baseline=found.baseline)
     if q is None:
         return None
     return Candidate(name, _with_exclude(found.passes, q, list(exclude)))

@@ -1,5 +1,5 @@
 """The report's `## Cost`: every figure recomputed from the measurements the manifest records (no price in the
-example spec: vCPU-seconds; with one: USD), the `--json` document's `cost`, and `infc diff`'s cost rows."""
+example spec's price, and none: vCPU-seconds only), the `--json` document's `cost`, and `infc diff`'s cost rows."""
 
 from __future__ import annotations
 
@@ -45,14 +45,16 @@ def test_cost_lines_are_the_measured_throughput_at_the_batch_size(digits_build: 
     assert digits_build.path is not None
     manifest = json.loads((digits_build.path / "manifest.json").read_text())
     report = (digits_build.path / "report.md").read_text()
-    assert "per 1,000 requests" in report and "No price given" in report
+    assert "per 1,000 requests" in report and "the spec's deploy.usd_per_hour" in report
     gate, side, vcpus = measured(manifest)
     rows = cost_table(report)
     chosen = manifest["choice"]["candidate"]
     assert rows[0]["plan"] == f"{chosen} (shipped)" and rows[0]["batch"] == str(manifest["serving"]["max_batch_size"])
     assert rows[0]["rows/s"] == f"{gate:.0f}"
     assert rows[0]["vCPU-s per 1,000 requests"] == f"{1000 * vcpus / gate:.4g}"
-    assert rows[0]["USD per 1,000 requests"] == "-"
+    deploy = digits_build.spec.deploy  # the example's price: USD per hour for its vCPUs
+    assert deploy.usd_per_hour and deploy.vcpus
+    assert rows[0]["USD per 1,000 requests"] == usd(1000 * vcpus / gate * deploy.usd_per_hour / deploy.vcpus / 3600)
     assert rows[1]["rows/s"] == f"{side[0]:.0f}"  # the shipped plan, side by side with fp32
     if chosen == "fp32":
         assert len(rows) == 2 and "no quantization saving" in report
@@ -63,7 +65,8 @@ def test_cost_lines_are_the_measured_throughput_at_the_batch_size(digits_build: 
 
 def test_with_a_price_the_usd_lines_follow_from_the_same_figures(digits_build: BuildOutcome) -> None:
     spec = digits_build.spec
-    priced = replace(digits_build, spec=replace(spec, deploy=replace(spec.deploy, instance="c6i.large")))
+    priced = replace(digits_build, spec=replace(spec, deploy=replace(spec.deploy, instance="c6i.large",
+                                                                     usd_per_hour=None, vcpus=None)))
     priced = replace(priced, report=build_report(priced))
     per_vcpu_second = 0.085 / 2 / 3600  # c6i.large in the table: USD 0.085 an hour, 2 vCPUs
     for row in cost_table(priced.report):  # USD printed to 3 significant digits, vCPU-s to 4: within 0.6%
@@ -71,6 +74,10 @@ def test_with_a_price_the_usd_lines_follow_from_the_same_figures(digits_build: B
         assert float(row["USD per 1,000 requests"]) == pytest.approx(vcpu_s * per_vcpu_second, rel=6e-3)
         assert float(row["USD per 1,000,000 rows"]) == pytest.approx(1000 * vcpu_s * per_vcpu_second, rel=6e-3)
     assert "c6i.large" in priced.report and "2024-06" in priced.report
+    unpriced = replace(digits_build, spec=replace(spec, deploy=replace(spec.deploy, usd_per_hour=None, vcpus=None)))
+    unpriced_report = build_report(unpriced)
+    assert "No price given" in unpriced_report
+    assert {row["USD per 1,000 requests"] for row in cost_table(unpriced_report)} == {"-"}
     doc = build_document(spec.file, priced, None)
     jsonschema.validate(doc, results_schema())
     shipped = doc["cost"]["shipped"]
