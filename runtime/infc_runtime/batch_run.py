@@ -53,6 +53,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -269,6 +270,8 @@ def _csv(handle: IO[bytes], source: Path, pipeline: Pipeline, max_bytes: int) ->
         except csv.Error as exc:
             raise _Unusable(f"{source}: line 1: not a CSV header ({exc})") from None
         start = reader.line_num + 1
+        # a record of JSON numbers only is written into its row as it is (the row's JSON holds the same numbers)
+        template = "{" + ",".join(json.dumps(k).replace("%", "%%") + ":%s" for k in header) + "}"
         while True:
             try:
                 values = next(reader)
@@ -284,10 +287,20 @@ def _csv(handle: IO[bytes], source: Path, pipeline: Pipeline, max_bytes: int) ->
             if len(values) != len(header):
                 yield _Item(line, error=f"{len(values)} values, the header names {len(header)} fields")
                 continue
-            yield _Later(line, _csv_row({k: _csv_value(v) for k, v in zip(header, values, strict=True)}), pipeline)
+            joined = ",".join(values)
+            if _NUMBERS.fullmatch(joined) and joined.count(",") == len(values) - 1:  # numbers only: JSON as they are
+                yield _Later(line, (template % tuple(values)).encode(), pipeline)
+            else:
+                yield _Later(line, _csv_row({k: _csv_value(v) for k, v in zip(header, values, strict=True)}),
+                             pipeline)
     finally:
         csv.field_size_limit(old)
         text.close()
+
+
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+_NUMBERS = re.compile(f"{_NUMBER}(?:,{_NUMBER})*")
+"""CSV values (joined by commas) that are JSON numbers, each (ASCII digits: `str.isdigit` takes others)."""
 
 
 def _csv_row(row: dict[str, Any]) -> bytes:
