@@ -447,9 +447,10 @@ def _decode_block(later: list[_Later], pipeline: Pipeline) -> Iterator[tuple[lis
         values: list[bytes] = []
         for item in later:
             raw = item.raw
-            if b'"inputs"' not in raw and not raw.lstrip().startswith(b'"'):  # a raw record: `decode_line`'s rule
+            value = _record_value(raw)
+            if value is not None:
                 run.append(_Item(item.line, item.file, _ONE_ROW))
-                values.append(raw.strip())
+                values.append(value)
                 continue
             if run:
                 yield run, _Chunk({record.name: _bytes_array(values)}, len(values))
@@ -466,6 +467,20 @@ def _decode_block(later: list[_Later], pipeline: Pipeline) -> Iterator[tuple[lis
     for item in later:
         alone = item.decoded()
         yield [alone], alone.request
+
+
+def _record_value(raw: bytes) -> bytes | None:
+    """The value of a raw record line as `decode_line` makes it (the line itself, or a JSON string's UTF-8
+    text), or None for a line it decodes otherwise (a V2 request) or refuses."""
+    if b'"inputs"' not in raw and not raw.lstrip().startswith(b'"'):  # a raw record: `decode_line`'s rule
+        return raw.strip()
+    if not raw.lstrip().startswith(b'"'):
+        return None
+    try:
+        doc = _json.loads(raw)
+        return doc.encode() if type(doc) is str else None
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        return None  # decoded alone: its error line says why
 
 
 def _bytes_array(values: list[bytes]) -> np.ndarray:
@@ -569,6 +584,16 @@ def _json_values(array: np.ndarray, name: str) -> tuple[list[Any], dict[int, str
         if not finite.all():
             bad = {int(r): f"output {name!r} holds NaN or infinity, which JSON cannot carry"
                    for r in np.flatnonzero(~finite)}
+    if array.dtype.kind == "O" and array.size:  # BYTES: decoded in one pass when every value is UTF-8 bytes
+        flat = array.ravel().tolist()
+        try:
+            texts = [value.decode() for value in flat]
+        except (AttributeError, UnicodeDecodeError):
+            pass  # a value that is not bytes, or not UTF-8: row by row below, which names it
+        else:
+            decoded = np.empty(len(texts), dtype=object)
+            decoded[:] = texts
+            return decoded.reshape(array.shape).tolist(), bad
     values = array.tolist()
     if array.dtype.kind in "OSU":
         for row, value in enumerate(values):
