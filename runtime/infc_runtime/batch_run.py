@@ -374,14 +374,20 @@ def _run(pipeline: Pipeline, items: Iterator[_Item], writer: _Writer, progress: 
         rows = 0
         turn = 0
 
+        def add(done: list[_Item], unit: Line | _Chunk | None) -> None:
+            nonlocal rows
+            batch.extend(done)
+            if unit is not None:
+                units.append(unit)
+                rows += unit.rows
+            if rows >= size or len(batch) >= 4 * size:
+                submit()
+
         def decode() -> None:
-            nonlocal rows, later
-            for item, unit in _decode_block(later, pipeline):
-                batch.extend(item)
-                if unit is not None:
-                    units.append(unit)
-                    rows += unit.rows
-            later = []
+            nonlocal later
+            block, later = later, []
+            for done, unit in _decode_block(block, pipeline):
+                add(done, unit)
 
         def submit() -> None:
             nonlocal batch, units, rows, turn
@@ -402,17 +408,11 @@ def _run(pipeline: Pipeline, items: Iterator[_Item], writer: _Writer, progress: 
                 progress.started = time.perf_counter()
             if isinstance(item, _Later):
                 later.append(item)
-                if rows + len(later) < size and len(batch) + len(later) < 4 * size:
-                    continue  # a line is at least one row: decode once the block may fill the batch
-                decode()
+                if rows + len(later) >= size or len(batch) + len(later) >= 4 * size:
+                    decode()  # a line is at least one row: decoded once the block may fill the batch
             else:
                 decode()
-                batch.append(item)
-                if item.request is not None:
-                    units.append(item.request)
-                    rows += item.request.rows
-            if rows >= size or len(batch) >= 4 * size:
-                submit()
+                add([item], item.request)
         decode()
         if batch:
             submit()
@@ -515,7 +515,7 @@ def _run_batch(pipeline: Pipeline, units: list[Line | _Chunk], instance: int) ->
     results: list[list[_Result]] = [[] for _ in units]
     for group, answer in zip(groups.values(), answers, strict=True):
         if isinstance(answer, Exception):
-            if len(group) > 1 or isinstance(units[group[0]], _Chunk) and units[group[0]].rows > 1:
+            if len(group) > 1 or (isinstance(units[group[0]], _Chunk) and units[group[0]].rows > 1):
                 for i in group:
                     results[i] = _alone(pipeline, units[i], instance)
             else:
