@@ -166,7 +166,7 @@ def _block(raw: npt.NDArray[Any], fields: Sequence[Field]) -> npt.NDArray[np.flo
         parsed = _json.loads_each(raw, block)
         values = list(map(operator.itemgetter(*(f.name for f in fields)), parsed))
         matrix = np.array(values) if len(fields) > 1 else np.array(values)[:, None]
-    except (ValueError, TypeError, KeyError, IndexError):  # not JSON, not an object, a field missing, ragged
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):  # not JSON or an object, a field missing
         return None
     if matrix.dtype.kind not in "iuf" or matrix.shape != (len(raw), len(fields)):
         return None  # null, strings, nested values
