@@ -19,11 +19,12 @@ text (a JSON string) each. Then, in rounds:
   last line written: the steady state, without the start);
 - the ceiling: a bare `onnxruntime.InferenceSession` on the bundle's
   model.onnx with the bundle's session settings (`pipeline.make_session`: the
-  same intra-op threads), one pre-made batch of model inputs at the bundle's
-  `max_batch_size` (pre-processed once, outside the timing), run over and over
-  for the same number of rows (and at least a second);
-- for the breakdown, `Pipeline.run_batch` on that batch as one pre-made
-  request (pre-processing, model and post-processing; no reading, decoding of
+  same intra-op threads), the input's first `PREMADE` rows as pre-made batches
+  of model inputs at the bundle's `max_batch_size` (pre-processed once,
+  outside the timing), run in turn for the same number of rows (and at least a
+  second);
+- for the breakdown, `Pipeline.run_batch` on those batches as pre-made
+  requests (pre-processing, model and post-processing; no reading, decoding of
   lines or writing): what the run could reach if reading and writing were free.
 
 Prints the median over rounds of each and the ratio run/ceiling.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
@@ -52,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = {"tabular": ROOT / "specs" / "tabular" / "tabular.yaml", "digits": ROOT / "specs" / "digits" / "digits.yaml",
          "digits_png": ROOT / "specs" / "digits_png" / "digits_png.yaml",
          "minilm": ROOT / "specs" / "minilm" / "minilm.yaml"}
+PREMADE = 256
+"""Rows of the input pre-made for the ceiling (in batches of the bundle's size, run in turn)."""
 _RATE = re.compile(r"\(([\d.]+) rows/s\)")
 
 
@@ -122,9 +126,10 @@ def run_once(bundle: Path, source: Path, out: Path, rows: int) -> tuple[float, f
 
 
 def ceiling(bundle: Path, source: Path, rows: int) -> tuple[float, float]:
-    """Rows/s of a bare ORT session on the bundle's model, pre-made inputs at the bundle's batch size (the
-    first batch of `source`, JSON lines, pre-processed once); and of `Pipeline.run_batch` on that batch as one
-    pre-made request (pre + model + post, no reading or writing)."""
+    """Rows/s of a bare ORT session on the bundle's model, pre-made inputs at the bundle's batch size (the first
+    `PREMADE` rows of `source`, JSON lines or a folder, in batches, pre-processed once, run in turn: inputs of
+    varying size, texts, cost what they cost in the run); and of `Pipeline.run_batch` on those batches as pre-made
+    requests (pre + model + post, no reading or writing)."""
     sys.path.insert(0, str(ROOT / "runtime"))
     from infc_runtime.lines import decode_line
     from infc_runtime.pipeline import Pipeline, make_session
@@ -132,21 +137,28 @@ def ceiling(bundle: Path, source: Path, rows: int) -> tuple[float, float]:
     pipeline = Pipeline.load(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     size = pipeline.serving.max_batch_size
-    if source.is_dir():  # a folder of files: the first `size`, one row each of the one BYTES input
-        files = np.empty(size, dtype=object)
-        files[:] = [path.read_bytes() for path in sorted(source.iterdir())[:size]]
-        request = {pipeline.inputs[0].name: files}
+    count = max(size, min(PREMADE, rows) // size * size)
+    requests = []
+    if source.is_dir():  # a folder of files: one row each of the one BYTES input
+        paths = sorted(source.iterdir())[:count]
+        for start in range(0, len(paths), size):
+            files = np.empty(len(paths[start:start + size]), dtype=object)
+            files[:] = [path.read_bytes() for path in paths[start:start + size]]
+            requests.append({pipeline.inputs[0].name: files})
     else:
         with open(source, "rb") as f:  # JSON lines (a CSV's rows are the same rows: the same model inputs)
-            lines = [f.readline() for _ in range(size)]
-        decoded = [decode_line(raw, pipeline.inputs, pipeline.outputs, pipeline.serving) for raw in lines]
-        request = {k: np.concatenate([d.tensors[k] for d in decoded]) for k in decoded[0].tensors}
-    feed = pipeline.preprocess(request)
+            lines = [f.readline() for _ in range(count)]
+        for start in range(0, len(lines), size):
+            decoded = [decode_line(raw, pipeline.inputs, pipeline.outputs, pipeline.serving)
+                       for raw in lines[start:start + size]]
+            requests.append({k: np.concatenate([d.tensors[k] for d in decoded]) for k in decoded[0].tensors})
     session = make_session(bundle / manifest["model"]["path"], manifest.get("session", {}))
     names = [o.name for o in session.get_outputs()]
-    feed = {i.name: feed[i.name] for i in session.get_inputs()}
-    return (_rate(lambda: session.run(names, feed), size, rows),
-            _rate(lambda: pipeline.run_batch([request]), size, rows))
+    feeds = [{i.name: feed[i.name] for i in session.get_inputs()}
+             for feed in map(pipeline.preprocess, requests)]
+    next_feed, next_request = itertools.cycle(feeds), itertools.cycle(requests)
+    return (_rate(lambda: session.run(names, next(next_feed)), size, rows),
+            _rate(lambda: pipeline.run_batch([next(next_request)]), size, rows))
 
 
 def _rate(run: Callable[[], object], size: int, rows: int) -> float:
