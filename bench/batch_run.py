@@ -1,11 +1,17 @@
-"""`infc run`'s rows/s against the in-process ONNX Runtime ceiling, on the tabular and digits examples.
+"""`infc run`'s rows/s against the in-process ONNX Runtime ceiling, on the tabular, digits, digits_png and
+MiniLM examples.
 
-    python bench/batch_run.py [--rows 200000] [--rounds 3] [--out DIR]
+    python bench/batch_run.py [--rows 200000] [--png-rows 20000] [--text-rows 2000] [--no-minilm]
+                              [--rounds 3] [--out DIR]
 
-Builds specs/tabular and specs/digits (with their committed locks, latency gate
-off) and writes their inputs: tabular as JSON lines (one raw row per line) and
-as CSV, digits as JSON lines (one row naming its input: `{"image": [[...]]}`),
-each `--rows` rows (the validation rows repeated). Then, in rounds:
+Builds specs/tabular, specs/digits, specs/digits_png and specs/minilm (with
+their committed locks where they have one, latency gate off; MiniLM only when
+specs/minilm/minilm.onnx has been made by its make_model.py, and not with
+`--no-minilm`) and writes their inputs, the validation rows repeated: tabular
+as JSON lines (one raw row per line) and as CSV, digits as JSON lines (one row
+naming its input: `{"image": [[...]]}`), each `--rows` rows; digits_png as a
+folder of `--png-rows` PNG files; MiniLM as `--text-rows` JSON lines of one
+text (a JSON string) each. Then, in rounds:
 
 - `infc run BUNDLE INPUT -o OUT.jsonl` as a user runs it (a fresh process:
   start, verify, load, run, write); two figures: rows / the wall time of the
@@ -13,11 +19,12 @@ each `--rows` rows (the validation rows repeated). Then, in rounds:
   last line written: the steady state, without the start);
 - the ceiling: a bare `onnxruntime.InferenceSession` on the bundle's
   model.onnx with the bundle's session settings (`pipeline.make_session`: the
-  same intra-op threads), one pre-made batch of model inputs at the bundle's
-  `max_batch_size` (pre-processed once, outside the timing), run over and over
-  for the same number of rows (and at least a second);
-- for the breakdown, `Pipeline.run_batch` on that batch as one pre-made
-  request (pre-processing, model and post-processing; no reading, decoding of
+  same intra-op threads), the input's first `PREMADE` rows as pre-made batches
+  of model inputs at the bundle's `max_batch_size` (pre-processed once,
+  outside the timing), run in turn for the same number of rows (and at least a
+  second);
+- for the breakdown, `Pipeline.run_batch` on those batches as pre-made
+  requests (pre-processing, model and post-processing; no reading, decoding of
   lines or writing): what the run could reach if reading and writing were free.
 
 Prints the median over rounds of each and the ratio run/ceiling.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
@@ -43,23 +51,29 @@ import numpy as np
 from _machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = {"tabular": ROOT / "specs" / "tabular" / "tabular.yaml", "digits": ROOT / "specs" / "digits" / "digits.yaml"}
+SPECS = {"tabular": ROOT / "specs" / "tabular" / "tabular.yaml", "digits": ROOT / "specs" / "digits" / "digits.yaml",
+         "digits_png": ROOT / "specs" / "digits_png" / "digits_png.yaml",
+         "minilm": ROOT / "specs" / "minilm" / "minilm.yaml"}
+PREMADE = 256
+"""Rows of the input pre-made for the ceiling (in batches of the bundle's size, run in turn)."""
 _RATE = re.compile(r"\(([\d.]+) rows/s\)")
 
 
-def build_bundles(out: Path) -> dict[str, Path]:
+def build_bundles(out: Path, names: list[str]) -> dict[str, Path]:
     from infc.build import build
 
     bundles = {}
-    for name, spec in SPECS.items():
+    for name in names:
+        spec = SPECS[name]
         result = build(spec, out / name, latency_gate="off", iterations=20)
         assert result.path is not None, f"{name} did not build"
         bundles[name] = result.path
     return bundles
 
 
-def write_inputs(out: Path, rows: int) -> dict[str, tuple[str, Path]]:
-    """(bundle name, input file) per case."""
+def write_inputs(out: Path, rows: int, png_rows: int, text_rows: int,
+                 names: list[str]) -> dict[str, tuple[str, Path, int]]:
+    """(bundle name, input file or folder, rows) per case."""
     with np.load(SPECS["tabular"].parent / "val.npz") as val:
         records = [json.loads(r) for r in val["rows"]]
     with np.load(SPECS["digits"].parent / "val.npz") as val:
@@ -74,8 +88,24 @@ def write_inputs(out: Path, rows: int) -> dict[str, tuple[str, Path]]:
         writer.writerows([records[i % len(records)][k] for k in fields] for i in range(rows))
     with open(dig_jsonl, "w") as f:
         f.writelines(json.dumps({"image": images[i % len(images)].tolist()}) + "\n" for i in range(rows))
-    return {"tabular JSONL": ("tabular", tab_jsonl), "tabular CSV": ("tabular", tab_csv),
-            "digits JSONL": ("digits", dig_jsonl)}
+    cases = {"tabular JSONL": ("tabular", tab_jsonl, rows), "tabular CSV": ("tabular", tab_csv, rows),
+             "digits JSONL": ("digits", dig_jsonl, rows)}
+    if "digits_png" in names:
+        folder = out / "png"
+        folder.mkdir(exist_ok=True)
+        with np.load(SPECS["digits_png"].parent / "val.npz") as val:
+            pngs = list(val["png"])
+        for i in range(png_rows):
+            (folder / f"{i:07d}.png").write_bytes(pngs[i % len(pngs)])
+        cases["digits_png folder"] = ("digits_png", folder, png_rows)
+    if "minilm" in names:
+        texts = out / "texts.jsonl"
+        with np.load(SPECS["minilm"].parent / "val.npz") as val:
+            sentences = [t.decode() for t in val["text"]]
+        with open(texts, "w") as f:
+            f.writelines(json.dumps(sentences[i % len(sentences)]) + "\n" for i in range(text_rows))
+        cases["MiniLM JSONL"] = ("minilm", texts, text_rows)
+    return cases
 
 
 def run_once(bundle: Path, source: Path, out: Path, rows: int) -> tuple[float, float]:
@@ -96,9 +126,10 @@ def run_once(bundle: Path, source: Path, out: Path, rows: int) -> tuple[float, f
 
 
 def ceiling(bundle: Path, source: Path, rows: int) -> tuple[float, float]:
-    """Rows/s of a bare ORT session on the bundle's model, pre-made inputs at the bundle's batch size (the
-    first batch of `source`, JSON lines, pre-processed once); and of `Pipeline.run_batch` on that batch as one
-    pre-made request (pre + model + post, no reading or writing)."""
+    """Rows/s of a bare ORT session on the bundle's model, pre-made inputs at the bundle's batch size (the first
+    `PREMADE` rows of `source`, JSON lines or a folder, in batches, pre-processed once, run in turn: inputs of
+    varying size, texts, cost what they cost in the run); and of `Pipeline.run_batch` on those batches as pre-made
+    requests (pre + model + post, no reading or writing)."""
     sys.path.insert(0, str(ROOT / "runtime"))
     from infc_runtime.lines import decode_line
     from infc_runtime.pipeline import Pipeline, make_session
@@ -106,16 +137,28 @@ def ceiling(bundle: Path, source: Path, rows: int) -> tuple[float, float]:
     pipeline = Pipeline.load(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     size = pipeline.serving.max_batch_size
-    with open(source, "rb") as f:  # JSON lines (a CSV's rows are the same rows: the same model inputs)
-        lines = [f.readline() for _ in range(size)]
-    decoded = [decode_line(raw, pipeline.inputs, pipeline.outputs, pipeline.serving) for raw in lines]
-    request = {k: np.concatenate([d.tensors[k] for d in decoded]) for k in decoded[0].tensors}
-    feed = pipeline.preprocess(request)
+    count = max(size, min(PREMADE, rows) // size * size)
+    requests = []
+    if source.is_dir():  # a folder of files: one row each of the one BYTES input
+        paths = sorted(source.iterdir())[:count]
+        for start in range(0, len(paths), size):
+            files = np.empty(len(paths[start:start + size]), dtype=object)
+            files[:] = [path.read_bytes() for path in paths[start:start + size]]
+            requests.append({pipeline.inputs[0].name: files})
+    else:
+        with open(source, "rb") as f:  # JSON lines (a CSV's rows are the same rows: the same model inputs)
+            lines = [f.readline() for _ in range(count)]
+        for start in range(0, len(lines), size):
+            decoded = [decode_line(raw, pipeline.inputs, pipeline.outputs, pipeline.serving)
+                       for raw in lines[start:start + size]]
+            requests.append({k: np.concatenate([d.tensors[k] for d in decoded]) for k in decoded[0].tensors})
     session = make_session(bundle / manifest["model"]["path"], manifest.get("session", {}))
     names = [o.name for o in session.get_outputs()]
-    feed = {i.name: feed[i.name] for i in session.get_inputs()}
-    return (_rate(lambda: session.run(names, feed), size, rows),
-            _rate(lambda: pipeline.run_batch([request]), size, rows))
+    feeds = [{i.name: feed[i.name] for i in session.get_inputs()}
+             for feed in map(pipeline.preprocess, requests)]
+    next_feed, next_request = itertools.cycle(feeds), itertools.cycle(requests)
+    return (_rate(lambda: session.run(names, next(next_feed)), size, rows),
+            _rate(lambda: pipeline.run_batch([next(next_request)]), size, rows))
 
 
 def _rate(run: Callable[[], object], size: int, rows: int) -> float:
@@ -131,35 +174,41 @@ def _rate(run: Callable[[], object], size: int, rows: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=200_000, help="rows of the tabular and digits inputs")
+    parser.add_argument("--png-rows", type=int, default=20_000, help="PNG files of the digits_png folder")
+    parser.add_argument("--text-rows", type=int, default=2_000, help="texts of the MiniLM input")
+    parser.add_argument("--no-minilm", action="store_true", help="leave MiniLM out")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="infc-bench-run-"))
     out.mkdir(parents=True, exist_ok=True)
+    names = ["tabular", "digits", "digits_png"]
+    if not args.no_minilm and (SPECS["minilm"].parent / "minilm.onnx").is_file():
+        names.append("minilm")
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu_model()}, {os.cpu_count()} CPUs, "
-          f"{platform.python_version()}; {args.rows} rows, {args.rounds} rounds", flush=True)
-    bundles = build_bundles(out)
-    cases = write_inputs(out, args.rows)
+          f"{platform.python_version()}; {args.rows} rows, {args.rounds} rounds; {', '.join(names)}", flush=True)
+    bundles = build_bundles(out, names)
+    cases = write_inputs(out, args.rows, args.png_rows, args.text_rows, names)
     results: dict[str, dict[str, list[float]]] = {c: {"wall": [], "run": [], "ceiling": [], "pipeline": []}
                                                   for c in cases}
     for _ in range(args.rounds):
-        for case, (name, source) in cases.items():
-            wall, steady = run_once(bundles[name], source, out, args.rows)
+        for case, (name, source, rows) in cases.items():
+            wall, steady = run_once(bundles[name], source, out, rows)
             results[case]["wall"].append(wall)
             results[case]["run"].append(steady)
-            jsonl = source.with_suffix(".jsonl")
-            top, pipeline = _in_fresh(bundles[name], jsonl, args.rows)
+            premade = source.with_suffix(".jsonl") if source.is_file() else source
+            top, pipeline = _in_fresh(bundles[name], premade, rows)
             results[case]["ceiling"].append(top)
             results[case]["pipeline"].append(pipeline)
-    print("| input | batch | `infc run`, whole command (rows/s) | `infc run`, steady (rows/s) | ORT ceiling (rows/s) "
-          "| steady / ceiling | whole / ceiling | `run_batch`, pre-made (rows/s) | steady / `run_batch` |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| input | rows | batch | `infc run`, whole command (rows/s) | `infc run`, steady (rows/s) | ORT ceiling "
+          "(rows/s) | steady / ceiling | whole / ceiling | `run_batch`, pre-made (rows/s) | steady / `run_batch` |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case, figures in results.items():
-        name = cases[case][0]
+        name, _, rows = cases[case]
         batch = json.loads((bundles[name] / "manifest.json").read_text())["serving"]["max_batch_size"]
         wall, steady, top, pipe = (statistics.median(figures[k]) for k in ("wall", "run", "ceiling", "pipeline"))
-        print(f"| {case} | {batch} | {wall:,.0f} | {steady:,.0f} | {top:,.0f} | {steady / top:.3f} | "
+        print(f"| {case} | {rows:,} | {batch} | {wall:,.0f} | {steady:,.0f} | {top:,.0f} | {steady / top:.3f} | "
               f"{wall / top:.3f} | {pipe:,.0f} | {steady / pipe:.2f} |")
     return 0
 

@@ -53,6 +53,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -66,7 +67,7 @@ import numpy as np
 
 from . import _json
 from ._tensors import ProtocolError
-from .lines import Line, decode_line, raw_input
+from .lines import Line, decode_line, named_rows, raw_input
 from .pipeline import Pipeline
 from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .types import Tensors
@@ -269,6 +270,8 @@ def _csv(handle: IO[bytes], source: Path, pipeline: Pipeline, max_bytes: int) ->
         except csv.Error as exc:
             raise _Unusable(f"{source}: line 1: not a CSV header ({exc})") from None
         start = reader.line_num + 1
+        # a record of JSON numbers only is written into its row as it is (the row's JSON holds the same numbers)
+        template = "{" + ",".join(json.dumps(k).replace("%", "%%") + ":%s" for k in header) + "}"
         while True:
             try:
                 values = next(reader)
@@ -284,10 +287,20 @@ def _csv(handle: IO[bytes], source: Path, pipeline: Pipeline, max_bytes: int) ->
             if len(values) != len(header):
                 yield _Item(line, error=f"{len(values)} values, the header names {len(header)} fields")
                 continue
-            yield _Later(line, _csv_row({k: _csv_value(v) for k, v in zip(header, values, strict=True)}), pipeline)
+            joined = ",".join(values)
+            if _NUMBERS.fullmatch(joined) and joined.count(",") == len(values) - 1:  # numbers only: JSON as they are
+                yield _Later(line, (template % tuple(values)).encode(), pipeline)
+            else:
+                yield _Later(line, _csv_row({k: _csv_value(v) for k, v in zip(header, values, strict=True)}),
+                             pipeline)
     finally:
         csv.field_size_limit(old)
         text.close()
+
+
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+_NUMBERS = re.compile(f"{_NUMBER}(?:,{_NUMBER})*")
+"""CSV values (joined by commas) that are JSON numbers, each (ASCII digits: `str.isdigit` takes others)."""
 
 
 def _csv_row(row: dict[str, Any]) -> bytes:
@@ -349,43 +362,131 @@ def _read_files(folder: Path, names: list[str], name: str, max_bytes: int) -> It
 
 
 def _run(pipeline: Pipeline, items: Iterator[_Item], writer: _Writer, progress: _Progress) -> None:
-    """Batches of `max_batch_size` rows through the pipeline's instances, written in input order."""
+    """Batches of `max_batch_size` rows through the pipeline's instances, written in input order. Lines are
+    decoded a block at a time (`_decode_block`), on this thread while the instances run the batches before."""
     size = pipeline.serving.max_batch_size
     instances = len(pipeline.sessions)
     pending: deque[tuple[list[_Item], Future[list[_Result]]]] = deque()
     with ThreadPoolExecutor(max_workers=instances, thread_name_prefix="infc-run") as pool:
         batch: list[_Item] = []
+        units: list[Line | _Chunk] = []
+        later: list[_Later] = []
         rows = 0
         turn = 0
 
+        def add(done: list[_Item], unit: Line | _Chunk | None) -> None:
+            nonlocal rows
+            batch.extend(done)
+            if unit is not None:
+                units.append(unit)
+                rows += unit.rows
+            if rows >= size or len(batch) >= 4 * size:
+                submit()
+
+        def decode() -> None:
+            nonlocal later
+            block, later = later, []
+            for done, unit in _decode_block(block, pipeline):
+                add(done, unit)
+
         def submit() -> None:
-            nonlocal batch, rows, turn
-            requests = [i.request for i in batch if i.request is not None]
-            pending.append((batch, pool.submit(_run_batch, pipeline, requests, turn % instances)))
+            nonlocal batch, units, rows, turn
+            pending.append((batch, pool.submit(_run_batch, pipeline, units, turn % instances)))
             turn += 1
-            batch, rows = [], 0
+            batch, units, rows = [], [], 0
             while len(pending) > instances:  # one batch waiting per instance: this thread reads ahead
                 _write(*pending.popleft(), writer, progress)
 
         for item in items:
             if item.line <= writer.resumed_after:
                 continue
-            if turn == 0 and not batch:  # the first line to run: warm up as the server does before it is
-                try:                     # ready (kernels compiled, arenas sized), off the clock
-                    pipeline.warmup()
+            if turn == 0 and not batch and not later:  # the first line to run: warm up as the server does
+                try:                                   # before it is ready (kernels compiled, arenas sized),
+                    pipeline.warmup()                  # off the clock
                 except Exception as exc:
                     raise _WarmUpFailed(f"{type(exc).__name__}: {exc}") from None
                 progress.started = time.perf_counter()
             if isinstance(item, _Later):
-                item = item.decoded()
-            batch.append(item)
-            rows += item.request.rows if item.request is not None else 0
-            if rows >= size or len(batch) >= 4 * size:
-                submit()
+                later.append(item)
+                if rows + len(later) >= size or len(batch) + len(later) >= 4 * size:
+                    decode()  # a line is at least one row: decoded once the block may fill the batch
+            else:
+                decode()
+                add([item], item.request)
+        decode()
         if batch:
             submit()
         while pending:
             _write(*pending.popleft(), writer, progress)
+
+
+@dataclass
+class _Chunk:
+    """Consecutive one-row lines decoded together: their tensors, a row per line."""
+
+    tensors: Tensors
+    rows: int
+
+    def line(self, row: int) -> Line:
+        return Line({k: v[row:row + 1] for k, v in self.tensors.items()}, 1, True)
+
+
+_ONE_ROW = Line({}, 1, True)
+"""The request of a line that is a row of a `_Chunk` (its tensors are the chunk's)."""
+
+
+def _decode_block(later: list[_Later], pipeline: Pipeline) -> Iterator[tuple[list[_Item], Line | _Chunk | None]]:
+    """`later`'s lines decoded, in order, as (items, the unit that runs them): a block of raw records (tabular
+    rows, texts) or of rows that numpy reads in one step is one `_Chunk`; any other line is decoded alone
+    (`decode_line`, whose errors name the field), its request its own unit (None when it failed)."""
+    if not later:
+        return
+    record = raw_input(pipeline.inputs)
+    if record is not None:
+        run: list[_Item] = []
+        values: list[bytes] = []
+        for item in later:
+            raw = item.raw
+            value = _record_value(raw)
+            if value is not None:
+                run.append(_Item(item.line, item.file, _ONE_ROW))
+                values.append(value)
+                continue
+            if run:
+                yield run, _Chunk({record.name: _bytes_array(values)}, len(values))
+                run, values = [], []
+            alone = item.decoded()
+            yield [alone], alone.request
+        if run:
+            yield run, _Chunk({record.name: _bytes_array(values)}, len(values))
+        return
+    tensors = named_rows([item.raw for item in later], pipeline.inputs)
+    if tensors is not None:
+        yield [_Item(item.line, item.file, _ONE_ROW) for item in later], _Chunk(tensors, len(later))
+        return
+    for item in later:
+        alone = item.decoded()
+        yield [alone], alone.request
+
+
+def _record_value(raw: bytes) -> bytes | None:
+    """The value of a raw record line as `decode_line` makes it (the line itself, or a JSON string's UTF-8
+    text), or None for a line it decodes otherwise (a V2 request) or refuses."""
+    if b'"inputs"' not in raw and not raw.lstrip().startswith(b'"'):  # a raw record: `decode_line`'s rule
+        return raw.strip()
+    if not raw.lstrip().startswith(b'"'):
+        return None
+    try:
+        doc = _json.loads(raw)
+        return doc.encode() if type(doc) is str else None
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        return None  # decoded alone: its error line says why
+
+
+def _bytes_array(values: list[bytes]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def _write(batch: list[_Item], future: Future[list[_Result]], writer: _Writer,
@@ -402,25 +503,56 @@ def _write(batch: list[_Item], future: Future[list[_Result]], writer: _Writer,
     progress.update(len(batch))
 
 
-def _run_batch(pipeline: Pipeline, requests: list[Line], instance: int) -> list[_Result]:
-    """Each request's outputs as JSON values, or its error: lines whose tensors concatenate run as one request;
-    a group that fails runs again one line at a time, so that only the bad lines fail."""
+def _run_batch(pipeline: Pipeline, units: list[Line | _Chunk], instance: int) -> list[_Result]:
+    """Each line's outputs as JSON values, or its error, in order: units whose tensors concatenate run as one
+    request; a group that fails runs again one line at a time, so that only the bad lines fail."""
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, request in enumerate(requests):
-        key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(request.tensors.items()))
+    for index, unit in enumerate(units):
+        key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(unit.tensors.items()))
         groups.setdefault(key, []).append(index)
-    merged = [_concat([requests[i].tensors for i in group]) for group in groups.values()]
+    merged = [_concat([units[i].tensors for i in group]) for group in groups.values()]
     answers = pipeline.run_batch(merged, instance=instance)
-    results: list[_Result] = [RuntimeError("not run")] * len(requests)
+    results: list[list[_Result]] = [[] for _ in units]
     for group, answer in zip(groups.values(), answers, strict=True):
-        if isinstance(answer, Exception) and len(group) > 1:
-            for i in group:
-                alone = pipeline.run_batch([requests[i].tensors], instance=instance)[0]
-                results[i] = alone if isinstance(alone, Exception) else _split(alone, [requests[i]])[0]
-        else:
-            for i, result in zip(group, [answer] if isinstance(answer, Exception) else
-                                 _split(answer, [requests[i] for i in group]), strict=True):
-                results[i] = result
+        if isinstance(answer, Exception):
+            if len(group) > 1 or (isinstance(units[group[0]], _Chunk) and units[group[0]].rows > 1):
+                for i in group:
+                    results[i] = _alone(pipeline, units[i], instance)
+            else:
+                results[group[0]] = [answer]
+            continue
+        start = 0
+        for i in group:
+            unit = units[i]
+            stop = start + unit.rows
+            part = {k: v[start:stop] for k, v in answer.items()} if len(group) > 1 else answer
+            results[i] = _rows(part, unit.rows) if isinstance(unit, _Chunk) else _split(part, [unit])
+            start = stop
+    return [result for unit in results for result in unit]
+
+
+def _alone(pipeline: Pipeline, unit: Line | _Chunk, instance: int) -> list[_Result]:
+    """The unit's lines run one at a time."""
+    lines = [unit.line(row) for row in range(unit.rows)] if isinstance(unit, _Chunk) else [unit]
+    results: list[_Result] = []
+    for line in lines:
+        answer = pipeline.run_batch([line.tensors], instance=instance)[0]
+        results.append(answer if isinstance(answer, Exception) else _split(answer, [line])[0])
+    return results
+
+
+def _rows(answer: Tensors, rows: int) -> list[_Result]:
+    """`answer` (one row per line) as each line's JSON values; a row holding a value JSON cannot carry fails."""
+    names = list(answer)
+    columns = [_json_values(np.asarray(answer[name]), name) for name in names]
+    results: list[_Result] = [dict(zip(names, row, strict=True))
+                              for row in zip(*(values for values, _ in columns), strict=True)]
+    if not names:
+        results = [{} for _ in range(rows)]
+    for _, bad in columns:
+        for row, why in sorted(bad.items()):
+            if isinstance(results[row], dict):
+                results[row] = ValueError(why)
     return results
 
 
@@ -452,6 +584,16 @@ def _json_values(array: np.ndarray, name: str) -> tuple[list[Any], dict[int, str
         if not finite.all():
             bad = {int(r): f"output {name!r} holds NaN or infinity, which JSON cannot carry"
                    for r in np.flatnonzero(~finite)}
+    if array.dtype.kind == "O" and array.size:  # BYTES: decoded in one pass when every value is UTF-8 bytes
+        flat = array.ravel().tolist()
+        try:
+            texts = [value.decode() for value in flat]
+        except (AttributeError, UnicodeDecodeError):
+            pass  # a value that is not bytes, or not UTF-8: row by row below, which names it
+        else:
+            decoded = np.empty(len(texts), dtype=object)
+            decoded[:] = texts
+            return decoded.reshape(array.shape).tolist(), bad
     values = array.tolist()
     if array.dtype.kind in "OSU":
         for row, value in enumerate(values):

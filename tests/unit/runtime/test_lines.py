@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from infc_runtime.lines import decode_line
+from infc_runtime.abi import RequestError
+from infc_runtime.lines import decode_line, named_rows
 from infc_runtime.protocol import ProtocolError
 from infc_runtime.stream import _lines
 from infc_runtime.types import ServingConfig, TensorSpec
@@ -81,3 +84,35 @@ def test_the_stream_splits_lines_across_chunks_and_bounds_them() -> None:
     receive = _body(b'{"a": 1}\n{"b"', b': 2}\n\n', b"x" * 40, b"y" * 40 + b"\nlast")
     assert asyncio.run(_collect(receive, max_bytes=32)) == [(1, b'{"a": 1}'), (2, b'{"b": 2}'), (4, None),
                                                            (5, b"last")]
+
+
+_pixel = st.one_of(st.integers(-2, 300), st.floats(-1, 2), st.booleans(), st.none())
+_row = st.one_of(st.lists(st.lists(_pixel, min_size=3, max_size=3), min_size=2, max_size=2),  # nested
+                 st.lists(_pixel, min_size=6, max_size=6),  # flat: decode_line takes it, named_rows declines
+                 st.lists(st.lists(_pixel, min_size=2, max_size=2), min_size=2, max_size=2))  # wrong shape
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(_row, min_size=1, max_size=5), dtype=st.sampled_from(["uint8", "float32"]),
+       extra=st.booleans())
+def test_named_rows_at_once_equal_each_line_decoded_alone(rows: list[Any], dtype: str, extra: bool) -> None:
+    """A block of named rows read in one numpy step is exactly the lines decoded one by one, or declined (None:
+    `infc run` then decodes each line alone), never a different answer."""
+    inputs = [TensorSpec("image", dtype, (2, 3))]
+    raws = [json.dumps({"image": r, **({"other": 1} if extra and i == 0 else {})}).encode()
+            for i, r in enumerate(rows)]
+    block = named_rows(raws, inputs)
+    alone: list[np.ndarray] | None = []
+    for raw in raws:
+        try:
+            assert alone is not None
+            alone.append(decode_line(raw, inputs, OUT, LIMITS).tensors["image"])
+        except (ProtocolError, RequestError):
+            alone = None
+            break
+    if block is None:
+        return
+    assert alone is not None, "a block with a bad line must be declined"
+    want = np.concatenate(alone)
+    assert block["image"].dtype == want.dtype
+    np.testing.assert_array_equal(block["image"], want)
