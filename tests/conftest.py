@@ -10,6 +10,7 @@ INFC_TESTS_EMULATOR_DIR."""
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,27 @@ from infc.emulate import EMULATOR_DIR_ENV, emulator_dir  # noqa: E402 - after th
 
 os.environ.setdefault("INFC_TESTS_EMULATOR_DIR", str(emulator_dir()))
 os.environ[EMULATOR_DIR_ENV] = str(Path(tempfile.gettempdir()) / "infc-tests-no-emulator")
+
+
+def _triton_clients_collected_on_any_thread() -> None:
+    """tritonclient.http's client closes itself in `__del__`, joining its gevent pool; that pool belongs to the
+    thread that made the client, and when the cyclic garbage collector happens to run on another thread (a later
+    test's worker pool) the join raises InvalidThreadUseError, which pytest reports against that later test. The
+    tests close their clients themselves: off the main thread, the destructor leaves it at that."""
+    try:
+        from tritonclient.http import _client
+    except ImportError:
+        return
+    close_on_del = _client.InferenceServerClient.__del__
+
+    def __del__(self: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            close_on_del(self)
+
+    _client.InferenceServerClient.__del__ = __del__  # type: ignore[method-assign]
+
+
+_triton_clients_collected_on_any_thread()
 
 OPT_IN = {
     "qemu": "opt-in: `pytest -m qemu` runs it (after `python -m infc.emulate setup`)",
