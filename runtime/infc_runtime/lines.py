@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _json
 from ._tensors import ProtocolError, to_datatype, values_from_json
-from .protocol import RequestedOutput, decode_request
+from .protocol import RequestedOutput, check_json_size, decode_document, parse_json
 from .types import ServingConfig, Tensors, TensorSpec, numpy_dtype
 
 __all__ = ["Line", "decode_line", "named_rows", "raw_input"]
@@ -63,14 +63,10 @@ def decode_line(raw: bytes | bytearray, inputs: Sequence[TensorSpec], outputs: S
     if record is not None and b'"inputs"' not in raw and not raw.lstrip().startswith(b'"'):
         # a raw record, parsed once: by the pre kernel (whose errors name the row), not here as well
         return Line({record.name: _one(bytes(raw).strip())}, 1, True)
-    try:
-        doc = _json.loads(raw)
-    except RecursionError:
-        raise ProtocolError(400, "JSON nested too deeply") from None
-    except ValueError as exc:
-        raise ProtocolError(400, f"malformed JSON ({exc})") from None
-    if isinstance(doc, dict) and isinstance(doc.get("inputs"), list):
-        req = decode_request(raw, inputs, outputs, limits=limits)
+    doc = parse_json(raw, "")
+    if isinstance(doc, dict) and isinstance(doc.get("inputs"), list):  # a V2 request: parsed once, here
+        check_json_size(raw, inputs, limits)
+        req = decode_document(doc, memoryview(b""), inputs, outputs, limits=limits)
         return Line(req.inputs, req.rows, False, req.id, req.outputs)
     if record is not None:
         return Line({record.name: _one(doc.encode() if isinstance(doc, str) else bytes(raw).strip())}, 1, True)

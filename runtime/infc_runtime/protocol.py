@@ -55,9 +55,12 @@ __all__ = [
     "InferRequest",
     "ProtocolError",
     "RequestedOutput",
+    "check_json_size",
+    "decode_document",
     "decode_request",
     "encode_response",
     "numpy_for_datatype",
+    "parse_json",
     "tensor_metadata",
     "to_datatype",
 ]
@@ -129,14 +132,30 @@ def decode_request(
     Without `limits` only the consistency of the request is checked (no 413).
     """
     header, binary = _split_body(body, header_length)
-    if limits is not None and len(header) > _SCAN_BYTES:
-        _check_json_size(header, inputs, limits)
+    check_json_size(header, inputs, limits)  # before the parse: a declared size the body cannot hold is a 400
+    return decode_document(parse_json(header), binary, inputs, outputs, limits=limits)
+
+
+def parse_json(text: bytes | bytearray, where: str = "request body: ") -> Any:
+    """The JSON document in `text`; ProtocolError (400) naming `where` when it is not JSON or nests too deeply."""
     try:
-        doc = _json.loads(header)
+        return _json.loads(text)
     except RecursionError:
-        raise ProtocolError(400, "request body: JSON nested too deeply") from None
+        raise ProtocolError(400, f"{where}JSON nested too deeply") from None
     except ValueError as exc:
-        raise ProtocolError(400, f"request body: malformed JSON ({exc})") from None
+        raise ProtocolError(400, f"{where}malformed JSON ({exc})") from None
+
+
+def decode_document(
+    doc: Any,
+    binary: memoryview,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    limits: ServingConfig | None = None,
+) -> InferRequest:
+    """`decode_request` past the parse: validate the request header's document `doc` (`binary`: the bytes after
+    the header, for `binary_data_size` inputs)."""
     if not isinstance(doc, dict):
         raise ProtocolError(400, "request body: expected a JSON object")
     request_id = doc.get("id")
@@ -199,6 +218,12 @@ def _split_body(body: bytes | bytearray, header_length: str | None) -> tuple[byt
             400, f"{HEADER_LENGTH} header: {header_length!r} is not a length within the {len(body)}-byte body"
         )
     return body[:length], memoryview(body)[length:]
+
+
+def check_json_size(header: bytes | bytearray, inputs: Sequence[TensorSpec], limits: ServingConfig | None) -> None:
+    """A large JSON header's declared shapes checked against `limits` and the bytes it has (small ones: nothing)."""
+    if limits is not None and len(header) > _SCAN_BYTES:
+        _check_json_size(header, inputs, limits)
 
 
 def _check_json_size(header: bytes | bytearray, inputs: Sequence[TensorSpec], limits: ServingConfig) -> None:
