@@ -67,9 +67,10 @@ import numpy as np
 
 from . import _json
 from ._tensors import ProtocolError
+from .bundle_options import NO_VERIFY_WITH_KEY, add_bundle_options
 from .lines import Line, decode_line, named_rows, raw_input
 from .pipeline import Pipeline
-from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
+from .providers import ProviderError, allow_cpu_fallback_env
 from .types import Tensors
 from .verify import BundleError
 
@@ -118,21 +119,13 @@ def add_options(parser: argparse.ArgumentParser, *, bundle: bool = True) -> None
     parser.add_argument("--max-files", type=int, default=MAX_FILES, metavar="N",
                         help="most files a folder INPUT may hold (default: %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not check the bundle's files against manifest.json (development only)")
-    parser.add_argument("--public-key", metavar="PUB", default=None,
-                        help="require manifest.sig, a signature by this PEM public key's private key (infc sign); "
-                             "default: $INFC_PUBLIC_KEY when set")
-    parser.add_argument(FALLBACK_OPTION, dest="allow_cpu_fallback", action="store_true",
-                        help="run on CPU when the execution provider the bundle was built for (CUDA) cannot be "
-                             f"used; without it such a bundle exits {EXIT_NO_PROVIDER} "
-                             f"(default: ${ALLOW_CPU_FALLBACK_ENV}=1)")
+    add_bundle_options(parser, verb="run", exits=f"exits {EXIT_NO_PROVIDER}")
 
 
 def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
     """Run the parsed `run` command; return the exit code. `load_bundle`: `serve.load_bundle`."""
     if args.public_key is not None and args.no_verify:
-        return _fail("--no-verify cannot be used with a public key (--public-key or INFC_PUBLIC_KEY)")
+        return _fail(NO_VERIFY_WITH_KEY)
     try:
         fallback = args.allow_cpu_fallback or allow_cpu_fallback_env()
         source, output = Path(args.input), Path(args.output)

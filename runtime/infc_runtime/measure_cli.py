@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from .bundle_options import NO_VERIFY_WITH_KEY, add_bundle_options
 from .latency import PERCENTILES, measure, measure_batches, settle_heap
 from .pipeline import Pipeline
-from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
+from .providers import ProviderError, allow_cpu_fallback_env
 from .types import Tensors, numpy_dtype
 from .verify import BundleError
 
@@ -94,15 +95,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=10.0, metavar="S", help="(default: %(default)s)")
     parser.add_argument("--no-gc-freeze", action="store_true", help="do not settle the heap after warm-up")
     parser.add_argument("--no-single", action="store_true", help="time only the batches, not single requests")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not check the bundle's files against manifest.json (development only)")
-    parser.add_argument("--public-key", metavar="PUB", default=None,
-                        help="require manifest.sig, a signature by this PEM public key's private key (infc sign); "
-                             "default: $INFC_PUBLIC_KEY when set (needs the cryptography package)")
-    parser.add_argument(FALLBACK_OPTION, dest="allow_cpu_fallback", action="store_true",
-                        help="measure on CPU when the execution provider the bundle was built for (CUDA) cannot be "
-                             f"used (the JSON says so); without it such a bundle exits {EXIT_NO_PROVIDER} "
-                             f"(default: ${ALLOW_CPU_FALLBACK_ENV}=1)")
+    add_bundle_options(parser, verb="measure", says=" (the JSON says so)", exits=f"exits {EXIT_NO_PROVIDER}")
 
 
 def load_requests(path: str | Path, pipeline: Pipeline) -> Tensors:
@@ -184,8 +177,7 @@ def run(args: argparse.Namespace, load_bundle: Callable[..., Pipeline]) -> int:
         return EXIT_USAGE
     key = args.public_key
     if key is not None and args.no_verify:
-        print("error: --no-verify cannot be used with a public key (--public-key or INFC_PUBLIC_KEY): signatures "
-              "are required", file=sys.stderr)
+        print(f"error: {NO_VERIFY_WITH_KEY}", file=sys.stderr)
         return EXIT_USAGE
     try:
         fallback = args.allow_cpu_fallback or allow_cpu_fallback_env()

@@ -144,6 +144,7 @@ from typing import TYPE_CHECKING
 
 from .abi import ManifestError
 from .auth import ADMIN_KEY_ENV, API_KEYS_ENV, OPEN_PATHS, Auth, Keys, KeysError, load_keys
+from .bundle_options import NO_VERIFY_WITH_KEY, PUBLIC_KEY_ENV, add_bundle_options
 from .providers import ALLOW_CPU_FALLBACK_ENV, FALLBACK_OPTION, ProviderError, allow_cpu_fallback_env
 from .tracing import Tracing, TracingError, from_environment
 from .verify import MANIFEST, BundleError, verify_bundle
@@ -167,9 +168,6 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 SIGNED = f"{MANIFEST} signed by key "
 """What `Verified.summary()` says when the signature was checked."""
 
-PUBLIC_KEY_ENV = "INFC_PUBLIC_KEY"
-"""The path of a PEM public key whose signature a served bundle must carry, when `--public-key` is not given
-(the bundle's serve.py reads the same variable)."""
 
 log = logging.getLogger("infc_runtime")
 
@@ -248,15 +246,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help="log level (default: %(default)s)",
     )
     parser.add_argument("--no-warmup", action="store_true", help="be ready at once, without warming up")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not check the bundle's files against manifest.json (development only)")
-    parser.add_argument("--public-key", metavar="PUB", default=None,
-                        help=f"require manifest.sig, a signature by this PEM public key's private key (infc sign); "
-                             f"default: ${PUBLIC_KEY_ENV} when set (needs the cryptography package)")
-    parser.add_argument(FALLBACK_OPTION, dest="allow_cpu_fallback", action="store_true",
-                        help=f"serve on CPU when the execution provider the bundle was built for (CUDA) cannot be "
-                             f"used, and say so (log, model metadata, metric infc_cpu_fallback); without it such a "
-                             f"bundle exits {EXIT_NO_PROVIDER} before listening (default: ${ALLOW_CPU_FALLBACK_ENV}=1)")
+    add_bundle_options(parser, verb="serve", says=", and say so (log, model metadata, metric infc_cpu_fallback)",
+                       exits=f"exits {EXIT_NO_PROVIDER} before listening")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="accept requests whose Host header names NAME (repeatable)")
     parser.add_argument("--access-log", action="store_true",
@@ -459,8 +450,7 @@ def _app(args: argparse.Namespace) -> tuple[Starlette, Callable[[], None] | None
             return EXIT_USAGE
     key = public_key(args.public_key)
     if key is not None and args.no_verify:
-        print(f"error: --no-verify cannot be used with a public key (--public-key or {PUBLIC_KEY_ENV}): signatures "
-              "are required", file=sys.stderr)
+        print(f"error: {NO_VERIFY_WITH_KEY}", file=sys.stderr)
         return EXIT_USAGE
     if key is not None and verified is not None and SIGNED not in verified:
         # serve.py checked no signature: it saw no key, but argparse took an abbreviation (`--public PUB`)
